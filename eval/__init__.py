@@ -1,0 +1,1 @@
+"""Benchmark evaluators (AMBER, captioning) built on top of :mod:`lvlm_skip`."""
