@@ -113,56 +113,93 @@ def coco_caption_scores(
         ``{"scores": {metric: float}, "skipped": {metric: reason}, "n_scored": int,
         "n_missing_reference": int, "tokenizer": "ptb" | "simple"}``.
     """
+    return coco_caption_scores_multi(references, {"_": candidates}, metrics)["_"]
+
+
+def coco_caption_scores_multi(
+    references: Mapping[Hashable, list[str]],
+    systems: Mapping[str, Mapping[Hashable, str]],
+    metrics: Iterable[str] = _SCORER_GROUPS,
+) -> dict[str, dict[str, Any]]:
+    """:func:`coco_caption_scores` for several systems (e.g. variants) at once.
+
+    Equivalent to calling :func:`coco_caption_scores` per system, but tokenizes all
+    captions in one PTBTokenizer call and starts each scorer (METEOR's JVM) only once.
+
+    Args:
+        references: ``{id: [reference caption, ...]}``.
+        systems: ``{system name: {id: generated caption}}``.
+        metrics: scorer groups to run.
+
+    Returns:
+        ``{system name: coco_caption_scores-style result}``.
+    """
     groups = [m.lower() for m in metrics]
     unknown = set(groups) - set(_SCORER_GROUPS)
     if unknown:
         raise ValueError(f"unknown metric group(s): {sorted(unknown)}")
-    ids = [i for i in candidates if i in references and len(references[i]) > 0]
-    n_missing = len(candidates) - len(ids)
-    if n_missing:
-        logger.warning("%d candidate(s) have no reference caption and are not scored", n_missing)
-    skipped: dict[str, str] = {}
-    result: dict[str, Any] = {"scores": {}, "skipped": skipped, "n_scored": len(ids),
-                              "n_missing_reference": n_missing}
     has_java = java_available()
-    result["tokenizer"] = "ptb" if has_java else "simple"
     if not has_java:
         logger.warning("java not found: using a simple regex tokenizer instead of PTBTokenizer")
-    if not ids:
-        for g in groups:
-            for name in _group_names(g):
-                skipped[name] = "no candidate with a reference"
-        return result
+    results: dict[str, dict[str, Any]] = {}
+    ids_of: dict[str, list[Hashable]] = {}
+    for name, cands in systems.items():
+        ids = [i for i in cands if i in references and len(references[i]) > 0]
+        n_missing = len(cands) - len(ids)
+        if n_missing:
+            logger.warning("%s: %d candidate(s) have no reference caption and are not scored",
+                           name, n_missing)
+        ids_of[name] = ids
+        results[name] = {"scores": {}, "skipped": {}, "n_scored": len(ids),
+                         "n_missing_reference": n_missing,
+                         "tokenizer": "ptb" if has_java else "simple"}
+        if not ids:
+            for g in groups:
+                for metric in _group_names(g):
+                    results[name]["skipped"][metric] = "no candidate with a reference"
+    active = [n for n in systems if ids_of[n]]
+    if not active or not groups:
+        return results
 
-    gts = _tokenize({i: list(references[i]) for i in ids}, has_java)
-    res = _tokenize({i: [candidates[i] if candidates[i] is not None else ""] for i in ids}, has_java)
-    # Empty candidates make some scorers choke; METEOR needs at least one token.
-    res = {i: [c if c.strip() else "<empty>"] for i, c in ((i, v[0]) for i, v in res.items())}
+    all_ids = list(dict.fromkeys(i for n in active for i in ids_of[n]))
+    gts_all = _tokenize({i: list(references[i]) for i in all_ids}, has_java)
+    # One tokenizer call for every system's captions; keys are positions.
+    keys = [(n, i) for n in active for i in ids_of[n]]
+    raw = {k: [systems[n][i] or ""] for k, (n, i) in enumerate(keys)}
+    tok = _tokenize(raw, has_java)
+    res_of: dict[str, dict[Hashable, list[str]]] = {n: {} for n in active}
+    for k, (n, i) in enumerate(keys):
+        text = tok.get(k, [""])[0]
+        # Empty candidates make some scorers choke; METEOR needs at least one token.
+        res_of[n][i] = [text if text.strip() else "<empty>"]
 
     for group in groups:
         names = _group_names(group)
         scorer, reason = _make_scorer(group, has_java)
         if scorer is None:
-            for name in names:
-                skipped[name] = reason
             logger.info("skipping %s: %s", "/".join(names), reason)
+            for n in active:
+                results[n]["skipped"].update({m: reason for m in names})
             continue
         try:
-            with contextlib.redirect_stdout(io.StringIO()) as chatter:  # Bleu prints stats
-                score, _ = scorer.compute_score(gts, res)
-            if chatter.getvalue().strip():
-                logger.debug("%s: %s", group, chatter.getvalue().strip())
-        except Exception as exc:  # noqa: BLE001 - a broken scorer must not kill the report
-            for name in names:
-                skipped[name] = f"scorer failed: {type(exc).__name__}: {exc}"
-            logger.warning("%s scorer failed: %s", group, exc)
-            continue
+            for n in active:
+                gts = {i: gts_all[i] for i in ids_of[n]}
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # Bleu prints
+                        score, _ = scorer.compute_score(gts, res_of[n])
+                    if chatter.getvalue().strip():
+                        logger.debug("%s/%s: %s", n, group, chatter.getvalue().strip())
+                except Exception as exc:  # noqa: BLE001 - a broken scorer must not kill the report
+                    logger.warning("%s scorer failed on %s: %s", group, n, exc)
+                    results[n]["skipped"].update(
+                        {m: f"scorer failed: {type(exc).__name__}: {exc}" for m in names})
+                    continue
+                values = score if isinstance(score, list) else [score]
+                for metric, value in zip(names, values):
+                    results[n]["scores"][metric] = float(value)
         finally:
             _close_scorer(scorer)
-        values = score if isinstance(score, list) else [score]
-        for name, value in zip(names, values):
-            result["scores"][name] = float(value)
-    return result
+    return results
 
 
 def _group_names(group: str) -> list[str]:
@@ -488,7 +525,7 @@ def closeness_to_reference_variant(
 
 __all__ = [
     "ALL_CAPTION_METRICS", "caption_objects", "chair_scores", "closeness_to_reference_variant",
-    "coco_caption_scores", "edit_similarity", "image_objects_from_captions",
+    "coco_caption_scores", "coco_caption_scores_multi", "edit_similarity", "image_objects_from_captions",
     "image_objects_from_instances", "java_available", "rouge_l_f1", "singularize",
     "spice_status", "unigram_f1",
 ]

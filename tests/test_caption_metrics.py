@@ -143,3 +143,15 @@ def test_no_java_skips_meteor(monkeypatch):
     assert "METEOR" in out["skipped"] and "java" in out["skipped"]["METEOR"]
     assert out["scores"]["ROUGE_L"] == pytest.approx(1.0)
     assert out["scores"]["Bleu_1"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.skipif(not cm.java_available(), reason="java not installed")
+def test_multi_system_matches_single_calls():
+    refs = {1: ["a dog on a couch", "a brown dog"], 2: ["a man on a motorbike"], 3: ["x"]}
+    systems = {"a": {1: "a dog on a sofa", 2: "a man riding a motorbike"},
+               "b": {1: "a brown dog", 2: "", 7: "no reference"}}
+    multi = cm.coco_caption_scores_multi(refs, systems, metrics=["bleu", "rouge", "cider"])
+    for name, cands in systems.items():
+        single = cm.coco_caption_scores(refs, cands, metrics=["bleu", "rouge", "cider"])
+        assert multi[name]["scores"] == pytest.approx(single["scores"])
+    assert multi["b"]["n_missing_reference"] == 1 and multi["b"]["n_scored"] == 2
