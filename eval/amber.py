@@ -52,7 +52,7 @@ def known_variants() -> tuple[str, ...]:
         import lvlm_skip
 
         return tuple(getattr(lvlm_skip, "VARIANTS", DEFAULT_VARIANTS))
-    except ImportError:
+    except Exception:  # lvlm_skip missing or broken: fall back to the documented names
         return DEFAULT_VARIANTS
 
 

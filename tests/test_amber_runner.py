@@ -212,3 +212,20 @@ def test_two_process_sharding_merges_without_duplicates(amber):
     assert set(keys) == {(v, i) for v in ("none", "skip1") for i in range(1, 9)}
     assert not list(amber["out"].glob("responses.rank*.jsonl"))
     assert (amber["out"] / "amber_a.md").is_file()
+
+
+def test_format_prompt_uses_chat_template_or_fallback():
+    from eval.generation import format_prompt
+
+    class Plain:
+        chat_template = None
+
+    class Chat:
+        chat_template = "x"
+
+        def apply_chat_template(self, conversation, add_generation_prompt):
+            assert add_generation_prompt and conversation[0]["content"][0] == {"type": "image"}
+            return "TEMPLATED:" + conversation[0]["content"][1]["text"]
+
+    assert format_prompt(Plain(), "Describe this image.") == "USER: <image>\nDescribe this image. ASSISTANT:"
+    assert format_prompt(Chat(), "Is there a dog?") == "TEMPLATED:Is there a dog?"
