@@ -1,0 +1,173 @@
+"""Where a Hugging Face model keeps its decoder layers, final norm and LM head.
+
+This is the only module of `lvlm_skip` that knows about transformers' model internals. Everything
+else receives a :class:`ModelAnatomy` and works on plain tensors.
+
+Layer indexing, used everywhere in the package (the paper's convention, eq. 2):
+
+* ``L`` = number of decoder layers.
+* Layer ``j`` (1-based, ``j = 1..L``) is ``anatomy.layers[j - 1]``; its output is the hidden state
+  ``h_j``. ``h_0`` is the input embeddings.
+* A readout / JSD curve of a step therefore has ``L + 1`` readouts (``j = 0..L``) and ``L``
+  adjacent divergences ``d_j = JSD(p_{j-1} || p_j)``, stored at array index ``j - 1``: ``d_j`` is the
+  change made by layer ``j``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: Architectures (``model.config.architectures`` / class names) that the tests cover. Others that
+#: expose the same layout (a decoder with ``.layers`` and ``.norm``, Llama-style attention) work too.
+SUPPORTED_ARCHITECTURES = (
+    "LlavaForConditionalGeneration",
+    "LlavaNextForConditionalGeneration",
+    "Qwen2VLForConditionalGeneration",
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+)
+
+
+class UnsupportedModelError(ValueError):
+    """The model does not expose the decoder layout that `lvlm_skip` needs."""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelAnatomy:
+    """The parts of a decoder-only (or vision-language) model that the lens and the skipper use.
+
+    Attributes:
+        model: The whole model (e.g. ``LlavaForConditionalGeneration``).
+        decoder: The text decoder module (``LlamaModel`` and friends), owner of ``layers`` and ``norm``.
+        layers: The decoder layer stack, ``L`` modules.
+        final_norm: The norm applied to the last layer's output before the LM head.
+        lm_head: The unembedding, hidden size -> vocabulary.
+        num_layers: ``L``.
+        hidden_size: Width of the residual stream.
+        vocab_size: Rows of the LM head.
+    """
+
+    model: nn.Module
+    decoder: nn.Module
+    layers: nn.ModuleList
+    final_norm: nn.Module
+    lm_head: nn.Module
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> "ModelAnatomy":
+        """Find the anatomy of ``model`` through its own API (``get_decoder``, ``get_output_embeddings``).
+
+        Raises:
+            UnsupportedModelError: naming what was looked for and not found.
+        """
+        name = type(model).__name__
+        looked_for = (
+            "model.get_decoder() with .layers (a ModuleList) and .norm, and model.get_output_embeddings() "
+            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+        )
+        get_decoder = getattr(model, "get_decoder", None)
+        get_head = getattr(model, "get_output_embeddings", None)
+        if get_decoder is None or get_head is None:
+            raise UnsupportedModelError(f"unsupported model {name}: looked for {looked_for}")
+        decoder = get_decoder()
+        layers = getattr(decoder, "layers", None)
+        final_norm = getattr(decoder, "norm", None)
+        lm_head = get_head()
+        if not isinstance(layers, nn.ModuleList) or len(layers) == 0 or final_norm is None or lm_head is None:
+            raise UnsupportedModelError(f"unsupported model {name}: looked for {looked_for}")
+        text_config = model.config.get_text_config()
+        num_layers = int(getattr(text_config, "num_hidden_layers", len(layers)))
+        if num_layers != len(layers):
+            raise UnsupportedModelError(
+                f"unsupported model {name}: config says {num_layers} layers but the decoder holds {len(layers)}"
+            )
+        return cls(
+            model=model,
+            decoder=decoder,
+            layers=layers,
+            final_norm=final_norm,
+            lm_head=lm_head,
+            num_layers=num_layers,
+            hidden_size=int(text_config.hidden_size),
+            vocab_size=int(lm_head.weight.shape[0]),
+        )
+
+    def check_layer(self, layer: int, *, allow_embeddings: bool = False) -> int:
+        """Validate a 1-based layer number (0 = embeddings when ``allow_embeddings``).
+
+        Raises:
+            ValueError: ``layer`` is out of range, with the valid range in the message.
+        """
+        low = 0 if allow_embeddings else 1
+        if not isinstance(layer, int) or isinstance(layer, bool) or not low <= layer <= self.num_layers:
+            raise ValueError(f"layer {layer!r} is out of range: this model has layers {low}..{self.num_layers}")
+        return layer
+
+    @property
+    def cache_length_layer(self) -> int:
+        """1-based layer whose KV cache transformers reads the sequence length from (its first layer).
+
+        ``DynamicCache.get_seq_length()`` and the causal-mask builder read layer index 0, so that layer's
+        cache must always be filled, even at a step where the layer itself is skipped.
+        """
+        return 1
+
+
+def unpack_layer_output(output) -> torch.Tensor:
+    """The hidden state a decoder layer returned: a bare tensor in transformers 5.x, a tuple before."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def project_kv_into_cache_(
+    layer: nn.Module,
+    hidden_in: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    past_key_values,
+) -> None:
+    """Append to ``past_key_values`` the keys/values ``layer`` would have written for ``hidden_in``.
+
+    This is CALM's propagation policy for a layer skipped at some positions: its attention cache at
+    those positions holds the K/V projections of the hidden state that entered the layer (which, for
+    a skipped span, is the hidden state that entered the span). It costs the two K/V projections
+    (``2 * hidden * kv_dim`` MACs per token) instead of the whole layer.
+
+    Args:
+        layer: A Llama-style decoder layer (``input_layernorm``, ``self_attn.k_proj/v_proj``,
+            optional ``self_attn.k_norm``), whose modeling module defines ``apply_rotary_pos_emb``.
+        hidden_in: `(batch, seq, hidden)` the layer's input at the skipped positions.
+        position_embeddings: The ``(cos, sin)`` pair the decoder passed to the layer.
+        past_key_values: The cache object the decoder passed to the layer.
+
+    Raises:
+        UnsupportedModelError: the layer is not Llama-style.
+    """
+    attn = getattr(layer, "self_attn", None)
+    module = sys.modules.get(type(attn).__module__) if attn is not None else None
+    apply_rope = getattr(module, "apply_rotary_pos_emb", None)
+    norm = getattr(layer, "input_layernorm", None)
+    if attn is None or apply_rope is None or norm is None or not hasattr(attn, "k_proj"):
+        raise UnsupportedModelError(
+            f"cannot project K/V for {type(layer).__name__}: looked for input_layernorm, self_attn.k_proj/v_proj "
+            "and apply_rotary_pos_emb in its modeling module"
+        )
+    # 1. the layer's own pre-attention norm and projections, heads split as the attention does
+    normed = norm(hidden_in)
+    head_shape = (*normed.shape[:-1], -1, attn.head_dim)
+    keys = attn.k_proj(normed).view(head_shape)  # shape: (batch, seq, kv_heads, head_dim)
+    if hasattr(attn, "k_norm"):
+        keys = attn.k_norm(keys)
+    keys = keys.transpose(1, 2)  # shape: (batch, kv_heads, seq, head_dim)
+    values = attn.v_proj(normed).view(head_shape).transpose(1, 2)
+    # 2. rotary position embedding of the keys (the function rotates q and k; we pass keys twice)
+    cos, sin = position_embeddings
+    _, keys = apply_rope(keys, keys, cos, sin)
+    # 3. write them where the layer would have
+    past_key_values.update(keys, values, attn.layer_idx)

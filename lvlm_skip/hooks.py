@@ -1,0 +1,67 @@
+"""Forward hooks that read the residual stream. Each hook lives only inside a context manager.
+
+The hooks are registered with ``prepend=True`` so that they run before the hooks transformers uses
+to collect ``output_hidden_states``; they only read, never modify, the tensors.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from .anatomy import ModelAnatomy, unpack_layer_output
+
+
+@dataclass
+class LastPositionRecorder:
+    """Per forward call of the decoder, the un-normed state of the last position at every depth.
+
+    ``calls[t]`` is `(L + 1, batch, hidden)`: row 0 the input embeddings (``h_0``), row ``j`` layer
+    ``j``'s output, all before the final norm. With greedy decoding and a KV cache, call ``t`` is
+    the forward that predicts generated token ``t``.
+    """
+
+    num_layers: int
+    calls: list[torch.Tensor] = field(default_factory=list)
+    _current: list[torch.Tensor | None] = field(default_factory=list)
+
+    def _start(self, hidden: torch.Tensor) -> None:
+        self._current = [None] * (self.num_layers + 1)
+        self._current[0] = hidden[:, -1].detach()
+
+    def _layer(self, layer: int, hidden: torch.Tensor) -> None:
+        self._current[layer] = hidden[:, -1].detach()
+        if layer == self.num_layers:
+            self.calls.append(torch.stack(self._current))
+            self._current = []
+
+
+@contextmanager
+def record_last_position_states(anatomy: ModelAnatomy):
+    """Record :class:`LastPositionRecorder` states for every decoder forward run inside the block.
+
+    Yields:
+        The recorder; its ``calls`` grows by one `(L + 1, batch, hidden)` tensor per forward.
+    """
+    recorder = LastPositionRecorder(anatomy.num_layers)
+    handles = [
+        anatomy.layers[0].register_forward_pre_hook(
+            lambda module, args, kwargs: recorder._start(args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True,
+            prepend=True,
+        )
+    ]
+    for j, layer in enumerate(anatomy.layers, start=1):
+        handles.append(
+            layer.register_forward_hook(
+                lambda module, args, output, j=j: recorder._layer(j, unpack_layer_output(output)),
+                prepend=True,
+            )
+        )
+    try:
+        yield recorder
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,142 @@
+"""Tiny randomly initialised models, built offline from configs, for tests, demos and benchmarks.
+
+They use the same classes and code paths as ``llava-hf/llava-1.5-7b-hf`` (``LlavaForConditionalGeneration``
+with a Llama decoder and a CLIP vision tower, a ``LlavaProcessor``), only smaller. Sizes are passed
+as constructor arguments so a misspelt config key cannot silently give a full-size model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: The demo vocabulary of the word-level tokenizer (after the special tokens).
+DEMO_WORDS = (
+    "the image shows a an of on in and with is are red black blue green yellow white dog cat cup "
+    "apple ball car tree house sky grass water man woman boy girl table plate left right top bottom "
+    "center small large two three one what color describe this please detail yes no . , ?"
+).split()
+SPECIAL_TOKENS = ("<unk>", "<pad>", "<s>", "</s>", "<image>")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% else %}{{ item['text'] }}"
+    "{% endif %}{% endfor %} {% else %}ASSISTANT: {% for item in message['content'] %}{{ item['text'] }}"
+    "{% endfor %}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_word_tokenizer(words=DEMO_WORDS):
+    """A ``PreTrainedTokenizerFast`` over whole words (lower-cased, punctuation split), built offline."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(list(SPECIAL_TOKENS) + [w for w in words if w not in SPECIAL_TOKENS])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>"},
+        padding_side="left",
+    )
+
+
+def build_tiny_llava(
+    *,
+    num_layers: int = 4,
+    hidden_size: int = 32,
+    intermediate_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vocab_words=DEMO_WORDS,
+    vocab_size: int | None = None,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+):
+    """A random ``LlavaForConditionalGeneration`` and its ``LlavaProcessor``.
+
+    Args:
+        num_layers, hidden_size, intermediate_size, num_heads, num_kv_heads: The Llama decoder.
+        vocab_words: Words of the tokenizer; the LM vocabulary is at least their number.
+        vocab_size: LM vocabulary size (>= tokenizer size; the extra rows are never produced by the
+            tokenizer but are real logits, as with padded vocabularies).
+        image_size, patch_size, vision_hidden_size, vision_layers: The CLIP vision tower; the image
+            becomes ``(image_size / patch_size) ** 2`` visual tokens.
+        seed: Weight initialisation seed.
+        dtype: Parameter dtype.
+
+    Returns:
+        ``(model, processor)``, the model in eval mode.
+    """
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = build_word_tokenizer(vocab_words)
+    vocab = max(vocab_size or 0, len(tokenizer))
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    text_config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=vision_hidden_size,
+    )
+    config = LlavaConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=image_token_id,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).to(dtype).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def llava_prompt(processor, question: str) -> str:
+    """The LLaVA-1.5 conversation prompt for one image and one question, via the chat template."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
