@@ -24,6 +24,7 @@ each process writes ``responses.rank{R}.jsonl`` and rank 0 merges and scores.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -141,10 +142,13 @@ def _dist_info() -> tuple[int | None, int, Any]:
     """``(rank or None when single-process, world size, accelerate state or None)``."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None, 1, None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # Without cpu=True accelerate ignores WORLD_SIZE on a machine without GPUs.
+    state = PartialState(cpu=not torch.cuda.is_available())
     if state.num_processes <= 1:
+        logger.warning("WORLD_SIZE>1 but accelerate sees one process: running unsharded")
         return None, 1, None
     return state.process_index, state.num_processes, state
 
@@ -161,11 +165,20 @@ def _generate(args: argparse.Namespace, data: CaptionDataset,
             raise UsageError(f"--model must be an existing local model folder: {args.model}")
         from eval.generation import build_generate_fn
 
+        # One full model copy per process on its own device under `accelerate launch`.
         device_map = str(state.device) if state is not None else args.device_map
-        generate_fn = build_generate_fn(args.model, args.variants, args.mode,
-                                        args.max_new_tokens, device_map)
+        try:
+            generate_fn = build_generate_fn(args.model, args.variants, args.mode,
+                                            args.max_new_tokens, device_map)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise UsageError(f"cannot load model {args.model}: {exc}".replace("\n", " ")) from None
     mine = shard_items(items, rank or 0, world)
-    produced = run_generation(store, args.variants, mine, generate_fn)
+    try:
+        produced = run_generation(store, args.variants, mine, generate_fn,
+                                  show_progress=rank in (None, 0))
+    except KeyboardInterrupt:
+        print(f"interrupted; rerun the same command to resume from {store.path}", file=sys.stderr)
+        raise SystemExit(130) from None
     logger.info("rank %s: %d new item(s) generated (or failed)", rank or 0, produced)
     if state is None:
         return True
@@ -189,6 +202,8 @@ def score(args: argparse.Namespace, data: CaptionDataset,
 
     Returns:
         The rows and a ``meta`` dict (skipped metrics with reasons, counts, settings).
+        With ground-truth objects, the mentioned / hallucinated objects of every caption
+        are also written to ``<out>/caption_chair_details.json``.
     """
     wanted = {im.image_id for im in data.images}
     records = [r for r in ResultStore(args.out).records() if r["id"] in wanted]
@@ -200,6 +215,7 @@ def score(args: argparse.Namespace, data: CaptionDataset,
     texts = {v: {r["id"]: r["response"] for r in rs if "error" not in r} for v, rs in by_variant.items()}
     none_tps = _throughput([r for r in by_variant.get("none", []) if "error" not in r])[0]
     skipped: dict[str, str] = {}
+    chair_details: dict[str, dict[str, Any]] = {}
     coco: dict[str, dict[str, Any]] = {}
     if references and args.metrics:
         coco = coco_caption_scores_multi(references, {v: t for v, t in texts.items() if t},
@@ -213,6 +229,7 @@ def score(args: argparse.Namespace, data: CaptionDataset,
             skipped.update(coco[v]["skipped"])
         if image_objects is not None:
             chair = chair_scores(texts[v], image_objects)
+            chair_details[v] = {str(i): d for i, d in chair["per_caption"].items()}
             scores["CHAIR_S"], scores["CHAIR_I"] = chair["CHAIR_S"], chair["CHAIR_I"]
         if v != "none" and "none" in texts:
             close = closeness_to_reference_variant(texts[v], texts["none"])
@@ -225,6 +242,9 @@ def score(args: argparse.Namespace, data: CaptionDataset,
     columns = list(dict.fromkeys(k for r in rows for k in r.scores))
     for r in rows:
         r.scores = {k: r.scores.get(k) for k in columns}
+    if chair_details:
+        path = Path(args.out) / "caption_chair_details.json"
+        path.write_text(json.dumps(chair_details, indent=1) + "\n", encoding="utf-8")
     meta = {"captions": str(args.captions), "images": len(data), "prompt": args.prompt,
             "mode": args.mode, "instances": args.instances, "skipped_metrics": skipped,
             "speedup": "tokens/s of the variant / tokens/s of none",

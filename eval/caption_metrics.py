@@ -231,7 +231,11 @@ def _make_scorer(group: str, has_java: bool) -> tuple[Any, str]:
 
 
 def _close_scorer(scorer: Any) -> None:
-    """Stops METEOR's java subprocess deterministically (its ``__del__`` is fragile)."""
+    """Stops METEOR's java subprocess now instead of at garbage collection.
+
+    The pipe and process handle are kept, so pycocoevalcap's own ``__del__`` (close,
+    kill, wait) later runs as harmless no-ops.
+    """
     proc = getattr(scorer, "meteor_p", None)
     if proc is None:
         return
@@ -239,10 +243,8 @@ def _close_scorer(scorer: Any) -> None:
         proc.stdin.close()
         proc.kill()
         proc.wait(timeout=10)
-    except Exception:  # noqa: BLE001
-        pass
-    scorer.meteor_p = None
-    type(scorer).__del__ = lambda self: None  # the original __del__ would touch the closed pipe
+    except Exception:  # noqa: BLE001 - best effort cleanup
+        logger.debug("could not stop the METEOR subprocess", exc_info=True)
 
 
 # --------------------------------------------------------------------------------- CHAIR

@@ -94,6 +94,8 @@ def test_end_to_end_report_resume_and_errors(fixture, capsys):
     assert none["speedup"] == pytest.approx(1.0) and skip1["speedup"] == pytest.approx(2.0)
     assert none["tok_per_s"] == pytest.approx(10.0)
     assert 0 < none["Bleu_1"] <= 1 and "CIDEr" in none and "ROUGE_L" in none
+    details = json.loads((out / "caption_chair_details.json").read_text())
+    assert details["skip1"]["3"]["hallucinated"] == [["dog", "dog"]]
     md = (out / "caption_report.md").read_text()
     assert "| skip1" in md and "CHAIR_S" in md
     printed = capsys.readouterr().out
@@ -138,3 +140,27 @@ def test_bad_arguments_exit_2(fixture, capsys):
     assert caption.main(_argv(fixture, "--model", str(fixture / "no-model"))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("error:") for line in err)
+
+
+class _FakeState:
+    device = "cpu"
+
+    def wait_for_everyone(self):
+        pass
+
+
+def test_sharded_run_merges_on_rank0(fixture, monkeypatch):
+    """Simulates `accelerate launch` with 2 processes, run one after the other."""
+    calls = {}
+    for rank in (1, 0):
+        monkeypatch.setattr(caption, "_dist_info", lambda r=rank: (r, 2, _FakeState()))
+        fake = FakeGenerate()
+        assert caption.main(_argv(fixture), generate_fn=fake) == 0
+        calls[rank] = sorted(fake.calls)
+    assert calls[0] == [("none", 1), ("none", 3), ("skip1", 1), ("skip1", 3)]
+    assert calls[1] == [("none", 2), ("skip1", 2)]
+    out = fixture / "out"
+    assert not list(out.glob("responses.rank*.jsonl"))
+    assert len((out / "responses.jsonl").read_text().splitlines()) == 8
+    rows = json.loads((out / "caption_report.json").read_text())["rows"]
+    assert [r["n"] for r in rows] == [3, 3]
