@@ -183,9 +183,11 @@ def _generate(args: argparse.Namespace, data: CaptionDataset,
     if state is None:
         return True
     state.wait_for_everyone()
-    if rank == 0:
-        merge_shards(args.out, [(v, it.id) for v in args.variants for it in items])
-    state.wait_for_everyone()
+    try:
+        if rank == 0:
+            merge_shards(args.out, [(v, it.id) for v in args.variants for it in items])
+    finally:
+        state.wait_for_everyone()  # reached even when the merge fails: no rank hangs
     return rank == 0
 
 
