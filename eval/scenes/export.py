@@ -1,0 +1,193 @@
+"""Export generated scenes as an AMBER-format folder plus COCO-format captions/instances.
+
+Layout written to ``out``::
+
+    annotations.json         AMBER records: ids 1..N generative {truth, hallu}, then yes/no
+                             (attribute-state/-number, then hallucination, then relation)
+    query/query_all.json     {id, image, query} for every record (+ generative, discriminative,
+                             discriminative-existence/-attribute/-relation sub-files)
+    relation.json            object word -> associated words (its plural)
+    safe_words.txt           words never counted as hallucinations
+    images/SCENE_<i>.png     the images (i = 1..N)
+    captions.json            COCO captions: images + annotations (canonical caption first,
+                             then up to 4 reorderings)
+    instances.json           COCO instances: one box per drawn copy, categories = object kinds,
+                             with colour/size/position attributes
+    vqa.json                 single-word questions {id, image, image_id, type, query, answer}
+    scenes.json              full scene metadata (split, seed, objects, background)
+
+The ``hallu`` list of a generative record holds plausible absent objects: the prior partners of
+the present objects first (what the co-occurrence prior suggests), then random absent kinds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from eval.scenes.generator import (
+    IMAGE_SIZE,
+    KINDS,
+    OBJECTS,
+    Scene,
+    generate,
+    vqa_questions,
+    yes_no_questions,
+)
+
+logger = logging.getLogger(__name__)
+
+GENERATIVE_QUERY = "Describe this image."
+
+SAFE_WORDS = ("image", "picture", "scene", "background", "shape", "object", "color", "left",
+              "right", "top", "bottom", "center")
+
+QUERY_FILES = {
+    "query_discriminative-existence": ("discriminative-hallucination",),
+    "query_discriminative-attribute": ("discriminative-attribute-state",
+                                       "discriminative-attribute-number"),
+    "query_discriminative-relation": ("discriminative-relation",),
+}
+
+
+def image_name(i: int) -> str:
+    """File name of the ``i``-th (1-based) exported image."""
+    return f"SCENE_{i}.png"
+
+
+def _hallu_words(scene: Scene, rng: random.Random, extra: int = 2) -> list[str]:
+    partners = scene.prior_partners_absent()
+    others = [k for k in KINDS if k not in scene.kinds and k not in partners]
+    return partners + rng.sample(others, extra)
+
+
+def _captions(scene: Scene, limit: int = 5) -> list[str]:
+    out = [scene.caption()]
+    for perm in itertools.permutations(range(len(scene.objects))):
+        if len(out) >= limit:
+            break
+        cap = scene.caption(list(perm))
+        if cap not in out:
+            out.append(cap)
+    return out
+
+
+def build_records(scenes: list[Scene], seed: int) -> dict[str, Any]:
+    """All exported records for a list of scenes (nothing written).
+
+    Args:
+        scenes: The scenes, exported as images 1..N in order.
+        seed: Seed for the choice of questions and ``hallu`` fillers.
+
+    Returns:
+        ``annotations``, ``queries`` (id -> {id, image, query}), ``captions``, ``instances``,
+        ``vqa`` and ``scenes`` objects ready to dump.
+    """
+    rng = random.Random(f"export:{seed}")
+    n = len(scenes)
+    annotations: list[dict[str, Any]] = []
+    queries: list[dict[str, Any]] = []
+    for i, sc in enumerate(scenes, 1):
+        annotations.append({"id": i, "type": "generative", "truth": sc.kinds,
+                            "hallu": _hallu_words(sc, rng)})
+        queries.append({"id": i, "image": image_name(i), "query": GENERATIVE_QUERY})
+    per_image = [yes_no_questions(sc, rng) for sc in scenes]
+    next_id = n + 1
+    for types in (QUERY_FILES["query_discriminative-attribute"],
+                  QUERY_FILES["query_discriminative-existence"],
+                  QUERY_FILES["query_discriminative-relation"]):
+        for i, qs in enumerate(per_image, 1):
+            for q in qs:
+                if q.type in types:
+                    annotations.append({"id": next_id, "type": q.type, "truth": q.answer})
+                    queries.append({"id": next_id, "image": image_name(i), "query": q.query})
+                    next_id += 1
+    images = [{"id": i, "file_name": image_name(i), "width": IMAGE_SIZE, "height": IMAGE_SIZE}
+              for i in range(1, n + 1)]
+    cap_anns, inst_anns, vqa = [], [], []
+    for i, sc in enumerate(scenes, 1):
+        for cap in _captions(sc):
+            cap_anns.append({"id": len(cap_anns) + 1, "image_id": i, "caption": cap})
+        for o in sc.objects:
+            for (x, y, w, h) in o.boxes:
+                inst_anns.append({
+                    "id": len(inst_anns) + 1, "image_id": i,
+                    "category_id": KINDS.index(o.kind) + 1, "bbox": [x, y, w, h],
+                    "area": w * h, "iscrowd": 0,
+                    "attributes": {"color": o.color, "size": o.size, "position": o.position,
+                                   "count": o.count},
+                })
+        for q in vqa_questions(sc):
+            vqa.append({"id": len(vqa) + 1, "image": image_name(i), "image_id": i,
+                        "type": q.type, "query": q.query, "answer": q.answer,
+                        "subject": q.subject})
+    categories = [{"id": j + 1, "name": k, "supercategory": "object",
+                   "typical_color": OBJECTS[k][1], "partner": OBJECTS[k][2]}
+                  for j, k in enumerate(KINDS)]
+    scene_meta = [{
+        "image_id": i, "file_name": image_name(i), "split": sc.split, "seed": sc.seed,
+        "index": sc.index, "background": sc.background, "texture": sc.texture,
+        "caption": sc.caption(),
+        "objects": [{"kind": o.kind, "color": o.color, "count": o.count, "size": o.size,
+                     "position": o.position, "typical_color": OBJECTS[o.kind][1],
+                     "boxes": [list(b) for b in o.boxes]} for o in sc.objects],
+        "absent_partners": sc.prior_partners_absent(),
+    } for i, sc in enumerate(scenes, 1)]
+    return {
+        "annotations": annotations,
+        "queries": queries,
+        "captions": {"info": {"description": "procedural scenes"}, "images": images,
+                     "annotations": cap_anns},
+        "instances": {"info": {"description": "procedural scenes"}, "images": images,
+                      "annotations": inst_anns, "categories": categories},
+        "vqa": vqa,
+        "scenes": scene_meta,
+    }
+
+
+def _dump(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+
+
+def export(out: str | Path, n_images: int, seed: int, split: str = "test") -> Path:
+    """Generate ``n_images`` scenes of ``split`` and write the benchmark folder.
+
+    Args:
+        out: Output folder (created).
+        n_images: Number of images.
+        seed: Split seed.
+        split: Scene split (see ``eval.scenes.generator.SPLITS``).
+
+    Returns:
+        The output folder.
+    """
+    out = Path(out)
+    scenes = generate(split, seed, n_images)
+    rec = build_records(scenes, seed)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for i, sc in enumerate(scenes, 1):
+        sc.image.save(out / "images" / image_name(i), format="PNG")
+    _dump(out / "annotations.json", rec["annotations"])
+    types = {a["id"]: a["type"] for a in rec["annotations"]}
+    qdir = out / "query"
+    _dump(qdir / "query_all.json", rec["queries"])
+    _dump(qdir / "query_generative.json",
+          [q for q in rec["queries"] if types[q["id"]] == "generative"])
+    _dump(qdir / "query_discriminative.json",
+          [q for q in rec["queries"] if types[q["id"]] != "generative"])
+    for stem, kinds in QUERY_FILES.items():
+        _dump(qdir / f"{stem}.json", [q for q in rec["queries"] if types[q["id"]] in kinds])
+    _dump(out / "relation.json", {k: [OBJECTS[k][0]] for k in KINDS})
+    (out / "safe_words.txt").write_text("\n".join(SAFE_WORDS) + "\n")
+    _dump(out / "captions.json", rec["captions"])
+    _dump(out / "instances.json", rec["instances"])
+    _dump(out / "vqa.json", rec["vqa"])
+    _dump(out / "scenes.json", rec["scenes"])
+    logger.info("exported %d %s scenes (seed %d, %d records) to %s", n_images, split, seed,
+                len(rec["annotations"]), out)
+    return out
