@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 MUTATION_RULES = ("spike", "top1", "spike_or_top1", "spike_and_top1")
@@ -101,29 +102,29 @@ class LayerDetection:
 
 
 class CausalLayerDetector:
-    """Evaluates the definitions one layer at a time for a batch of rows.
+    """Evaluates the definitions one layer at a time for a batch of rows (numpy, so it is cheap per call).
 
     Call :meth:`observe` for layers ``j = 1..L`` in order (layers that did not run at this step are
     simply not observed). After layer ``j``, :attr:`critical` holds the critical layer where it is
-    confirmed, and :meth:`observe` returned which rows flag ``j`` as a mutation layer.
+    confirmed, and :meth:`observe` returned which rows flag ``j`` as a mutation layer. Online skipping
+    calls it once per layer of the forward pass; :func:`detect_layers` calls it over whole curves.
     """
 
-    def __init__(self, batch_size: int, config: DetectionConfig, device: torch.device | str = "cpu"):
+    def __init__(self, batch_size: int, config: DetectionConfig):
         self.config = config
-        zeros = torch.zeros(batch_size, device=device)
-        self.peak = zeros.clone()
-        self.low_run = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.low_run_sum = zeros.clone()
-        self.critical = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.stable_sum = zeros.clone()
-        self.stable_count = zeros.clone()
+        self.peak = np.zeros(batch_size)
+        self.low_run = np.zeros(batch_size, dtype=np.int64)
+        self.low_run_sum = np.zeros(batch_size)
+        self.critical = np.zeros(batch_size, dtype=np.int64)
+        self.stable_sum = np.zeros(batch_size)
+        self.stable_count = np.zeros(batch_size)
 
     @property
-    def confirmed(self) -> torch.Tensor:
+    def confirmed(self) -> np.ndarray:
         """`(batch,)` bool: rows whose critical layer has been confirmed."""
         return self.critical > 0
 
-    def observe(self, layer: int, jsd: torch.Tensor, top1_changed: torch.Tensor | None = None) -> torch.Tensor:
+    def observe(self, layer: int, jsd: np.ndarray, top1_changed: np.ndarray | None = None) -> np.ndarray:
         """Feed ``d_layer`` for every row.
 
         Args:
@@ -136,35 +137,33 @@ class CausalLayerDetector:
             `(batch,)` bool: rows for which layer ``j`` is a mutation layer.
         """
         cfg = self.config
-        jsd = jsd.float()
+        jsd = np.asarray(jsd, dtype=np.float64)
         was_confirmed = self.confirmed
         # 1. before confirmation: track the peak and the run of low layers
-        self.peak = torch.where(was_confirmed, self.peak, torch.maximum(self.peak, jsd))
+        self.peak = np.where(was_confirmed, self.peak, np.maximum(self.peak, jsd))
         low = (jsd <= cfg.rel_low * self.peak) & (layer >= cfg.min_critical_layer)
-        self.low_run = torch.where(low, self.low_run + 1, torch.zeros_like(self.low_run))
-        self.low_run_sum = torch.where(low, self.low_run_sum + jsd, torch.zeros_like(self.low_run_sum))
+        self.low_run = np.where(low, self.low_run + 1, 0)
+        self.low_run_sum = np.where(low, self.low_run_sum + jsd, 0.0)
         newly = ~was_confirmed & (self.low_run >= cfg.patience)
-        self.critical = torch.where(newly, torch.full_like(self.critical, layer - cfg.patience + 1), self.critical)
-        self.stable_sum = torch.where(newly, self.low_run_sum, self.stable_sum)
-        self.stable_count = torch.where(newly, torch.full_like(self.stable_count, cfg.patience), self.stable_count)
+        self.critical = np.where(newly, layer - cfg.patience + 1, self.critical)
+        self.stable_sum = np.where(newly, self.low_run_sum, self.stable_sum)
+        self.stable_count = np.where(newly, cfg.patience, self.stable_count)
         # 2. after confirmation: spikes over the stable baseline and/or top-1 changes
-        baseline = self.stable_sum / self.stable_count.clamp_min(1.0)
+        baseline = self.stable_sum / np.maximum(self.stable_count, 1.0)
         spike = (jsd > cfg.rel_low * self.peak) & (jsd >= cfg.spike_factor * baseline)
         if cfg.mutation_rule == "spike":
             flagged = spike
         else:
             if top1_changed is None:
                 raise ValueError(f"mutation_rule {cfg.mutation_rule!r} needs `top1_changed`")
-            top1_changed = top1_changed.to(spike.device, torch.bool)
-            flagged = {
-                "top1": top1_changed,
-                "spike_or_top1": spike | top1_changed,
-                "spike_and_top1": spike & top1_changed,
-            }[cfg.mutation_rule]
+            changed = np.asarray(top1_changed, dtype=bool)
+            flagged = {"top1": changed, "spike_or_top1": spike | changed, "spike_and_top1": spike & changed}[
+                cfg.mutation_rule
+            ]
         mutation = was_confirmed & flagged & (layer >= cfg.min_mutation_layer)
         stable = was_confirmed & ~mutation
-        self.stable_sum = torch.where(stable, self.stable_sum + jsd, self.stable_sum)
-        self.stable_count = torch.where(stable, self.stable_count + 1, self.stable_count)
+        self.stable_sum = np.where(stable, self.stable_sum + jsd, self.stable_sum)
+        self.stable_count = np.where(stable, self.stable_count + 1, self.stable_count)
         return mutation
 
 
@@ -184,13 +183,15 @@ def detect_layers(
         A :class:`LayerDetection` with ``critical`` `(...)` and ``mutation`` `(..., L)`.
     """
     config = config or DetectionConfig()
-    jsd = torch.as_tensor(jsd, dtype=torch.float32)
+    jsd = torch.as_tensor(jsd, dtype=torch.float32).cpu()
     lead, num_layers = jsd.shape[:-1], jsd.shape[-1]
-    # shape: (rows, L)
-    curves = jsd.reshape(-1, num_layers)
-    changed = None if top1_changed is None else torch.as_tensor(top1_changed).reshape(-1, num_layers)
-    detector = CausalLayerDetector(curves.shape[0], config, device=curves.device)
-    mutation = torch.zeros_like(curves, dtype=torch.bool)
+    curves = jsd.reshape(-1, num_layers).numpy()  # shape: (rows, L)
+    changed = None if top1_changed is None else torch.as_tensor(top1_changed).cpu().reshape(-1, num_layers).numpy()
+    detector = CausalLayerDetector(curves.shape[0], config)
+    mutation = np.zeros(curves.shape, dtype=bool)
     for j in range(1, num_layers + 1):
         mutation[:, j - 1] = detector.observe(j, curves[:, j - 1], None if changed is None else changed[:, j - 1])
-    return LayerDetection(critical=detector.critical.reshape(lead), mutation=mutation.reshape(*lead, num_layers))
+    return LayerDetection(
+        critical=torch.from_numpy(detector.critical).reshape(lead),
+        mutation=torch.from_numpy(mutation).reshape(*lead, num_layers),
+    )

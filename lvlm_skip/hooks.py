@@ -65,3 +65,40 @@ def record_last_position_states(anatomy: ModelAnatomy):
     finally:
         for handle in handles:
             handle.remove()
+
+
+class LayerRouting:
+    """Routes every decoder layer's ``forward`` through ``runner`` until :meth:`remove`.
+
+    ``runner(layer, forward, forwards, hidden, args, kwargs)`` receives the 1-based layer number, the
+    layer's own forward (whatever it was before: the class method, or accelerate's device hook),
+    all layers' forwards, and the call's arguments. The patch is an instance attribute, so the
+    module tree, its parameters and its state dict are untouched, and transformers' own hooks
+    (``output_hidden_states``) still run around each layer.
+    """
+
+    def __init__(self, anatomy: ModelAnatomy, runner):
+        self._layers = list(anatomy.layers)
+        self._previous = [layer.__dict__.get("forward") for layer in self._layers]
+        forwards = [layer.forward for layer in self._layers]
+        for j, layer in enumerate(self._layers, start=1):
+            layer.forward = self._patched(runner, j, forwards[j - 1], forwards)
+
+    @staticmethod
+    def _patched(runner, layer: int, forward, forwards):
+        def routed(*args, **kwargs):
+            if args:
+                hidden, args = args[0], args[1:]
+            else:
+                hidden = kwargs.pop("hidden_states")
+            return runner(layer, forward, forwards, hidden, args, kwargs)
+
+        return routed
+
+    def remove(self) -> None:
+        """Restore each layer's previous ``forward`` exactly."""
+        for layer, previous in zip(self._layers, self._previous):
+            if previous is None:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = previous

@@ -1,0 +1,534 @@
+"""The paper's layer interventions (skip.1 / skip.2 / skip.3 / layer exit), decided per decoding step.
+
+**One semantic for every variant.** Skipping layer ``j`` at a position makes it the identity on the
+residual stream there (its output is its input). Its attention cache at that position holds the
+K/V projections of that input, i.e. of the hidden state that entered the skipped span (CALM's
+propagation policy). Later positions attend to those K/V whenever the layer runs again. With
+``kv_fill="project"`` only the K/V projections are computed (:func:`~lvlm_skip.anatomy.project_kv_into_cache_`);
+``kv_fill="recompute"`` runs the whole layer and discards its output: same result, no saving.
+A layer skipped at every step for every row (static sets) never runs at all: no K/V are needed,
+because nobody ever reads them. That is the model with those layers deleted, and decoding is
+faster by the fraction of layers removed. The exception is layer 1, whose cache transformers
+reads the sequence length from: its K/V are always projected.
+
+**Variants** (``c`` critical layer, ``m`` first mutation layer, ``M`` mutation layers, ``L`` layers):
+
+* ``none``: the stock model (no hooks are installed at all).
+* ``skip1``: skip the stabilization stage, layers ``c+1 .. m-1``.
+* ``skip2``: skip the mutation layers ``M``.
+* ``skip3``: skip ``c+1 .. L-keep_last`` (the last ``keep_last`` = 5 layers run).
+* ``exit``: take the next-token distribution from layer ``e`` (given, or the last layer before the
+  first mutation ``e = m - 1``) instead of layer ``L``.
+* ``layers``: skip an explicit list of layers.
+
+**Modes.**
+
+* ``static``: one skip set per row for the whole generation: given (``layers=``, or
+  ``critical_layer=`` / ``mutation_layers=`` / ``exit_layer=``) or *calibrated once per prompt*: at
+  the prefill, before anything is written to the cache, the decoder runs once more over the prompt
+  with every layer (no cache), the full-vocabulary readout of the last prompt position gives the
+  JSD curve, and :func:`~lvlm_skip.detection.detect_layers` gives ``c``, ``M``. Calibration costs one
+  extra decoder pass over the prompt (not the vision tower). The set applies to every position,
+  the prompt included, so a static skip decodes exactly like the model with those layers deleted.
+  A static ``exit`` at ``e`` skips layers ``e+1..L``; since layers up to ``e`` never depend on deeper
+  ones, this equals "all layers run, the distribution comes from layer ``e``".
+* ``online``: at every decoding step (the prefill's last position is step 0) the critical and
+  mutation layers of that step are detected causally while the forward pass runs, from the
+  adjacent-layer JSD of the readouts of the layers run so far (``DetectionConfig``; definitions in
+  :mod:`lvlm_skip.detection`), and the decision applies at that step:
+  ``skip1`` skips from the confirmation of ``c`` (layer ``c + patience - 1``) to ``m - 1``, where ``m``
+  is given or calibrated at the prefill (layers that are skipped cannot show a spike); ``skip3``
+  skips from the confirmation to ``L - keep_last``; ``skip2`` runs each layer after ``c``, and when
+  its JSD spikes (a mutation) discards its update (the K/V it wrote came from its input: the
+  skip semantic); ``exit`` runs every layer and emits the distribution of the layer before the
+  first mutation of that step. Prompt positions other than the last are never skipped.
+
+**Online cost per step**: the readout of every layer in the window ``[window_start, L]`` (default
+``L // 4``) until the decision no longer needs it. Exact mode (``candidates=0``) is a full-vocabulary
+LM head per layer (for LLaVA-7B ~0.65 of a decoder layer's FLOPs each). The default
+(``candidates=k``) reads the full vocabulary once per step at ``window_start``, keeps its top-``k``
+tokens as the step's shared candidate vocabulary, and reads the other window layers over those
+``k`` rows only (``k * hidden`` MACs each), with the JSD taken between the distributions
+renormalised on the candidates. Each observed layer costs one device-to-host copy of ``batch``
+floats, because the decision is a Python branch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+
+from .anatomy import ModelAnatomy, project_kv_into_cache_
+from .detection import CausalLayerDetector, DetectionConfig, detect_layers
+from .divergence import js_divergence
+from .readout import readout_logits, stack_layer_logits
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("none", "skip1", "skip2", "skip3", "exit", "layers")
+MODES = ("static", "online")
+KV_FILLS = ("project", "recompute")
+
+
+@dataclass(frozen=True)
+class SkipConfig:
+    """What to skip and when. Layer numbers are 1-based (see :mod:`lvlm_skip.anatomy`)."""
+
+    variant: str = "none"
+    """One of none, skip1, skip2, skip3, exit, layers."""
+    mode: str = "static"
+    """static (one set per prompt) or online (decided at every step)."""
+    layers: tuple[int, ...] | None = None
+    """Explicit layers to skip (variant "layers")."""
+    critical_layer: int | None = None
+    """Given critical layer (skip1/skip3); calibrated at the prefill when None."""
+    mutation_layers: tuple[int, ...] | None = None
+    """Given mutation layers (skip1 uses the first, skip2 all); calibrated when None."""
+    exit_layer: int | None = None
+    """Given exit layer (static exit); calibrated as first mutation - 1 when None."""
+    keep_last: int = 5
+    """skip3 keeps this many final layers."""
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    """Critical / mutation thresholds."""
+    candidates: int = 256
+    """Online readout: size of the per-step candidate vocabulary; 0 reads the full vocabulary."""
+    window_start: int | None = None
+    """Online readout: first layer read out each step (default L // 4)."""
+    kv_fill: str = "project"
+    """How a skipped layer's cache is filled when it may run later: project or recompute."""
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.kv_fill not in KV_FILLS:
+            raise ValueError(f"`kv_fill` (={self.kv_fill!r}) has to be one of {KV_FILLS}")
+        if self.variant == "layers" and not self.layers:
+            raise ValueError("variant 'layers' needs `layers`, the list of layers to skip")
+        if self.layers is not None and self.variant != "layers":
+            raise ValueError(f"`layers` is only for variant 'layers' (got variant {self.variant!r})")
+        if not isinstance(self.keep_last, int) or self.keep_last < 1:
+            raise ValueError(f"`keep_last` (={self.keep_last}) has to be a positive int")
+        if not isinstance(self.candidates, int) or self.candidates < 0:
+            raise ValueError(f"`candidates` (={self.candidates}) has to be an int >= 0")
+        if isinstance(self.detection, dict):
+            object.__setattr__(self, "detection", DetectionConfig.from_dict(self.detection))
+        for name in ("layers", "mutation_layers"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(sorted({int(v) for v in value})))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "SkipConfig":
+        """Build from keyword arguments, rejecting unknown ones with the list of known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown}; known: {sorted(known)}")
+        return cls(**kwargs)
+
+    def validate_for(self, anatomy: ModelAnatomy) -> None:
+        """Check layer numbers against the model; raise ``ValueError`` with the valid range."""
+        num_layers = anatomy.num_layers
+        for layer in (self.layers or ()) + (self.mutation_layers or ()):
+            anatomy.check_layer(layer)
+        for name in ("critical_layer", "exit_layer", "window_start"):
+            value = getattr(self, name)
+            if value is not None:
+                anatomy.check_layer(value)
+        if self.layers is not None and len(self.layers) >= num_layers:
+            raise ValueError(f"skipping layers {list(self.layers)} would skip every one of the {num_layers} layers")
+        if self.variant == "skip3" and self.keep_last >= num_layers:
+            raise ValueError(f"`keep_last` (={self.keep_last}) has to be smaller than the {num_layers} layers")
+        if self.variant == "exit" and self.mode == "static" and self.exit_layer == num_layers:
+            logger.info("exit at the last layer %d is the stock model", num_layers)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether the prefill must measure the prompt's critical / mutation layers first."""
+        if self.variant in ("none", "layers"):
+            return False
+        if self.mode == "online":
+            return self.variant == "skip1" and not self.mutation_layers
+        given = {
+            "skip1": self.critical_layer is not None and bool(self.mutation_layers),
+            "skip2": bool(self.mutation_layers),
+            "skip3": self.critical_layer is not None,
+            "exit": self.exit_layer is not None or bool(self.mutation_layers),
+        }
+        return not given[self.variant]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def static_skip_set(config: SkipConfig, num_layers: int, critical: int, mutation: list[int]) -> list[int]:
+    """The 1-based layers a static variant skips, given a row's critical and mutation layers.
+
+    Args:
+        config: The variant; its given layers take precedence over ``critical`` / ``mutation``.
+        num_layers: ``L``.
+        critical: Critical layer (0 = none detected).
+        mutation: Mutation layers (possibly empty).
+
+    Returns:
+        Sorted layer numbers; empty when the variant cannot apply (e.g. no critical layer).
+    """
+    c = config.critical_layer if config.critical_layer is not None else critical
+    mutations = list(config.mutation_layers) if config.mutation_layers else list(mutation)
+    if config.variant == "layers":
+        return list(config.layers)
+    if config.variant == "skip1":
+        m = mutations[0] if mutations else 0
+        return list(range(c + 1, m)) if c and m else []
+    if config.variant == "skip2":
+        return mutations
+    if config.variant == "skip3":
+        return list(range(c + 1, num_layers - config.keep_last + 1)) if c else []
+    if config.variant == "exit":
+        e = config.exit_layer if config.exit_layer is not None else (mutations[0] - 1 if mutations else num_layers)
+        return list(range(e + 1, num_layers + 1))
+    return []
+
+
+@dataclass
+class SkipReport:
+    """What happened at each decoding step of the last ``generate`` / forward sequence.
+
+    Step ``t`` is the forward pass that predicts generated token ``t`` (step 0 is the prefill).
+
+    Attributes:
+        config: The :class:`SkipConfig` used.
+        num_layers: ``L``.
+        skipped: `(steps, batch, L)` bool, layer ``j`` skipped for that row at that step.
+        critical: `(steps, batch)` critical layer detected at that step (0 = none / not detected).
+        mutation: `(steps, batch, L)` bool mutation layers detected at that step.
+        exit_layer: `(steps, batch)` layer the distribution was taken from (``L`` = the last layer).
+        layers_run: `(steps,)` number of layers that ran for at least one row.
+        calibration: Per row, the critical and mutation layers measured at the prefill (static /
+            skip1-online), else empty.
+    """
+
+    config: SkipConfig
+    num_layers: int
+    skipped: np.ndarray
+    critical: np.ndarray
+    mutation: np.ndarray
+    exit_layer: np.ndarray
+    layers_run: np.ndarray
+    calibration: list[dict] = field(default_factory=list)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.skipped.shape[0])
+
+    def skipped_layers(self, step: int, row: int = 0) -> list[int]:
+        """1-based layers skipped for ``row`` at ``step``."""
+        return (np.flatnonzero(self.skipped[step, row]) + 1).tolist()
+
+    def mean_layers_skipped(self) -> float:
+        """Average number of skipped layers per step and row."""
+        return float(self.skipped.sum(-1).mean()) if self.skipped.size else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "num_layers": self.num_layers,
+            "steps": [
+                {
+                    "step": t,
+                    "skipped": [self.skipped_layers(t, b) for b in range(self.skipped.shape[1])],
+                    "critical": self.critical[t].tolist(),
+                    "mutation": [(np.flatnonzero(r) + 1).tolist() for r in self.mutation[t]],
+                    "exit_layer": self.exit_layer[t].tolist(),
+                    "layers_run": int(self.layers_run[t]),
+                }
+                for t in range(self.num_steps)
+            ],
+            "calibration": self.calibration,
+        }
+
+
+class SkipController:
+    """Runs every decoder layer of a wrapped model and applies a :class:`SkipConfig`.
+
+    The model's layer ``forward`` methods are routed to :meth:`run_layer` by :mod:`lvlm_skip.hooks`.
+    A new sequence starts at every forward whose query length is > 1 (a prefill).
+    """
+
+    def __init__(self, anatomy: ModelAnatomy, config: SkipConfig):
+        config.validate_for(anatomy)
+        self.anatomy = anatomy
+        self.config = config
+        self.num_layers = anatomy.num_layers
+        self.window_start = config.window_start or max(1, self.num_layers // 4)
+        self._records: list[dict] = []
+        self.calibration: list[dict] = []
+        self._static_skip: np.ndarray | None = None  # (batch, L) bool
+        self._resume_layer: np.ndarray | None = None  # (batch,) skip1-online first mutation layer
+        if config.mode == "static" and not config.needs_calibration and config.variant != "none":
+            # one set for every row
+            row = np.zeros(self.num_layers, dtype=bool)
+            row[np.asarray(static_skip_set(config, self.num_layers, 0, []), dtype=int) - 1] = True
+            self._given_skip = row
+        else:
+            self._given_skip = None
+
+    # -- sequence / step bookkeeping -------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the previous sequence (called by the wrapped ``generate`` and at every prefill)."""
+        self._records = []
+        self.calibration = []
+        self._static_skip = None
+        self._resume_layer = None
+
+    def report(self) -> SkipReport:
+        """The :class:`SkipReport` of the current / last sequence."""
+        steps = self._records
+        batch = steps[0]["skipped"].shape[0] if steps else 0
+        L = self.num_layers
+
+        def stack(key, shape, dtype):
+            return np.stack([s[key] for s in steps]) if steps else np.zeros(shape, dtype=dtype)
+
+        return SkipReport(
+            config=self.config,
+            num_layers=L,
+            skipped=stack("skipped", (0, batch, L), bool),
+            critical=stack("critical", (0, batch), np.int64),
+            mutation=stack("mutation", (0, batch, L), bool),
+            exit_layer=stack("exit_layer", (0, batch), np.int64),
+            layers_run=np.asarray([s["layers_run"] for s in steps], dtype=np.int64),
+            calibration=list(self.calibration),
+        )
+
+    def _begin_step(self, hidden: torch.Tensor, layer_kwargs: dict, layer_forwards) -> None:
+        batch, seq = hidden.shape[:2]
+        prefill = seq > 1 or not self._records
+        if prefill:
+            self.reset()
+            if self.config.needs_calibration:
+                self._calibrate(hidden, layer_kwargs, layer_forwards)
+        L = self.num_layers
+        step = {
+            "prefill": prefill,
+            "skipped": np.zeros((batch, L), dtype=bool),
+            "critical": np.zeros(batch, dtype=np.int64),
+            "mutation": np.zeros((batch, L), dtype=bool),
+            "exit_layer": np.full(batch, L, dtype=np.int64),
+            "layers_run": 0,
+        }
+        if self.config.mode == "static":
+            plan = self._given_skip if self._given_skip is not None else None
+            step["skipped"] = (
+                np.broadcast_to(plan, (batch, L)).copy() if plan is not None else self._static_skip.copy()
+            )
+            if self.calibration:
+                step["critical"] = np.asarray([c["critical"] for c in self.calibration], dtype=np.int64)
+            if self.config.variant == "exit":
+                skipped = step["skipped"]
+                step["exit_layer"] = np.where(skipped.any(-1), skipped.argmax(-1), L)
+        else:
+            self._online = _OnlineStep(self, batch)
+        self._step = step
+        self._records.append(step)
+
+    # -- calibration -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _calibrate(self, hidden: torch.Tensor, layer_kwargs: dict, layer_forwards) -> None:
+        """Run every layer once over the prompt without cache; detect on the last position's curve."""
+        kwargs = dict(layer_kwargs, past_key_values=None, use_cache=False)
+        states = [hidden[:, -1]]
+        h = hidden
+        for forward in layer_forwards:
+            h = _as_tensor(forward(h, **kwargs))
+            states.append(h[:, -1])
+        stacked = torch.stack(states)  # shape: (L + 1, batch, hidden)
+        logp = torch.log_softmax(stack_layer_logits(self.anatomy, stacked).float(), dim=-1)
+        jsd = js_divergence(logp[:-1], logp[1:]).T  # shape: (batch, L)
+        top1 = logp.argmax(-1)
+        found = detect_layers(jsd, (top1[1:] != top1[:-1]).T, self.config.detection)
+        L = self.num_layers
+        self.calibration = [
+            {"critical": int(found.critical[b]), "mutation": found.mutation_layers(b), "jsd": jsd[b].tolist()}
+            for b in range(hidden.shape[0])
+        ]
+        if self.config.mode == "static":
+            skip = np.zeros((hidden.shape[0], L), dtype=bool)
+            for b, cal in enumerate(self.calibration):
+                layers = static_skip_set(self.config, L, cal["critical"], cal["mutation"])
+                skip[b, np.asarray(layers, dtype=int) - 1] = True
+                if skip[b].all():
+                    skip[b, 0] = False
+            self._static_skip = skip
+        else:
+            self._resume_layer = np.asarray(
+                [cal["mutation"][0] if cal["mutation"] else 0 for cal in self.calibration], dtype=np.int64
+            )
+
+    # -- the layer call --------------------------------------------------------------------------
+
+    def run_layer(self, layer: int, forward, layer_forwards, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
+        """Run (or skip) 1-based ``layer`` on ``hidden`` `(batch, seq, hidden)` for the current step."""
+        if layer == 1:
+            self._begin_step(hidden, kwargs, layer_forwards)
+        if self.config.mode == "online":
+            return self._online.run_layer(layer, forward, hidden, args, kwargs)
+        step = self._step
+        skip_rows = step["skipped"][:, layer - 1]
+        if skip_rows.all():
+            if layer == self.anatomy.cache_length_layer:
+                self.fill_kv(layer, forward, hidden, args, kwargs)
+            return hidden
+        step["layers_run"] += 1
+        out = _as_tensor(forward(hidden, *args, **kwargs))
+        if skip_rows.any():
+            keep_input = torch.from_numpy(skip_rows).to(out.device)[:, None, None]
+            out = torch.where(keep_input, hidden, out)
+        return out
+
+    def fill_kv(self, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> None:
+        """Write the skipped ``layer``'s K/V for ``hidden`` into the cache (the module docstring's policy)."""
+        cache = kwargs.get("past_key_values")
+        if cache is None:
+            return
+        if self.config.kv_fill == "project":
+            module = self.anatomy.layers[layer - 1]
+            project_kv_into_cache_(module, hidden, kwargs["position_embeddings"], cache)
+        else:
+            forward(hidden, *args, **kwargs)
+
+
+class _OnlineStep:
+    """Per-step state of online mode: the stream's readout, the causal detector, the decisions."""
+
+    def __init__(self, controller: SkipController, batch: int):
+        self.c = controller
+        self.config = controller.config
+        self.detector = CausalLayerDetector(batch, self.config.detection)
+        self.prev_logp: torch.Tensor | None = None
+        self.prev_top1: torch.Tensor | None = None
+        self.vocab_rows: torch.Tensor | None = None
+        self.head_rows: torch.Tensor | None = None
+        self.skip_from = np.zeros(batch, dtype=np.int64)  # rows skip layers skip_from..skip_to
+        self.skip_to = np.zeros(batch, dtype=np.int64)
+        self.exit_state: torch.Tensor | None = None
+        self.exited = np.zeros(batch, dtype=bool)
+
+    # readout of the last position of the stream, over the step's candidate vocabulary
+    def _observe(self, layer: int, state: torch.Tensor) -> np.ndarray | None:
+        c = self.c
+        if layer < c.window_start - 1:
+            return None
+        anatomy = c.anatomy
+        if self.config.candidates and self.vocab_rows is None:
+            full = readout_logits(anatomy, state)  # shape: (batch, vocab)
+            k = min(self.config.candidates, full.shape[-1])
+            self.vocab_rows = full.topk(k, dim=-1).indices  # shape: (batch, k)
+            # shape: (batch, k, hidden): the head rows of each row's candidates, gathered once per step
+            self.head_rows = anatomy.lm_head.weight[self.vocab_rows]
+            logits = full.gather(-1, self.vocab_rows)
+        elif self.config.candidates:
+            normed = anatomy.final_norm(state)
+            logits = torch.bmm(self.head_rows, normed.unsqueeze(-1)).squeeze(-1)  # shape: (batch, k)
+        else:
+            logits = readout_logits(anatomy, state)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        top1 = logp.argmax(-1)
+        mutation = None
+        if self.prev_logp is not None:
+            jsd = js_divergence(self.prev_logp, logp)
+            changed = (top1 != self.prev_top1).cpu().numpy()
+            mutation = self.detector.observe(layer, jsd.cpu().numpy(), changed)
+        self.prev_logp, self.prev_top1 = logp, top1
+        return mutation
+
+    def run_layer(self, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
+        c, cfg, step = self.c, self.config, self.c._step
+        L = c.num_layers
+        if layer == c.window_start:
+            self._observe(layer - 1, hidden[:, -1])
+        skip_rows = (self.skip_from <= layer) & (layer <= self.skip_to)
+        prefill = hidden.shape[1] > 1
+        if skip_rows.all() and not prefill:
+            step["skipped"][:, layer - 1] = True
+            c.fill_kv(layer, forward, hidden, args, kwargs)
+            return hidden
+        step["layers_run"] += 1
+        out = _as_tensor(forward(hidden, *args, **kwargs))
+        if skip_rows.any():
+            out = _keep_input_at_last_position(out, hidden, skip_rows)
+            step["skipped"][:, layer - 1] |= skip_rows
+        # observe the stream after this layer, and decide
+        if layer >= c.window_start:
+            mutation = self._observe(layer, out[:, -1])
+            if mutation is not None:
+                mutation = mutation & ~skip_rows
+                step["mutation"][:, layer - 1] = mutation
+                out = self._decide(layer, out, hidden, mutation)
+        if layer == L:
+            step["critical"] = self.detector.critical.copy()
+            if self.exited.any():
+                keep = torch.from_numpy(self.exited).to(out.device)[:, None]
+                last = torch.where(keep, self.exit_state, out[:, -1])
+                out = torch.cat([out[:, :-1], last[:, None]], dim=1)
+        return out
+
+    def _decide(self, layer: int, out: torch.Tensor, hidden: torch.Tensor, mutation: np.ndarray) -> torch.Tensor:
+        c, cfg, step = self.c, self.config, self.c._step
+        L = c.num_layers
+        confirmed_now = self.detector.confirmed & (self.skip_to == 0) & ~self.exited
+        if cfg.variant == "skip1":
+            resume = np.asarray(cfg.mutation_layers[:1] * len(mutation)) if cfg.mutation_layers else c._resume_layer
+            rows = confirmed_now & (resume > layer + 1)
+            self.skip_from = np.where(rows, layer + 1, self.skip_from)
+            self.skip_to = np.where(rows, resume - 1, self.skip_to)
+        elif cfg.variant == "skip3":
+            last_skipped = L - cfg.keep_last
+            rows = confirmed_now & (last_skipped > layer)
+            self.skip_from = np.where(rows, layer + 1, self.skip_from)
+            self.skip_to = np.where(rows, last_skipped, self.skip_to)
+        elif cfg.variant == "skip2" and mutation.any():
+            # discard the mutation layer's update; the stream's readout goes back to its input's
+            out = _keep_input_at_last_position(out, hidden, mutation)
+            step["skipped"][:, layer - 1] |= mutation
+            self._rewind_readout(hidden[:, -1], mutation)
+        elif cfg.variant == "exit":
+            first = mutation & ~self.exited
+            if first.any():
+                keep = torch.from_numpy(first).to(out.device)[:, None]
+                previous = hidden[:, -1]
+                self.exit_state = previous if self.exit_state is None else torch.where(keep, previous, self.exit_state)
+                self.exited |= first
+                step["exit_layer"] = np.where(first, layer - 1, step["exit_layer"])
+        return out
+
+    def _rewind_readout(self, previous_state: torch.Tensor, rows: np.ndarray) -> None:
+        """After discarding a layer for ``rows``, their stream readout is the previous one again."""
+        anatomy = self.c.anatomy
+        if self.config.candidates:
+            normed = anatomy.final_norm(previous_state)
+            logits = torch.bmm(self.head_rows, normed.unsqueeze(-1)).squeeze(-1)
+        else:
+            logits = readout_logits(anatomy, previous_state)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        keep = torch.from_numpy(rows).to(logp.device)[:, None]
+        self.prev_logp = torch.where(keep, logp, self.prev_logp)
+        self.prev_top1 = torch.where(keep[:, 0], logp.argmax(-1), self.prev_top1)
+
+
+def _as_tensor(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _keep_input_at_last_position(out: torch.Tensor, hidden: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """``out`` with the last position of ``rows`` replaced by the layer's input (the layer skipped there)."""
+    keep = torch.from_numpy(rows).to(out.device)[:, None]
+    last = torch.where(keep, hidden[:, -1], out[:, -1])
+    return torch.cat([out[:, :-1], last[:, None]], dim=1)

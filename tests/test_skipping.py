@@ -1,0 +1,393 @@
+"""Layer-skipping generate(): exactness against independent references, KV-cache policy, drop-in behaviour."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+import lvlm_skip
+from lvlm_skip.anatomy import ModelAnatomy
+from lvlm_skip.tiny import build_tiny_llava, llava_prompt
+
+NUM_LAYERS = 8
+# thresholds that make a random tiny model show critical and mutation layers
+LOOSE = dict(rel_low=0.5, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
+
+
+@pytest.fixture(scope="module")
+def llava():
+    model, processor = build_tiny_llava(num_layers=NUM_LAYERS, hidden_size=64, intermediate_size=128, seed=1)
+    assert sum(p.numel() for p in model.parameters()) < 500_000
+    model = model.double()
+    image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
+    inputs = processor(images=image, text=llava_prompt(processor, "describe this image ."), return_tensors="pt")
+    inputs["pixel_values"] = inputs["pixel_values"].double()
+    return model, processor, inputs
+
+
+@pytest.fixture(scope="module")
+def llama():
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).double().eval()
+    assert sum(p.numel() for p in model.parameters()) < 200_000
+    return model
+
+
+def left_padded_batch():
+    ids = [[1, 5, 6, 7, 8, 9, 10], [1, 11, 12], [1, 20, 21, 22, 23]]
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[0] * (width - len(r)) + r for r in ids])
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def deleted_layers_model(model, skip):
+    """An independent copy of ``model`` with the 1-based layers ``skip`` removed from the decoder."""
+    clone = copy.deepcopy(model)
+    decoder = clone.get_decoder()
+    keep = [layer for j, layer in enumerate(decoder.layers, start=1) if j not in skip]
+    for index, layer in enumerate(keep):
+        layer.self_attn.layer_idx = index
+    decoder.layers = torch.nn.ModuleList(keep)
+    clone.config.get_text_config().num_hidden_layers = len(keep)
+    decoder.config.num_hidden_layers = len(keep)
+    if getattr(decoder.config, "layer_types", None):
+        decoder.config.layer_types = decoder.config.layer_types[: len(keep)]
+    return clone
+
+
+@torch.no_grad()
+def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, suppress: tuple[int, ...] = ()):
+    """Greedy tokens from re-running the whole prefix without cache at every step, applying ``report``'s decisions.
+
+    At layer ``j`` the output at a position equals the input wherever the report skipped ``j`` for
+    that row at the step that position predicts (every position for a static set); where the report
+    exits at layer ``e``, that step's logits come from ``lm_head(norm(h_e))``. ``suppress`` are token
+    ids never chosen: EOS (``GREEDY`` sets ``min_new_tokens``) and the image token, which only the prompt may contain.
+    """
+    anatomy = ModelAnatomy.from_model(model)
+    prompt = inputs["input_ids"]
+    batch, prompt_len = prompt.shape
+    sequence = prompt
+    mask = inputs.get("attention_mask", torch.ones_like(prompt))
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    tokens = []
+    for t in range(num_steps):
+        length = sequence.shape[1]
+        # (L, batch, length): skip masks by position
+        skip = torch.zeros(anatomy.num_layers, batch, length, dtype=torch.bool)
+        for s in range(t + 1):
+            step_skip = torch.from_numpy(report.skipped[s]).T  # (L, batch)
+            skip[:, :, prompt_len - 1 + s] = step_skip
+        if static:
+            skip[:, :, : prompt_len - 1] = torch.from_numpy(report.skipped[0]).T[:, :, None]
+        captured = {}
+
+        def hook(module, args, output, j):
+            hidden_in = args[0]
+            out = torch.where(skip[j - 1][:, :, None], hidden_in, output)
+            captured[j] = out[:, -1]
+            return out
+
+        handles = [
+            layer.register_forward_hook(lambda m, a, o, j=j: hook(m, a, o, j)) for j, layer in enumerate(anatomy.layers, 1)
+        ]
+        try:
+            logits = model(input_ids=sequence, attention_mask=mask, use_cache=False, **extra).logits[:, -1]
+        finally:
+            for handle in handles:
+                handle.remove()
+        exit_layer = report.exit_layer[t]
+        for b in range(batch):
+            if exit_layer[b] < anatomy.num_layers:
+                logits[b] = anatomy.lm_head(anatomy.final_norm(captured[int(exit_layer[b])][b]))
+        logits[:, [model.generation_config.eos_token_id, *suppress]] = -float("inf")
+        token = logits.argmax(-1)
+        tokens.append(token)
+        sequence = torch.cat([sequence, token[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(token[:, None])], dim=1)
+    return torch.stack(tokens, dim=1)
+
+
+GREEDY = dict(max_new_tokens=8, do_sample=False, min_new_tokens=8)
+
+
+def image_token(model):
+    return model.config.image_token_id
+
+
+# -- (a) static skip sets == the same model with those layers deleted -----------------------------
+
+
+@pytest.mark.parametrize("skip", [[3, 4, 5], [1, 2], [6, 7, 8], [2, 5, 7]])
+def test_static_skip_equals_deleted_layers_llava(llava, skip):
+    model, _, inputs = llava
+    reference = deleted_layers_model(model, skip).generate(**inputs, **GREEDY)
+    lvlm_skip.wrap(model, variant="layers", layers=skip)
+    try:
+        out = model.generate(**inputs, **GREEDY)
+        report = lvlm_skip.last_report(model)
+    finally:
+        lvlm_skip.unwrap(model)
+    assert torch.equal(out, reference)
+    assert report.layers_run.tolist() == [NUM_LAYERS - len(skip)] * GREEDY["max_new_tokens"]
+    assert report.skipped_layers(3) == skip
+
+
+def test_static_skip_equals_deleted_layers_llama_left_padded_batch(llama):
+    batch = left_padded_batch()
+    skip = [4, 5, 6]
+    reference = deleted_layers_model(llama, skip).generate(**batch, **GREEDY)
+    lvlm_skip.wrap(llama, variant="layers", layers=skip)
+    try:
+        out = llama.generate(**batch, **GREEDY)
+    finally:
+        lvlm_skip.unwrap(llama)
+    assert torch.equal(out, reference)
+
+
+def test_static_exit_equals_deleted_tail(llava):
+    model, _, inputs = llava
+    reference = deleted_layers_model(model, [6, 7, 8]).generate(**inputs, **GREEDY)
+    lvlm_skip.wrap(model, variant="exit", exit_layer=5)
+    try:
+        out = model.generate(**inputs, **GREEDY)
+        report = lvlm_skip.last_report(model)
+    finally:
+        lvlm_skip.unwrap(model)
+    assert torch.equal(out, reference)
+    assert set(report.exit_layer.flatten().tolist()) == {5}
+
+
+def test_static_calibrated_skip_matches_reference_per_row(llama):
+    batch = left_padded_batch()
+    lvlm_skip.wrap(llama, variant="skip3", mode="static", keep_last=2, detection=LOOSE)
+    try:
+        out = llama.generate(**batch, **GREEDY)
+        report = lvlm_skip.last_report(llama)
+    finally:
+        lvlm_skip.unwrap(llama)
+    assert len(report.calibration) == 3
+    assert report.skipped.any(), "the loose thresholds should calibrate a non-empty skip3 set"
+    # per-row sets are constant over the steps
+    assert (report.skipped == report.skipped[0]).all()
+    new = out[:, batch["input_ids"].shape[1]:]
+    assert torch.equal(new, slow_reference_tokens(llama, batch, report, GREEDY["max_new_tokens"], static=True))
+
+
+# -- (b) online mode == a slow no-cache reference applying the same per-step decisions ---------------
+
+
+@pytest.mark.parametrize(
+    "variant,options",
+    [
+        ("skip1", dict(mutation_layers=(7,))),
+        ("skip1", dict()),
+        ("skip2", dict()),
+        ("skip3", dict(keep_last=2)),
+        ("exit", dict()),
+    ],
+)
+@pytest.mark.parametrize("candidates", [0, 16])
+def test_online_equals_slow_reference_llava(llava, variant, options, candidates):
+    model, _, inputs = llava
+    options = dict(options)
+    detection = options.pop("detection", LOOSE)
+    lvlm_skip.wrap(model, variant=variant, mode="online", detection=detection, candidates=candidates, **options)
+    try:
+        out = model.generate(**inputs, **GREEDY, suppress_tokens=[image_token(model)])
+        report = lvlm_skip.last_report(model)
+    finally:
+        lvlm_skip.unwrap(model)
+    acted = report.skipped.any() or (report.exit_layer < NUM_LAYERS).any()
+    assert acted, f"online {variant} made no decision on this model: the test would prove nothing"
+    new = out[:, inputs["input_ids"].shape[1]:]
+    reference = slow_reference_tokens(
+        model, inputs, report, GREEDY["max_new_tokens"], static=False, suppress=(image_token(model),)
+    )
+    assert torch.equal(new, reference)
+
+
+@pytest.mark.parametrize("variant,options", [("skip3", dict(keep_last=2)), ("skip2", dict()), ("exit", dict())])
+def test_online_equals_slow_reference_llama_batch(llama, variant, options):
+    batch = left_padded_batch()
+    lvlm_skip.wrap(llama, variant=variant, mode="online", detection=LOOSE, candidates=0, **options)
+    try:
+        out = llama.generate(**batch, **GREEDY)
+        report = lvlm_skip.last_report(llama)
+    finally:
+        lvlm_skip.unwrap(llama)
+    assert report.skipped.shape == (GREEDY["max_new_tokens"], 3, NUM_LAYERS)
+    assert report.skipped.any() or (report.exit_layer < NUM_LAYERS).any()
+    new = out[:, batch["input_ids"].shape[1]:]
+    assert torch.equal(new, slow_reference_tokens(llama, batch, report, GREEDY["max_new_tokens"], static=False))
+
+
+def test_kv_fill_project_equals_recompute(llava):
+    model, _, inputs = llava
+    outs = {}
+    for fill in ("project", "recompute"):
+        lvlm_skip.wrap(model, variant="skip3", mode="online", keep_last=2, detection=LOOSE, candidates=0, kv_fill=fill)
+        try:
+            outs[fill] = model.generate(**inputs, **GREEDY)
+            assert lvlm_skip.last_report(model).skipped[1:].any()
+        finally:
+            lvlm_skip.unwrap(model)
+    assert torch.equal(outs["project"], outs["recompute"])
+
+
+def test_skipped_layer_cache_stays_aligned(llava):
+    """Every layer that may run again holds K/V for every earlier position (no silent short cache)."""
+    model, _, inputs = llava
+    lvlm_skip.wrap(model, variant="skip3", mode="online", keep_last=2, detection=LOOSE, candidates=0)
+    try:
+        out = model.generate(**inputs, **GREEDY, return_dict_in_generate=True)
+        assert lvlm_skip.last_report(model).skipped.any()
+    finally:
+        lvlm_skip.unwrap(model)
+    cache = out.past_key_values
+    lengths = {cache.layers[i].get_seq_length() for i in range(NUM_LAYERS)}
+    assert lengths == {out.sequences.shape[1] - 1}
+
+
+# -- (c) variant none == stock generate ------------------------------------------------------------
+
+
+def _generate_twice(model, inputs, **kwargs):
+    torch.manual_seed(123)
+    stock = model.generate(**inputs, **kwargs)
+    lvlm_skip.wrap(model, variant="none")
+    try:
+        torch.manual_seed(123)
+        wrapped = model.generate(**inputs, **kwargs)
+    finally:
+        lvlm_skip.unwrap(model)
+    return stock, wrapped
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_none_identical_to_stock_llava(llava, sampling):
+    model, _, inputs = llava
+    kwargs = dict(max_new_tokens=8, do_sample=sampling, output_scores=True, return_dict_in_generate=True)
+    stock, wrapped = _generate_twice(model, inputs, **kwargs)
+    assert torch.equal(stock.sequences, wrapped.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(stock.scores, wrapped.scores))
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_none_identical_to_stock_llama_batch(llama, sampling):
+    kwargs = dict(max_new_tokens=8, do_sample=sampling, top_k=0, output_scores=True, return_dict_in_generate=True)
+    stock, wrapped = _generate_twice(llama, left_padded_batch(), **kwargs)
+    assert torch.equal(stock.sequences, wrapped.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(stock.scores, wrapped.scores))
+
+
+def test_unwrap_restores_the_stock_model(llava):
+    model, _, inputs = llava
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = model.generate(**inputs, **GREEDY)
+    lvlm_skip.wrap(model, variant="skip2", mode="online", detection=LOOSE)
+    model.generate(**inputs, **GREEDY)
+    lvlm_skip.unwrap(model)
+    assert "generate" not in model.__dict__
+    assert all("forward" not in layer.__dict__ for layer in model.get_decoder().layers)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert torch.equal(model.generate(**inputs, **GREEDY), before)
+
+
+# -- drop-in: sampling, streamer, stopping criteria, logits processors, beams -----------------------
+
+
+def test_sampling_streamer_and_stopping_criteria_work(llava):
+    model, processor, inputs = llava
+
+    class Collect:
+        def __init__(self):
+            self.chunks = []
+
+        def put(self, value):
+            self.chunks.append(value)
+
+        def end(self):
+            self.chunks.append(None)
+
+    class StopAfter(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= inputs["input_ids"].shape[1] + 4)
+
+    streamer = Collect()
+    lvlm_skip.wrap(model, variant="skip3", mode="online", keep_last=2, detection=LOOSE)
+    try:
+        torch.manual_seed(0)
+        out = model.generate(
+            **inputs, max_new_tokens=20, do_sample=True, temperature=0.8, streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([StopAfter()]), logits_processor=LogitsProcessorList(),
+        )
+        report = lvlm_skip.last_report(model)
+    finally:
+        lvlm_skip.unwrap(model)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 4
+    assert streamer.chunks[-1] is None and len(streamer.chunks) == 1 + 4 + 1
+    assert report.num_steps == 4
+
+
+def test_beam_search_static_given_works_and_per_row_refused(llama):
+    batch = left_padded_batch()
+    lvlm_skip.wrap(llama, variant="layers", layers=[3, 4])
+    try:
+        out = llama.generate(**batch, max_new_tokens=5, num_beams=2, do_sample=False)
+    finally:
+        lvlm_skip.unwrap(llama)
+    reference = deleted_layers_model(llama, [3, 4]).generate(**batch, max_new_tokens=5, num_beams=2, do_sample=False)
+    assert torch.equal(out, reference)
+    lvlm_skip.wrap(llama, variant="skip2", mode="online")
+    try:
+        with pytest.raises(ValueError, match="beam search"):
+            llama.generate(**batch, max_new_tokens=5, num_beams=2)
+    finally:
+        lvlm_skip.unwrap(llama)
+
+
+# -- bad input: clear errors, model untouched -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(variant="skip9"), ValueError, "unknown variant"),
+        (dict(variant="skip2", mode="sometimes"), ValueError, "unknown mode"),
+        (dict(variant="layers", layers=[0, 2]), ValueError, "out of range"),
+        (dict(variant="layers", layers=[2, NUM_LAYERS + 1]), ValueError, "out of range"),
+        (dict(variant="layers", layers=list(range(1, NUM_LAYERS + 1))), ValueError, "every one"),
+        (dict(variant="exit", exit_layer=99), ValueError, "out of range"),
+        (dict(variant="skip3", keep_last=NUM_LAYERS), ValueError, "keep_last"),
+        (dict(variant="skip2", frobnicate=1), TypeError, "unknown option"),
+        (dict(variant="skip2", detection={"rel_lo": 0.1}), ValueError, "unknown detection option"),
+    ],
+)
+def test_bad_options_raise_and_leave_model_untouched(llama, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        lvlm_skip.wrap(llama, **kwargs)
+    assert not lvlm_skip.is_wrapped(llama)
+    assert "generate" not in llama.__dict__
+    assert all("forward" not in layer.__dict__ for layer in llama.model.layers)
+
+
+def test_wrapping_twice_and_unsupported_model(llama):
+    lvlm_skip.wrap(llama, variant="skip2")
+    try:
+        with pytest.raises(ValueError, match="already wrapped"):
+            lvlm_skip.wrap(llama, variant="skip1")
+    finally:
+        lvlm_skip.unwrap(llama)
+    with pytest.raises(lvlm_skip.UnsupportedModelError, match="looked for"):
+        lvlm_skip.wrap(torch.nn.Linear(2, 2), variant="skip2")
+    with pytest.raises(ValueError, match="not wrapped"):
+        lvlm_skip.unwrap(llama)
