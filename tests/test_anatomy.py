@@ -1,0 +1,152 @@
+"""ModelAnatomy on the six supported classes (tiny configs), unsupported models, layer checks,
+and project_kv_into_cache_ against what a real layer writes into its cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lvlm_skip.anatomy import ModelAnatomy, UnsupportedModelError, project_kv_into_cache_
+
+
+
+HIDDEN, LAYERS, VOCAB = 32, 3, 99
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+TEXT = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    intermediate_size=64,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=8, projection_dim=32)
+
+
+def _llava():
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    config = LlavaConfig(text_config=LlamaConfig(**TEXT), vision_config=CLIPVisionConfig(**CLIP), image_token_id=3)
+    return LlavaForConditionalGeneration(config)
+
+
+def _llava_next():
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    config = LlavaNextConfig(
+        text_config=LlamaConfig(**TEXT), vision_config=CLIPVisionConfig(**CLIP), image_token_id=3, image_grid_pinpoints=[[32, 32]]
+    )
+    return LlavaNextForConditionalGeneration(config)
+
+
+def _qwen2_vl():
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    text = dict(TEXT, rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2]})  # head_dim 8
+    vision = dict(depth=1, embed_dim=16, hidden_size=HIDDEN, num_heads=2, mlp_ratio=2, patch_size=2, spatial_merge_size=1, temporal_patch_size=1)
+    return Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision))
+
+
+def _causal(config_name: str, model_name: str):
+    import transformers
+
+    config = getattr(transformers, config_name)(**TEXT)
+    return getattr(transformers, model_name)(config)
+
+
+BUILDERS = {
+    "LlavaForConditionalGeneration": _llava,
+    "LlavaNextForConditionalGeneration": _llava_next,
+    "Qwen2VLForConditionalGeneration": _qwen2_vl,
+    "LlamaForCausalLM": lambda: _causal("LlamaConfig", "LlamaForCausalLM"),
+    "MistralForCausalLM": lambda: _causal("MistralConfig", "MistralForCausalLM"),
+    "Qwen2ForCausalLM": lambda: _causal("Qwen2Config", "Qwen2ForCausalLM"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_anatomy_of_supported_classes(name):
+    torch.manual_seed(0)
+    model = BUILDERS[name]().eval()
+    assert type(model).__name__ == name
+    assert count_parameters(model) < 200_000
+    anatomy = ModelAnatomy.from_model(model)
+    assert anatomy.num_layers == LAYERS == len(anatomy.layers)
+    assert anatomy.hidden_size == HIDDEN
+    assert anatomy.vocab_size == VOCAB
+    assert anatomy.lm_head is model.get_output_embeddings()
+    assert anatomy.decoder is model.get_decoder()
+    assert anatomy.final_norm is anatomy.decoder.norm
+    assert all(isinstance(layer, nn.Module) for layer in anatomy.layers)
+
+
+class _Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+
+def test_unsupported_models_name_what_was_looked_for():
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    for model in (_Plain(), bert):
+        with pytest.raises(UnsupportedModelError, match=r"get_decoder\(\).*layers.*get_output_embeddings") as info:
+            ModelAnatomy.from_model(model)
+        assert type(model).__name__ in str(info.value)
+    assert issubclass(UnsupportedModelError, ValueError)
+
+
+def test_check_layer_range():
+    anatomy = ModelAnatomy.from_model(BUILDERS["LlamaForCausalLM"]())
+    assert anatomy.check_layer(1) == 1
+    assert anatomy.check_layer(LAYERS) == LAYERS
+    assert anatomy.check_layer(0, allow_embeddings=True) == 0
+    for bad in (0, LAYERS + 1, -1, 1.0, True, "2"):
+        with pytest.raises(ValueError, match=rf"out of range.*1\.\.{LAYERS}"):
+            anatomy.check_layer(bad)
+    with pytest.raises(ValueError, match=rf"0\.\.{LAYERS}"):
+        anatomy.check_layer(LAYERS + 1, allow_embeddings=True)
+
+
+@pytest.mark.parametrize("name", ["LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"])
+def test_project_kv_matches_what_the_layer_writes(name):
+    from transformers import DynamicCache
+
+    torch.manual_seed(1)
+    model = BUILDERS[name]().eval()
+    with torch.no_grad():  # random non-zero biases (Qwen2 has k/v biases) make the check stricter
+        for layer in model.model.layers:
+            if layer.self_attn.k_proj.bias is not None:
+                layer.self_attn.k_proj.bias.normal_()
+                layer.self_attn.v_proj.bias.normal_()
+    anatomy = ModelAnatomy.from_model(model)
+    input_ids = torch.randint(3, VOCAB, (2, 7))
+    with torch.no_grad():
+        # 1. a real forward with a cache: what every layer writes
+        out = model(input_ids=input_ids, use_cache=True, output_hidden_states=True)
+        written = out.past_key_values
+        position_ids = torch.arange(input_ids.shape[1]).unsqueeze(0).expand(2, -1)
+        for index in range(1, anatomy.num_layers):  # layer index i's input is hidden_states[i] (i < L)
+            hidden_in = out.hidden_states[index]
+            position_embeddings = anatomy.decoder.rotary_emb(hidden_in, position_ids)
+            # 2. project the same input into a fresh cache
+            cache = DynamicCache(config=model.config)
+            project_kv_into_cache_(anatomy.layers[index], hidden_in, position_embeddings, cache)
+            torch.testing.assert_close(cache.layers[index].keys, written.layers[index].keys, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(cache.layers[index].values, written.layers[index].values, rtol=1e-5, atol=1e-5)
+            # 3. and the other layers' caches were not touched
+            assert cache.get_seq_length(index) == input_ids.shape[1]
+
+
+def test_project_kv_rejects_non_llama_layers():
+    with pytest.raises(UnsupportedModelError, match="input_layernorm"):
+        project_kv_into_cache_(nn.Linear(4, 4), torch.zeros(1, 1, 4), (torch.zeros(1), torch.zeros(1)), None)

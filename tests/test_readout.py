@@ -1,0 +1,111 @@
+"""Early-exit readout: last layer == model logits, and the naive double-norm lens is caught."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lvlm_skip.anatomy import ModelAnatomy
+from lvlm_skip.readout import layer_logits_from_hidden_states, readout_logits, stack_layer_logits
+
+
+def _forward(model, inputs):
+    with torch.no_grad():
+        return model(**inputs, output_hidden_states=True)
+
+
+def _naive_double_norm(anatomy, hidden_states):
+    """The classic lens bug: norm + head on every entry, the already-normed last one included."""
+    return torch.stack([anatomy.lm_head(anatomy.final_norm(h)) for h in hidden_states[1:]])
+
+
+def _with_random_final_norm(model):
+    """A copy whose final norm has a non-trivial weight: with the initial all-ones weight RMSNorm is
+    nearly idempotent, and a double-normed last layer would differ only by rounding."""
+    model = copy.deepcopy(model)
+    norm = ModelAnatomy.from_model(model).final_norm
+    with torch.no_grad():
+        norm.weight.uniform_(0.3, 3.0, generator=torch.Generator().manual_seed(0))
+    return model
+
+
+@pytest.fixture(scope="module", params=["llava", "llama"])
+def model_and_output(request, tiny_llava, tiny_llama):
+    if request.param == "llava":
+        model, inputs = tiny_llava.model, tiny_llava.inputs
+    else:
+        model, inputs = tiny_llama, {"input_ids": torch.randint(3, 99, (2, 9), generator=torch.Generator().manual_seed(0))}
+    model = _with_random_final_norm(model)
+    return model, _forward(model, inputs)
+
+
+def test_last_layer_readout_equals_model_logits(model_and_output):
+    model, out = model_and_output
+    anatomy = ModelAnatomy.from_model(model)
+    logits = layer_logits_from_hidden_states(anatomy, out.hidden_states)
+    assert logits.shape == (anatomy.num_layers, *out.logits.shape)
+    torch.testing.assert_close(logits[-1], out.logits, rtol=0, atol=1e-5)
+    with_embeddings = layer_logits_from_hidden_states(anatomy, out.hidden_states, include_embeddings=True)
+    assert with_embeddings.shape[0] == anatomy.num_layers + 1
+    torch.testing.assert_close(with_embeddings[1:], logits)
+
+
+def test_naive_double_norm_lens_is_caught(model_and_output):
+    """Proves the equality test above has teeth: norming the last state twice changes the logits."""
+    model, out = model_and_output
+    anatomy = ModelAnatomy.from_model(model)
+    naive = _naive_double_norm(anatomy, out.hidden_states)
+    assert (naive[-1] - out.logits).abs().max() > 1e-3
+    # and it agrees with the faithful lens everywhere else
+    faithful = layer_logits_from_hidden_states(anatomy, out.hidden_states)
+    torch.testing.assert_close(naive[:-1], faithful[:-1])
+
+
+def test_raw_differs_from_normed_except_at_the_last_layer(model_and_output):
+    model, out = model_and_output
+    anatomy = ModelAnatomy.from_model(model)
+    normed = layer_logits_from_hidden_states(anatomy, out.hidden_states, readout="normed")
+    raw = layer_logits_from_hidden_states(anatomy, out.hidden_states, readout="raw")
+    torch.testing.assert_close(raw[-1], normed[-1])
+    for j in range(anatomy.num_layers - 1):
+        assert (raw[j] - normed[j]).abs().max() > 1e-3, f"layer {j + 1}"
+    with pytest.raises(ValueError, match="readout"):
+        layer_logits_from_hidden_states(anatomy, out.hidden_states, readout="lens")
+    with pytest.raises(ValueError, match="hidden states"):
+        layer_logits_from_hidden_states(anatomy, out.hidden_states[1:])
+
+
+def test_stack_layer_logits_on_unnormed_states(tiny_llama):
+    """Hook-captured states are all un-normed; stack_layer_logits norms the last one in both readouts."""
+    tiny_llama = _with_random_final_norm(tiny_llama)
+    anatomy = ModelAnatomy.from_model(tiny_llama)
+    input_ids = torch.randint(3, 99, (1, 6), generator=torch.Generator().manual_seed(1))
+    out = _forward(tiny_llama, {"input_ids": input_ids})
+    captured = []
+    handle = anatomy.layers[-1].register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        tiny_llama(input_ids=input_ids)
+    handle.remove()
+    # shape: (L + 1, batch, seq, hidden), h_0..h_L all un-normed
+    states = torch.stack([*out.hidden_states[:-1], captured[0]])
+    for readout in ("normed", "raw"):
+        full = stack_layer_logits(anatomy, states, readout=readout)
+        torch.testing.assert_close(full[-1], out.logits, rtol=0, atol=1e-5)
+        rows = torch.tensor([5, 0, 42, 98])
+        torch.testing.assert_close(stack_layer_logits(anatomy, states, readout=readout, vocab_rows=rows), full[..., rows])
+    torch.testing.assert_close(
+        stack_layer_logits(anatomy, states, readout="normed")[1:], layer_logits_from_hidden_states(anatomy, out.hidden_states)
+    )
+
+
+def test_vocab_rows_with_head_bias():
+    anatomy_like = type("A", (), {})()
+    anatomy_like.final_norm = torch.nn.LayerNorm(8)
+    anatomy_like.lm_head = torch.nn.Linear(8, 20, bias=True)
+    hidden = torch.randn(3, 8)
+    rows = torch.tensor([19, 3, 7])
+    torch.testing.assert_close(
+        readout_logits(anatomy_like, hidden, vocab_rows=rows), readout_logits(anatomy_like, hidden)[:, rows]
+    )
