@@ -153,7 +153,7 @@ def _resolve_device(name: str):
     return torch.device(name)
 
 
-def load_model(spec: str, dtype_name: str, device):
+def load_model(spec: str, dtype_name: str, device, progress: bool = True):
     """``(model, processor, is_vision)`` for ``--model``: ``tiny`` or a local folder (never the hub).
 
     The processor of a folder is ``None`` here: :func:`load_processor` loads it once the architecture
@@ -172,6 +172,20 @@ def load_model(spec: str, dtype_name: str, device):
         raise CliError(f"model folder {spec!r} does not exist (pass a local Hugging Face folder or '{TINY_MODEL}')")
     if not (folder / "config.json").is_file():
         raise CliError(f"model folder {spec!r} has no config.json")
+
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        return _load_folder(spec, folder, dtype, device)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+
+
+def _load_folder(spec, folder, dtype, device):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     options = {"local_files_only": True}
@@ -248,7 +262,7 @@ def run_trace(args) -> int:
     from .anatomy import ModelAnatomy, UnsupportedModelError
     from .trace import trace
 
-    model, processor, is_vision = load_model(args.model, args.dtype, device)
+    model, processor, is_vision = load_model(args.model, args.dtype, device, progress=not args.no_progress)
     try:
         anatomy = ModelAnatomy.from_model(model)
     except UnsupportedModelError as error:

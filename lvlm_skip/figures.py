@@ -153,11 +153,11 @@ def plot_jsd_heatmap(trace, out_path: str | Path, row: int = 0, max_tokens: int 
     n = min(int(trace.lengths[row]), max_tokens)
     num_layers = trace.num_layers
     jsd = trace.jsd[row, :n]  # shape: (steps, L)
-    fig, ax = plt.subplots(figsize=(min(4 + 0.35 * num_layers, 16), min(1.5 + 0.28 * n, 14)))
+    fig, ax = plt.subplots(figsize=(min(5 + 0.35 * num_layers, 16), min(2.2 + 0.28 * n, 14)), layout="constrained")
     image = ax.imshow(jsd, aspect="auto", cmap="viridis", interpolation="nearest",
                       extent=(0.5, num_layers + 0.5, n - 0.5, -0.5))
     unit = "nats" if trace.meta.get("reduction", "sum") == "sum" else "nats / vocabulary size"
-    fig.colorbar(image, ax=ax, label=f"JSD$(p_{{j-1}} \\| p_j)$ ({unit})", fraction=0.04, pad=0.02)
+    fig.colorbar(image, ax=ax, label=f"JSD$(p_{{j-1}} \\| p_j)$ ({unit})", fraction=0.05, pad=0.02)
     # 1. detected layers of each step
     critical = trace.critical[row, :n]
     steps = np.nonzero(critical > 0)[0]
@@ -171,8 +171,8 @@ def plot_jsd_heatmap(trace, out_path: str | Path, row: int = 0, max_tokens: int 
     ax.set_xlabel("layer $j$")
     ax.set_ylabel("step: emitted token")
     ax.set_title(f"Adjacent-layer JSD ({trace.meta.get('readout', 'normed')} readout)")
-    # legend below the axes, on grey so the white critical squares show
-    fig.legend(loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=2, fontsize=8, facecolor="0.35", labelcolor="white")
+    # legend under the axes, on grey so the white critical squares show
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8, facecolor="0.35", labelcolor="white")
     return _save(fig, out_path)
 
 

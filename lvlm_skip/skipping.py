@@ -208,6 +208,8 @@ class SkipReport:
         critical: `(steps, batch)` critical layer detected at that step (0 = none / not detected).
         mutation: `(steps, batch, L)` bool mutation layers detected at that step.
         exit_layer: `(steps, batch)` layer the distribution was taken from (``L`` = the last layer).
+        jsd: `(steps, batch, L)` online mode: the JSD observed after each layer (NaN where not
+            observed: outside the window, or skipped); static mode: all NaN (see ``calibration``).
         layers_run: `(steps,)` number of layers that ran for at least one row.
         calibration: Per row, the critical and mutation layers measured at the prefill (static /
             skip1-online), else empty.
@@ -219,6 +221,7 @@ class SkipReport:
     critical: np.ndarray
     mutation: np.ndarray
     exit_layer: np.ndarray
+    jsd: np.ndarray
     layers_run: np.ndarray
     calibration: list[dict] = field(default_factory=list)
 
@@ -303,6 +306,7 @@ class SkipController:
             critical=stack("critical", (0, batch), np.int64),
             mutation=stack("mutation", (0, batch, L), bool),
             exit_layer=stack("exit_layer", (0, batch), np.int64),
+            jsd=stack("jsd", (0, batch, L), np.float32),
             layers_run=np.asarray([s["layers_run"] for s in steps], dtype=np.int64),
             calibration=list(self.calibration),
         )
@@ -321,6 +325,7 @@ class SkipController:
             "critical": np.zeros(batch, dtype=np.int64),
             "mutation": np.zeros((batch, L), dtype=bool),
             "exit_layer": np.full(batch, L, dtype=np.int64),
+            "jsd": np.full((batch, L), np.nan, dtype=np.float32),
             "layers_run": 0,
         }
         if self.config.mode == "static":
@@ -406,7 +411,17 @@ class SkipController:
 
 
 class _OnlineStep:
-    """Per-step state of online mode: the stream's readout, the causal detector, the decisions."""
+    """Per-step state of online mode: the stream's readout, the causal detector, the decisions.
+
+    Two ways to observe the layers, with the same results:
+
+    * per layer (skip1, skip2, skip3): each layer's readout is needed before the next layer runs,
+      because the decision changes what runs next. skip1 / skip3 stop observing once they have
+      decided; skip2 observes every window layer.
+    * once per step (exit): every layer runs anyway and the decision only picks which state feeds
+      the LM head, so the window's states are read out together after layer ``L``: one stacked
+      norm, head, softmax and JSD, and one device-to-host copy per step.
+    """
 
     def __init__(self, controller: SkipController, batch: int):
         self.c = controller
@@ -414,46 +429,64 @@ class _OnlineStep:
         self.detector = CausalLayerDetector(batch, self.config.detection)
         self.prev_logp: torch.Tensor | None = None
         self.prev_top1: torch.Tensor | None = None
-        self.vocab_rows: torch.Tensor | None = None
         self.head_rows: torch.Tensor | None = None
         self.skip_from = np.zeros(batch, dtype=np.int64)  # rows skip layers skip_from..skip_to
         self.skip_to = np.zeros(batch, dtype=np.int64)
-        self.exit_state: torch.Tensor | None = None
-        self.exited = np.zeros(batch, dtype=bool)
+        self.decided = np.zeros(batch, dtype=bool)
+        self.batched = self.config.variant == "exit"
+        self.window_states: list[torch.Tensor] = []
 
-    # readout of the last position of the stream, over the step's candidate vocabulary
-    def _observe(self, layer: int, state: torch.Tensor) -> np.ndarray | None:
-        c = self.c
-        if layer < c.window_start - 1:
-            return None
-        anatomy = c.anatomy
-        if self.config.candidates and self.vocab_rows is None:
-            full = readout_logits(anatomy, state)  # shape: (batch, vocab)
-            k = min(self.config.candidates, full.shape[-1])
-            self.vocab_rows = full.topk(k, dim=-1).indices  # shape: (batch, k)
-            # shape: (batch, k, hidden): the head rows of each row's candidates, gathered once per step
-            self.head_rows = anatomy.lm_head.weight[self.vocab_rows]
-            logits = full.gather(-1, self.vocab_rows)
-        elif self.config.candidates:
-            normed = anatomy.final_norm(state)
-            logits = torch.bmm(self.head_rows, normed.unsqueeze(-1)).squeeze(-1)  # shape: (batch, k)
+    def _readout(self, states: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities `(n, batch, k or vocab)` of un-normed last-position states `(n, batch, hidden)`.
+
+        The first call of a step (the window's first state) also chooses the step's candidate
+        vocabulary: the top-``candidates`` tokens of that state's full-vocabulary readout.
+        """
+        anatomy = self.c.anatomy
+        k = self.config.candidates
+        if not k:
+            logits = readout_logits(anatomy, states)
         else:
-            logits = readout_logits(anatomy, state)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        top1 = logp.argmax(-1)
-        mutation = None
+            if self.head_rows is None:
+                full = readout_logits(anatomy, states[0])  # shape: (batch, vocab)
+                rows = full.topk(min(k, full.shape[-1]), dim=-1).indices  # shape: (batch, k)
+                self.head_rows = anatomy.lm_head.weight[rows]  # shape: (batch, k, hidden)
+            normed = anatomy.final_norm(states)
+            logits = torch.einsum("nbd,bkd->nbk", normed, self.head_rows.to(normed.dtype))
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def _feed(self, first_layer: int, logp: torch.Tensor) -> np.ndarray:
+        """Detect on readouts of layers ``first_layer, first_layer + 1, ...``; return `(n, batch)` mutation flags.
+
+        The first readout of a step (layer ``window_start - 1``) only seeds the comparison.
+        """
+        step = self.c._step
         if self.prev_logp is not None:
-            jsd = js_divergence(self.prev_logp, logp)
-            changed = (top1 != self.prev_top1).cpu().numpy()
-            mutation = self.detector.observe(layer, jsd.cpu().numpy(), changed)
-        self.prev_logp, self.prev_top1 = logp, top1
+            logp = torch.cat([self.prev_logp[None], logp])
+            first_layer -= 1
+        top1 = logp.argmax(-1)
+        self.prev_logp, self.prev_top1 = logp[-1], top1[-1]
+        n = logp.shape[0] - 1
+        mutation = np.zeros((n, logp.shape[1]), dtype=bool)
+        if n == 0:
+            return mutation
+        jsd = js_divergence(logp[:-1], logp[1:])  # shape: (n, batch)
+        changed = top1[1:] != top1[:-1]
+        both = torch.stack([jsd, changed.float()]).cpu().numpy()  # one device-to-host copy
+        for i in range(n):
+            layer = first_layer + 1 + i
+            step["jsd"][:, layer - 1] = both[0, i]
+            mutation[i] = self.detector.observe(layer, both[0, i], both[1, i] > 0)
         return mutation
 
     def run_layer(self, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
-        c, cfg, step = self.c, self.config, self.c._step
-        L = c.num_layers
-        if layer == c.window_start:
-            self._observe(layer - 1, hidden[:, -1])
+        c, step = self.c, self.c._step
+        window_start, L = c.window_start, c.num_layers
+        if layer == window_start:
+            if self.batched:
+                self.window_states.append(hidden[:, -1])
+            else:
+                self._feed(layer - 1, self._readout(hidden[:, -1][None]))
         skip_rows = (self.skip_from <= layer) & (layer <= self.skip_to)
         prefill = hidden.shape[1] > 1
         if skip_rows.all() and not prefill:
@@ -465,62 +498,61 @@ class _OnlineStep:
         if skip_rows.any():
             out = _keep_input_at_last_position(out, hidden, skip_rows)
             step["skipped"][:, layer - 1] |= skip_rows
-        # observe the stream after this layer, and decide
-        if layer >= c.window_start:
-            mutation = self._observe(layer, out[:, -1])
-            if mutation is not None:
-                mutation = mutation & ~skip_rows
-                step["mutation"][:, layer - 1] = mutation
-                out = self._decide(layer, out, hidden, mutation)
+        if layer < window_start:
+            return out
+        if self.batched:
+            self.window_states.append(out[:, -1])
+            if layer == L:
+                out = self._exit(out)
+        elif not self.decided.all():
+            mutation = self._feed(layer, self._readout(out[:, -1][None]))[0] & ~skip_rows
+            step["mutation"][:, layer - 1] = mutation
+            out = self._decide(layer, out, hidden, mutation)
         if layer == L:
             step["critical"] = self.detector.critical.copy()
-            if self.exited.any():
-                keep = torch.from_numpy(self.exited).to(out.device)[:, None]
-                last = torch.where(keep, self.exit_state, out[:, -1])
-                out = torch.cat([out[:, :-1], last[:, None]], dim=1)
         return out
 
     def _decide(self, layer: int, out: torch.Tensor, hidden: torch.Tensor, mutation: np.ndarray) -> torch.Tensor:
         c, cfg, step = self.c, self.config, self.c._step
         L = c.num_layers
-        confirmed_now = self.detector.confirmed & (self.skip_to == 0) & ~self.exited
+        confirmed_now = self.detector.confirmed & ~self.decided
         if cfg.variant == "skip1":
-            resume = np.asarray(cfg.mutation_layers[:1] * len(mutation)) if cfg.mutation_layers else c._resume_layer
+            resume = np.full(len(mutation), cfg.mutation_layers[0]) if cfg.mutation_layers else c._resume_layer
             rows = confirmed_now & (resume > layer + 1)
             self.skip_from = np.where(rows, layer + 1, self.skip_from)
             self.skip_to = np.where(rows, resume - 1, self.skip_to)
+            self.decided |= confirmed_now
         elif cfg.variant == "skip3":
             last_skipped = L - cfg.keep_last
             rows = confirmed_now & (last_skipped > layer)
             self.skip_from = np.where(rows, layer + 1, self.skip_from)
             self.skip_to = np.where(rows, last_skipped, self.skip_to)
+            self.decided |= confirmed_now
         elif cfg.variant == "skip2" and mutation.any():
             # discard the mutation layer's update; the stream's readout goes back to its input's
             out = _keep_input_at_last_position(out, hidden, mutation)
             step["skipped"][:, layer - 1] |= mutation
-            self._rewind_readout(hidden[:, -1], mutation)
-        elif cfg.variant == "exit":
-            first = mutation & ~self.exited
-            if first.any():
-                keep = torch.from_numpy(first).to(out.device)[:, None]
-                previous = hidden[:, -1]
-                self.exit_state = previous if self.exit_state is None else torch.where(keep, previous, self.exit_state)
-                self.exited |= first
-                step["exit_layer"] = np.where(first, layer - 1, step["exit_layer"])
+            previous = self._readout(hidden[:, -1][None])[0]
+            keep = torch.from_numpy(mutation).to(previous.device)[:, None]
+            self.prev_logp = torch.where(keep, previous, self.prev_logp)
+            self.prev_top1 = torch.where(keep[:, 0], previous.argmax(-1), self.prev_top1)
         return out
 
-    def _rewind_readout(self, previous_state: torch.Tensor, rows: np.ndarray) -> None:
-        """After discarding a layer for ``rows``, their stream readout is the previous one again."""
-        anatomy = self.c.anatomy
-        if self.config.candidates:
-            normed = anatomy.final_norm(previous_state)
-            logits = torch.bmm(self.head_rows, normed.unsqueeze(-1)).squeeze(-1)
-        else:
-            logits = readout_logits(anatomy, previous_state)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        keep = torch.from_numpy(rows).to(logp.device)[:, None]
-        self.prev_logp = torch.where(keep, logp, self.prev_logp)
-        self.prev_top1 = torch.where(keep[:, 0], logp.argmax(-1), self.prev_top1)
+    def _exit(self, out: torch.Tensor) -> torch.Tensor:
+        """After layer ``L``: detect on the whole window at once, then feed the LM head from the exit layers."""
+        step, window_start = self.c._step, self.c.window_start
+        states = torch.stack(self.window_states)  # shape: (W + 1, batch, hidden), layers window_start-1..L
+        mutation = self._feed(window_start - 1, self._readout(states))  # shape: (W, batch)
+        step["mutation"][:, window_start - 1 :] = mutation.T
+        has = mutation.any(0)
+        if not has.any():
+            return out
+        exit_layer = np.where(has, window_start - 1 + mutation.argmax(0), self.c.num_layers)
+        step["exit_layer"] = exit_layer
+        rows = torch.arange(out.shape[0], device=out.device)
+        index = torch.from_numpy(exit_layer - (window_start - 1)).to(out.device)
+        last = states[index, rows]  # shape: (batch, hidden): the state of each row's exit layer
+        return torch.cat([out[:, :-1], last[:, None]], dim=1)
 
 
 def _as_tensor(output) -> torch.Tensor:
