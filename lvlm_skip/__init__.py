@@ -1,28 +1,45 @@
-"""lvlm_skip: layer-wise knowledge evolution in vision-language models, and online layer skipping."""
+"""lvlm_skip: layer-wise knowledge evolution in vision-language models, and online layer skipping.
 
-from .anatomy import ModelAnatomy, UnsupportedModelError
-from .detection import DetectionConfig, LayerDetection, detect_layers
-from .divergence import js_divergence
-from .skipping import MODES, VARIANTS, SkipConfig, SkipReport
-from .trace import Trace, trace
-from .wrapping import is_wrapped, last_report, unwrap, wrap
+The public names below load their module on first use, so ``import lvlm_skip`` (and the
+``lvlm-skip --help`` console script) does not pay for torch and transformers until they are needed.
+"""
 
-__all__ = [
-    "MODES",
-    "SkipConfig",
-    "SkipReport",
-    "VARIANTS",
-    "is_wrapped",
-    "last_report",
-    "unwrap",
-    "wrap",
-    "DetectionConfig",
-    "LayerDetection",
-    "ModelAnatomy",
-    "Trace",
-    "UnsupportedModelError",
-    "detect_layers",
-    "js_divergence",
-    "trace",
-]
+from importlib import import_module
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ModelAnatomy": "anatomy",
+    "UnsupportedModelError": "anatomy",
+    "DetectionConfig": "detection",
+    "LayerDetection": "detection",
+    "detect_layers": "detection",
+    "js_divergence": "divergence",
+    "ModelLoadError": "loading",
+    "load_model": "loading",
+    "MODES": "skipping",
+    "VARIANTS": "skipping",
+    "SkipConfig": "skipping",
+    "SkipReport": "skipping",
+    "Trace": "tracing",
+    "trace": "tracing",
+    "is_wrapped": "wrapping",
+    "last_report": "wrapping",
+    "unwrap": "wrapping",
+    "wrap": "wrapping",
+    "MutationExitLogitsProcessor": "processors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lvlm_skip' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

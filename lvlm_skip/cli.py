@@ -260,7 +260,7 @@ def run_trace(args) -> int:
 
     from . import figures
     from .anatomy import ModelAnatomy, UnsupportedModelError
-    from .trace import trace
+    from .tracing import trace
 
     model, processor, is_vision = load_model(args.model, args.dtype, device, progress=not args.no_progress)
     try:
@@ -326,7 +326,7 @@ def _across_images_figure(model, processor, image, device, args, out_path):
     copy, are embedded together by t-SNE.
     """
     from . import figures
-    from .trace import trace
+    from .tracing import trace
 
     variants = hue_variants(image)
     prompt = build_prompt(processor, FIG7_QUESTION, with_image=True)

@@ -1,4 +1,4 @@
-"""The paper's figures from a :class:`~lvlm_skip.trace.Trace` or plain arrays (never the model).
+"""The paper's figures from a :class:`~lvlm_skip.tracing.Trace` or plain arrays (never the model).
 
 * :func:`plot_token_probabilities`: Fig. 2/3, probability of each emitted token across layers, and
   the watch tokens (e.g. "red" vs "black") at the steps where they matter.
@@ -77,7 +77,7 @@ def plot_token_probabilities(
     """Fig. 2/3: probability of each emitted token at every layer.
 
     Args:
-        trace: A :class:`~lvlm_skip.trace.Trace`.
+        trace: A :class:`~lvlm_skip.tracing.Trace`.
         out_path: Output path; ``.png`` and ``.svg`` are written.
         row: Batch row of the trace.
         tokens: Generation steps to draw (default: the first ``max_tokens`` steps).
@@ -140,7 +140,7 @@ def plot_jsd_heatmap(trace, out_path: str | Path, row: int = 0, max_tokens: int 
     A white square marks each token's critical layer, a red cross each mutation layer.
 
     Args:
-        trace: A :class:`~lvlm_skip.trace.Trace`.
+        trace: A :class:`~lvlm_skip.tracing.Trace`.
         out_path: Output path; ``.png`` and ``.svg`` are written.
         row: Batch row of the trace.
         max_tokens: Cap on the number of token rows.
@@ -239,7 +239,7 @@ def plot_tsne_tokens(trace, out_path: str | Path, row: int = 0, seed: int = 0, m
     joined by a thin line and its last-layer point is labelled with the token.
 
     Args:
-        trace: A :class:`~lvlm_skip.trace.Trace` traced with ``keep_hidden=True``.
+        trace: A :class:`~lvlm_skip.tracing.Trace` traced with ``keep_hidden=True``.
         out_path: Output path; ``.png`` and ``.svg`` are written.
         row: Batch row of the trace.
         seed: t-SNE seed.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,7 +117,8 @@ class Trace:
 def _watch_ids(watch_tokens, tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     names, ids = [], []
     for item in watch_tokens or ():
-        if isinstance(item, int):
+        if isinstance(item, numbers.Integral):
+            item = int(item)
             token_id, name = item, (tokenizer.decode([item]) if tokenizer is not None else str(item))
         else:
             if tokenizer is None:
