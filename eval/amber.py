@@ -3,14 +3,17 @@
 Usage::
 
     python -m eval.amber --model PATH --amber-root DIR --image-dir DIR \\
-        --variants none,skip1,skip2,skip3 --task g [--limit N] [--out DIR]
+        --variants none,skip1,skip2,skip3,skip2:online --task g [--limit N] [--out DIR] \\
+        [--variant-options '{"skip3": {"critical_layer": 18}}']
     accelerate launch --num_processes 4 -m eval.amber ...   # sharded
     python -m eval.amber --amber-root DIR --task g --out DIR --score-only
 
 Outputs in ``--out``: ``responses.jsonl`` (one line per (variant, id)) and
 ``amber_<task>.json`` / ``amber_<task>.md`` (one row per variant: metrics,
-tokens/s, speedup = tokens/s of the variant / tokens/s of ``none``, errors,
-language backend). Rerunning the same command resumes where it stopped.
+tokens/s, speedup = tokens/s of the variant / tokens/s of ``none``, layers_skipped
+= mean decoder layers skipped per decoding step, errors, language backend).
+Rerunning the same command resumes where it stopped. Variant specs (``name[:mode]``)
+and ``--variant-options`` are described in :mod:`eval.generation`.
 
 For tests, ``main(argv, generate_fn=...)`` injects a generator and the hidden
 ``--fake-generator`` flag uses a deterministic one (no model needed).
@@ -26,13 +29,13 @@ from typing import Any, Sequence
 
 from eval.amber_data import AmberFormatError, check_queries, load_amber, load_queries, TASK_FILES
 from eval.amber_metrics import score_discriminative, score_generative
+from eval.generation import load_variant_options, parse_variant_specs, resolve_variant_options
 from eval.language import pick_backend
 from eval.results import (GenerateFn, GenItem, ResultStore, ShardMergeError, format_table,
-                          merge_shards, run_generation, shard_items, write_report)
+                          mean_layers_skipped, merge_shards, partial_state, run_generation,
+                          shard_items, write_report)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_VARIANTS = ("none", "skip1", "skip2", "skip3")
 
 #: Table columns per task (the JSON report keeps every metric).
 TASK_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -46,27 +49,21 @@ TASK_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def known_variants() -> tuple[str, ...]:
-    """Variants accepted by ``--variants``: ``lvlm_skip.VARIANTS`` when defined, else the defaults."""
-    try:
-        import lvlm_skip
-
-        return tuple(getattr(lvlm_skip, "VARIANTS", DEFAULT_VARIANTS))
-    except Exception:  # lvlm_skip missing or broken: fall back to the documented names
-        return DEFAULT_VARIANTS
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the AMBER CLI."""
     p = argparse.ArgumentParser(prog="python -m eval.amber", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="local model folder (not needed with --score-only)")
     p.add_argument("--amber-root", required=True, help="folder with annotations.json, query/, relation.json, safe_words.txt")
     p.add_argument("--image-dir", help="folder with the AMBER_*.jpg images")
-    p.add_argument("--variants", default="none", help="comma-separated, e.g. none,skip1,skip2,skip3")
+    p.add_argument("--variants", default="none",
+                   help="comma-separated specs name[:mode], e.g. none,skip1,skip2,skip2:online,exit:online")
+    p.add_argument("--variant-options", default=None,
+                   help="JSON object (or a JSON file) of lvlm_skip.wrap options by variant name or spec, "
+                        "e.g. '{\"skip3\": {\"critical_layer\": 18}}'")
     p.add_argument("--task", default="g", choices=list(TASK_FILES), help="g generative, d discriminative, a all; de/da/dr sub-dimensions")
     p.add_argument("--limit", type=int, default=None, help="only the first N queries")
     p.add_argument("--out", default="runs/amber", help="output folder (resumable)")
-    p.add_argument("--mode", default="static", choices=["static", "online"], help="lvlm_skip.wrap mode")
+    p.add_argument("--mode", default="static", choices=["static", "online"], help="mode of the specs that name none")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--score-only", action="store_true", help="score existing responses, generate nothing")
     p.add_argument("--backend", default="auto", choices=["auto", "official", "offline"], help="language backend for the generative metric")
@@ -82,13 +79,15 @@ def fake_generate_fn(image: Any, prompt: str, variant: str) -> tuple[str, int, f
     return "A man walks a dog on the grass.", 8, 0.01
 
 
-def _parse_variants(parser: argparse.ArgumentParser, text: str) -> list[str]:
-    variants = [v.strip() for v in text.split(",") if v.strip()]
-    known = known_variants()
-    unknown = [v for v in variants if v not in known]
-    if not variants or unknown:
-        parser.error(f"unknown variant(s) {', '.join(unknown) or '(empty)'}; known: {', '.join(known)}")
-    return list(dict.fromkeys(variants))
+def _parse_variants(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list, dict]:
+    """Returns the variant specs and the raw ``--variant-options`` (checked; errors exit 2)."""
+    try:
+        specs = parse_variant_specs(args.variants, args.mode)
+        options = load_variant_options(args.variant_options)
+        resolve_variant_options(specs, options)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return specs, options
 
 
 def score_variant(records: Sequence[dict[str, Any]], task: str, data, backend) -> dict[str, Any]:
@@ -102,6 +101,7 @@ def score_variant(records: Sequence[dict[str, Any]], task: str, data, backend) -
         row.update(score_discriminative(responses, data.annotations))
     seconds = sum(r.get("seconds", 0.0) for r in ok)
     row["tokens_per_s"] = sum(r.get("new_tokens", 0) for r in ok) / seconds if seconds > 0 else None
+    row["layers_skipped"] = mean_layers_skipped(ok)
     return row
 
 
@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None, generate_fn: GenerateFn | None = Non
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    variants = _parse_variants(parser, args.variants)
+    specs, variant_options = _parse_variants(parser, args)
+    variants = [s.label for s in specs]
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be >= 1")
     try:
@@ -143,9 +144,7 @@ def main(argv: Sequence[str] | None = None, generate_fn: GenerateFn | None = Non
     except RuntimeError as exc:
         parser.error(str(exc))
 
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = partial_state()
     out = Path(args.out)
     expected = [(v, q["id"]) for v in variants for q in queries]
     if generating:
@@ -158,9 +157,11 @@ def main(argv: Sequence[str] | None = None, generate_fn: GenerateFn | None = Non
             else:
                 from eval.generation import build_generate_fn
 
+                # one full model copy per process on its own device under `accelerate launch`
+                device_map = str(state.device) if state.num_processes > 1 else args.device_map
                 try:
-                    generate_fn = build_generate_fn(args.model, variants, args.mode,
-                                                    args.max_new_tokens, args.device_map)
+                    generate_fn = build_generate_fn(args.model, specs, args.mode, args.max_new_tokens,
+                                                    device_map, variant_options=variant_options)
                 except (OSError, RuntimeError, ValueError) as exc:
                     parser.error(f"cannot load model {args.model}: {exc}")
         try:
@@ -182,13 +183,16 @@ def main(argv: Sequence[str] | None = None, generate_fn: GenerateFn | None = Non
     for variant in variants:
         recs = [r for r in merged.records if r["variant"] == variant]
         rows.append({"variant": variant, **score_variant(recs, args.task, data, backend)})
-    base = next((r["tokens_per_s"] for r in rows if r["variant"] == "none"), None)
+    base = next((r["tokens_per_s"] for r, s in zip(rows, specs) if s.variant == "none"), None)
     for row in rows:
         tps = row["tokens_per_s"]
         row["speedup"] = tps / base if tps and base else None
         row["backend"] = backend_name
-    columns = ["variant", *TASK_COLUMNS[args.task], "tokens_per_s", "speedup", "n", "errors"]
+    skipped_col = ["layers_skipped"] if any(r["layers_skipped"] is not None for r in rows) else []
+    columns = ["variant", *TASK_COLUMNS[args.task], "tokens_per_s", "speedup", *skipped_col, "n", "errors"]
     meta = {"task": args.task, "mode": args.mode, "backend": backend_name,
+            "variants": {s.label: {"variant": s.variant, "mode": s.mode} for s in specs},
+            "variant_options": variant_options,
             "model": args.model, "amber_root": str(args.amber_root), "duplicates_dropped": merged.duplicates}
     json_path, md_path = write_report(rows, out, f"amber_{args.task}", meta=meta, columns=columns)
     print(f"AMBER task={args.task} backend={backend_name} errors={sum(r['errors'] for r in rows)}")

@@ -1,7 +1,8 @@
 """Caption benchmark for layer-skipping variants: ``python -m eval.caption``.
 
-For every image of a COCO-format caption split and every variant (``none`` = stock
-model, ``skip1``/``skip2``/``skip3`` = layer skipping), the model describes the image;
+For every image of a COCO-format caption split and every variant spec (``none`` = stock
+model, ``skip1``/``skip2``/``skip3``/``exit`` = layer skipping, ``name:mode`` picks the
+mode, ``--variant-options`` the layers; see :mod:`eval.generation`), the model describes the image;
 each answer is appended to ``<out>/responses.jsonl`` as soon as it is produced (a rerun
 resumes; failures are stored as ``error`` records and counted).  Then, per variant:
 
@@ -13,7 +14,8 @@ resumes; failures are stored as ``error`` records and counted).  Then, per varia
   similarity, unigram F1, ROUGE-L F1; see
   :func:`eval.caption_metrics.closeness_to_reference_variant`);
 * throughput: tokens/s = sum(new tokens) / sum(generate seconds), and
-  speedup = tokens/s(variant) / tokens/s(none).
+  speedup = tokens/s(variant) / tokens/s(none);
+* layers_skipped: mean decoder layers skipped per decoding step (when recorded).
 
 One table is printed and written as ``<out>/caption_report.{json,md}``.
 
@@ -28,7 +30,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +42,16 @@ from eval.caption_metrics import (
     coco_caption_scores_multi,
     image_objects_from_captions,
 )
+from eval.generation import load_variant_options, parse_variant_specs, resolve_variant_options
 from eval.results import (
+    GenerateFn,
     GenItem,
     ResultStore,
     ShardMergeError,
     format_table,
+    mean_layers_skipped,
     merge_shards,
+    partial_state,
     run_generation,
     shard_items,
     write_report,
@@ -57,7 +63,6 @@ DEFAULT_PROMPT = "Please describe this image in detail."
 DEFAULT_VARIANTS = "none,skip1,skip2,skip3"
 DEFAULT_METRICS = "bleu,meteor,rouge,cider,spice"
 REPORT_NAME = "caption_report"
-GenerateFn = Callable[[Any, str, str], tuple[str, int, float]]
 
 
 class UsageError(Exception):
@@ -76,6 +81,7 @@ class VariantRow:
         tok_per_s: sum of new tokens / sum of generation seconds.
         speedup: ``tok_per_s / tok_per_s(none)``.
         avg_new_tokens: mean generated tokens per caption.
+        layers_skipped: mean decoder layers skipped per step (``None``: not recorded).
     """
 
     variant: str
@@ -85,12 +91,15 @@ class VariantRow:
     tok_per_s: float | None
     speedup: float | None
     avg_new_tokens: float | None
+    layers_skipped: float | None = None
 
     def flat(self) -> dict[str, Any]:
-        """The row as a flat ``{column: value}`` dict, in table order."""
+        """The row as a flat ``{column: value}`` dict, in table order (no ``layers_skipped`` when not recorded)."""
         d = asdict(self)
         scores = d.pop("scores")
-        tail = {k: d.pop(k) for k in ("avg_new_tokens", "tok_per_s", "speedup")}
+        if d["layers_skipped"] is None:
+            d.pop("layers_skipped")
+        tail = {k: d.pop(k) for k in ("avg_new_tokens", "tok_per_s", "speedup", "layers_skipped") if k in d}
         return {**d, **scores, **tail}
 
 
@@ -106,8 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", required=True, help="COCO-format caption annotation JSON")
     p.add_argument("--image-dir", help="folder holding the images' file_name (needed unless --score-only)")
     p.add_argument("--instances", help="COCO instances JSON: enables CHAIR")
-    p.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated (default: %(default)s)")
-    p.add_argument("--mode", choices=["static", "online"], default="static")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS,
+                   help="comma-separated specs name[:mode], e.g. none,skip2,skip2:online (default: %(default)s)")
+    p.add_argument("--variant-options", default=None,
+                   help="JSON object (or a JSON file) of lvlm_skip.wrap options by variant name or spec")
+    p.add_argument("--mode", choices=["static", "online"], default="static",
+                   help="mode of the specs that name none (default: %(default)s)")
     p.add_argument("--limit", type=int, help="first N images only")
     p.add_argument("--out", default="results/caption", help="output folder (default: %(default)s)")
     p.add_argument("--score-only", action="store_true", help="score stored responses, generate nothing")
@@ -121,9 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not args.variants or len(set(args.variants)) != len(args.variants):
-        raise UsageError(f"--variants must be a non-empty list without duplicates: {args.variants}")
+    try:
+        args.specs = parse_variant_specs(args.variants, args.mode)
+        args.variant_options = load_variant_options(args.variant_options)
+        resolve_variant_options(args.specs, args.variant_options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    args.variants = [s.label for s in args.specs]
     args.metrics = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
     bad = set(args.metrics) - set(DEFAULT_METRICS.split(","))
     if bad:
@@ -142,11 +159,7 @@ def _dist_info() -> tuple[int | None, int, Any]:
     """``(rank or None when single-process, world size, accelerate state or None)``."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None, 1, None
-    import torch
-    from accelerate import PartialState
-
-    # Without cpu=True accelerate ignores WORLD_SIZE on a machine without GPUs.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = partial_state()
     if state.num_processes <= 1:
         logger.warning("WORLD_SIZE>1 but accelerate sees one process: running unsharded")
         return None, 1, None
@@ -168,8 +181,8 @@ def _generate(args: argparse.Namespace, data: CaptionDataset,
         # One full model copy per process on its own device under `accelerate launch`.
         device_map = str(state.device) if state is not None else args.device_map
         try:
-            generate_fn = build_generate_fn(args.model, args.variants, args.mode,
-                                            args.max_new_tokens, device_map)
+            generate_fn = build_generate_fn(args.model, args.specs, args.mode, args.max_new_tokens,
+                                            device_map, variant_options=args.variant_options)
         except (OSError, RuntimeError, ValueError) as exc:
             raise UsageError(f"cannot load model {args.model}: {exc}".replace("\n", " ")) from None
     mine = shard_items(items, rank or 0, world)
@@ -215,7 +228,8 @@ def score(args: argparse.Namespace, data: CaptionDataset,
         image_objects = {i: set(objs) | from_caps.get(i, set()) for i, objs in image_objects.items()}
     by_variant = {v: [r for r in records if r["variant"] == v] for v in args.variants}
     texts = {v: {r["id"]: r["response"] for r in rs if "error" not in r} for v, rs in by_variant.items()}
-    none_tps = _throughput([r for r in by_variant.get("none", []) if "error" not in r])[0]
+    base = next((s.label for s in args.specs if s.variant == "none"), None)  # the speedup / closeness reference
+    none_tps = _throughput([r for r in by_variant.get(base, []) if "error" not in r])[0]
     skipped: dict[str, str] = {}
     chair_details: dict[str, dict[str, Any]] = {}
     coco: dict[str, dict[str, Any]] = {}
@@ -233,13 +247,14 @@ def score(args: argparse.Namespace, data: CaptionDataset,
             chair = chair_scores(texts[v], image_objects)
             chair_details[v] = {str(i): d for i, d in chair["per_caption"].items()}
             scores["CHAIR_S"], scores["CHAIR_I"] = chair["CHAIR_S"], chair["CHAIR_I"]
-        if v != "none" and "none" in texts:
-            close = closeness_to_reference_variant(texts[v], texts["none"])
+        if base is not None and v != base:
+            close = closeness_to_reference_variant(texts[v], texts[base])
             for k in ("identical", "edit_similarity", "unigram_f1", "rouge_l_f1"):
                 scores[f"close_{k}"] = close[k]
         tps, avg = _throughput(ok)
         speedup = tps / none_tps if tps is not None and none_tps else None
-        rows.append(VariantRow(v, len(ok), len(by_variant[v]) - len(ok), scores, tps, speedup, avg))
+        rows.append(VariantRow(v, len(ok), len(by_variant[v]) - len(ok), scores, tps, speedup, avg,
+                               mean_layers_skipped(ok)))
     # Give every row the same columns (closeness is absent for `none`).
     columns = list(dict.fromkeys(k for r in rows for k in r.scores))
     for r in rows:
@@ -248,7 +263,8 @@ def score(args: argparse.Namespace, data: CaptionDataset,
         path = Path(args.out) / "caption_chair_details.json"
         path.write_text(json.dumps(chair_details, indent=1) + "\n", encoding="utf-8")
     meta = {"captions": str(args.captions), "images": len(data), "prompt": args.prompt,
-            "mode": args.mode, "instances": args.instances, "skipped_metrics": skipped,
+            "mode": args.mode, "variants": {s.label: {"variant": s.variant, "mode": s.mode} for s in args.specs},
+            "variant_options": args.variant_options, "instances": args.instances, "skipped_metrics": skipped,
             "speedup": "tokens/s of the variant / tokens/s of none",
             "closeness": "mean over images of identical / word edit similarity / unigram F1 / "
                          "ROUGE-L F1 between the variant's and none's output"}

@@ -10,6 +10,7 @@
   checks that every expected key is present exactly once.
 * :func:`run_generation`: the generic loop over variants x items.
 * :func:`write_report` / :func:`format_table`: JSON + Markdown reports.
+* :func:`partial_state`: the accelerate state, also right under ``torchrun`` on CPU.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 MERGED_NAME = "responses.jsonl"
 Key = tuple[str, Any]
-#: ``generate_fn(image, prompt, variant) -> (text, new_tokens, seconds)``.
-GenerateFn = Callable[[Any, str, str], tuple[str, int, float]]
+#: ``generate_fn(image, prompt, variant) -> (text, new_tokens, seconds[, layers_skipped])``.
+GenerateFn = Callable[[Any, str, str], tuple]
 
 
 class ShardMergeError(RuntimeError):
@@ -236,7 +237,8 @@ def run_generation(
     """Generates every ``(variant, item)`` not yet in ``store``.
 
     Each finished item is appended as ``{variant, id, response, new_tokens,
-    seconds}``; an item whose image cannot be read or whose generation raises an
+    seconds}``, plus ``layers_skipped`` when ``generate_fn`` returns it as an
+    optional 4th element (mean decoder layers skipped per step); an item whose image cannot be read or whose generation raises an
     ``Exception`` is appended as ``{variant, id, error}``. ``KeyboardInterrupt``
     propagates (everything finished so far is already on disk).
 
@@ -256,9 +258,12 @@ def run_generation(
             else:
                 try:
                     start = time.perf_counter()
-                    text, new_tokens, seconds = generate_fn(image, item.prompt, variant)
+                    result = generate_fn(image, item.prompt, variant)
+                    text, new_tokens, seconds = result[:3]
                     record.update(response=text, new_tokens=int(new_tokens),
                                   seconds=float(seconds if seconds is not None else time.perf_counter() - start))
+                    if len(result) > 3 and result[3] is not None:
+                        record["layers_skipped"] = float(result[3])
                 except Exception as exc:
                     record["error"] = f"generation: {type(exc).__name__}: {exc}"
             if "error" in record:
@@ -266,6 +271,31 @@ def run_generation(
             store.append(record)
             produced += 1
     return produced
+
+
+def mean_layers_skipped(records: Iterable[dict[str, Any]]) -> float | None:
+    """Mean decoder layers skipped per decoding step over successful records.
+
+    Each record's per-step mean is weighted by its ``new_tokens`` (at least 1).
+    Returns ``None`` when no record carries ``layers_skipped``.
+    """
+    pairs = [(r["layers_skipped"], max(int(r.get("new_tokens", 0)), 1))
+             for r in records if "error" not in r and r.get("layers_skipped") is not None]
+    if not pairs:
+        return None
+    return sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
+
+
+def partial_state() -> Any:
+    """Returns ``accelerate.PartialState``, with ``cpu=True`` when no GPU is available.
+
+    Without ``cpu=True`` accelerate ignores ``WORLD_SIZE`` on a machine without GPUs,
+    so every process of ``torchrun`` / ``accelerate launch`` would think it is alone.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _fmt(value: Any) -> str:

@@ -1,0 +1,184 @@
+"""The evaluators end to end on a real (tiny, random) LLaVA saved to disk: no fake generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval import amber, caption
+from eval.generation import VariantSpec, parse_variant_spec, resolve_variant_options
+from eval.results import read_jsonl
+
+AMBER_VARIANTS = "none,skip1,skip2,skip3,exit,skip2:online"
+#: skip3 from layer 2 keeping the last 5 of 8 layers skips exactly layer 3 at every step.
+SKIP3_OPTIONS = {"skip3": {"critical_layer": 2}}
+AMBER_ANNOTATIONS = [
+    {"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["cat"]},
+    {"id": 2, "type": "generative", "truth": ["man"], "hallu": ["car"]},
+    {"id": 3, "type": "generative", "truth": ["cat"], "hallu": ["dog"]},
+    {"id": 4, "type": "discriminative-hallucination", "truth": "yes"},
+    {"id": 5, "type": "discriminative-attribute-state", "truth": "no"},
+    {"id": 6, "type": "discriminative-relation", "truth": "yes"},
+]
+
+
+def _image(seed: int) -> Image.Image:
+    return Image.fromarray((np.random.RandomState(seed).rand(40, 40, 3) * 255).astype("uint8"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A random 8-layer LLaVA and its processor saved as a local model folder."""
+    from lvlm_skip.tiny import build_tiny_llava
+
+    model, processor = build_tiny_llava(num_layers=8, hidden_size=64, intermediate_size=128)
+    assert sum(p.numel() for p in model.parameters()) < 500_000
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def amber_data(tmp_path: Path) -> dict[str, Path]:
+    root, images = tmp_path / "amber", tmp_path / "images"
+    (root / "query").mkdir(parents=True)
+    images.mkdir()
+    (root / "annotations.json").write_text(json.dumps(AMBER_ANNOTATIONS))
+    (root / "relation.json").write_text(json.dumps({w: [] for w in ("dog", "grass", "cat", "man", "car")}))
+    (root / "safe_words.txt").write_text("sky\n")
+    queries = {a["id"]: {"id": a["id"], "image": f"AMBER_{a['id']}.png",
+                         "query": "Describe this image." if a["type"] == "generative" else "Is there a dog?"}
+               for a in AMBER_ANNOTATIONS}
+    files = {"all": [1, 2, 3, 4, 5, 6], "generative": [1, 2, 3], "discriminative": [4, 5, 6],
+             "discriminative-existence": [4], "discriminative-attribute": [5], "discriminative-relation": [6]}
+    for name, ids in files.items():
+        (root / "query" / f"query_{name}.json").write_text(json.dumps([queries[i] for i in ids]))
+    for i in queries:
+        _image(i).save(images / f"AMBER_{i}.png")
+    return {"root": root, "images": images, "out": tmp_path / "out"}
+
+
+def _amber_args(data: dict[str, Path], model: Path | str, *extra: str) -> list[str]:
+    return ["--model", str(model), "--amber-root", str(data["root"]), "--image-dir", str(data["images"]),
+            "--out", str(data["out"]), "--backend", "offline", "--max-new-tokens", "6",
+            "--device-map", "auto", *extra]
+
+
+@pytest.fixture()
+def coco(tmp_path: Path) -> Path:
+    tmp_path = tmp_path / "coco"
+    (tmp_path / "images").mkdir(parents=True)
+    for i in (1, 2, 3):
+        _image(10 + i).save(tmp_path / "images" / f"{i}.png")
+    caps = {"images": [{"id": i, "file_name": f"{i}.png"} for i in (1, 2, 3)],
+            "annotations": [{"image_id": 1, "caption": "A dog on the grass."},
+                            {"image_id": 2, "caption": "A man next to a car."},
+                            {"image_id": 3, "caption": "A cat on a bed."}]}
+    (tmp_path / "captions.json").write_text(json.dumps(caps))
+    return tmp_path
+
+
+def _caption_args(root: Path, model: Path | str, *extra: str) -> list[str]:
+    return ["--model", str(model), "--captions", str(root / "captions.json"), "--image-dir", str(root / "images"),
+            "--out", str(root / "out"), "--metrics", "bleu,rouge", "--max-new-tokens", "6",
+            "--device-map", "auto", *extra]
+
+
+def test_amber_end_to_end_real_model(model_dir, amber_data, tmp_path, capsys):
+    options = tmp_path / "options.json"
+    options.write_text(json.dumps(SKIP3_OPTIONS))
+    argv = _amber_args(amber_data, model_dir, "--variants", AMBER_VARIANTS, "--task", "a",
+                       "--variant-options", str(options))
+    assert amber.main(argv) == 0
+    printed = capsys.readouterr().out
+    print(printed)  # the report table, visible with -s
+    report = json.loads((amber_data["out"] / "amber_a.json").read_text())
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert list(rows) == AMBER_VARIANTS.split(",")
+    for label, row in rows.items():
+        assert row["errors"] == 0 and row["n"] == 6, (label, row)
+        assert row["tokens_per_s"] > 0 and row["speedup"] > 0
+        assert row["layers_skipped"] is not None
+    assert rows["none"]["speedup"] == 1.0 and rows["none"]["layers_skipped"] == 0.0
+    assert rows["skip3"]["layers_skipped"] == 1.0  # layer 3, at every step
+    assert report["meta"]["variants"]["skip2:online"] == {"variant": "skip2", "mode": "online"}
+    assert "layers_skipped" in printed and "skip2:online" in printed
+    records = read_jsonl(amber_data["out"] / "responses.jsonl")
+    assert len(records) == 6 * 6 and all(0 < r["new_tokens"] <= 6 for r in records)
+
+
+def test_caption_end_to_end_real_model(model_dir, coco, capsys):
+    argv = _caption_args(coco, model_dir, "--variants", "none,skip3,exit:online",
+                         "--variant-options", json.dumps(SKIP3_OPTIONS))
+    assert caption.main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = {r["variant"]: r for r in json.loads((coco / "out" / "caption_report.json").read_text())["rows"]}
+    assert list(rows) == ["none", "skip3", "exit:online"]
+    assert all(r["errors"] == 0 and r["n"] == 3 and r["tok_per_s"] > 0 for r in rows.values())
+    assert rows["none"]["speedup"] == 1.0 and rows["none"]["layers_skipped"] == 0.0
+    assert rows["skip3"]["layers_skipped"] == 1.0
+    assert "layers_skipped" in printed and "Bleu_1" in printed
+
+
+def test_parse_variant_spec():
+    assert parse_variant_spec("skip2:online") == VariantSpec("skip2:online", "skip2", "online")
+    assert parse_variant_spec(" skip1 ", "online") == VariantSpec("skip1", "skip1", "online")
+    with pytest.raises(ValueError, match="unknown variant 'skip9'"):
+        parse_variant_spec("skip9")
+    with pytest.raises(ValueError, match="unknown mode 'fast'"):
+        parse_variant_spec("skip2:fast")
+    specs = [parse_variant_spec("skip1"), parse_variant_spec("skip1:online")]
+    resolved = resolve_variant_options(specs, {"skip1": {"critical_layer": 18, "mutation_layers": [27, 28]},
+                                               "skip1:online": {"critical_layer": 17}})
+    assert resolved == {"skip1": {"critical_layer": 18, "mutation_layers": (27, 28)},
+                        "skip1:online": {"critical_layer": 17, "mutation_layers": (27, 28)}}
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--variants", "none,skip9"], "unknown variant 'skip9'"),
+    (["--variants", "none,skip2:fast"], "unknown mode 'fast'"),
+    (["--variants", "none,none"], "duplicate"),
+    (["--variants", "skip3", "--variant-options", '{"skip3": {"critical": 2}}'], "unknown option"),
+    (["--variants", "skip3", "--variant-options", "{oops"], "invalid JSON"),
+    (["--variants", "skip3", "--variant-options", '{"skip_3": {}}'], "skip_3"),
+])
+def test_bad_variant_specs_exit_2_one_line(model_dir, amber_data, coco, capsys, extra, needle):
+    with pytest.raises(SystemExit) as exc:
+        amber.main(_amber_args(amber_data, model_dir, *extra))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1] and "Traceback" not in "\n".join(err)
+    assert caption.main(_caption_args(coco, model_dir, *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and err.startswith("error:")
+
+
+def test_layer_out_of_range_exit_2(model_dir, coco, capsys):
+    argv = _caption_args(coco, model_dir, "--variants", "none,skip3",
+                         "--variant-options", '{"skip3": {"critical_layer": 99}}')
+    assert caption.main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error:") and "skip3" in last and "99" in last
+    assert not (coco / "out" / "responses.jsonl").exists()
+
+
+def test_unsupported_model_exit_2(amber_data, coco, tmp_path, capsys):
+    from transformers import BertConfig, BertModel
+
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=37, vocab_size=99)).save_pretrained(bert)
+    with pytest.raises(SystemExit) as exc:
+        amber.main(_amber_args(amber_data, bert, "--variants", "none,skip2"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unsupported model" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert caption.main(_caption_args(coco, bert, "--variants", "none")) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: cannot load model") and "unsupported model" in last and "Traceback" not in err
