@@ -61,7 +61,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import torch
 
-from .anatomy import ModelAnatomy, project_kv_into_cache_
+from .anatomy import ModelAnatomy, project_kv_into_cache_, unpack_layer_output
 from .detection import CausalLayerDetector, DetectionConfig, detect_layers
 from .divergence import js_divergence
 from .readout import readout_logits, stack_layer_logits
@@ -329,10 +329,10 @@ class SkipController:
             "layers_run": 0,
         }
         if self.config.mode == "static":
-            plan = self._given_skip if self._given_skip is not None else None
-            step["skipped"] = (
-                np.broadcast_to(plan, (batch, L)).copy() if plan is not None else self._static_skip.copy()
-            )
+            if self._given_skip is not None:
+                step["skipped"] = np.broadcast_to(self._given_skip, (batch, L)).copy()
+            else:
+                step["skipped"] = self._static_skip.copy()
             if self.calibration:
                 step["critical"] = np.asarray([c["critical"] for c in self.calibration], dtype=np.int64)
             if self.config.variant == "exit":
@@ -352,7 +352,7 @@ class SkipController:
         states = [hidden[:, -1]]
         h = hidden
         for forward in layer_forwards:
-            h = _as_tensor(forward(h, **kwargs))
+            h = unpack_layer_output(forward(h, **kwargs))
             states.append(h[:, -1])
         stacked = torch.stack(states)  # shape: (L + 1, batch, hidden)
         logp = torch.log_softmax(stack_layer_logits(self.anatomy, stacked).float(), dim=-1)
@@ -392,7 +392,7 @@ class SkipController:
                 self.fill_kv(layer, forward, hidden, args, kwargs)
             return hidden
         step["layers_run"] += 1
-        out = _as_tensor(forward(hidden, *args, **kwargs))
+        out = unpack_layer_output(forward(hidden, *args, **kwargs))
         if skip_rows.any():
             keep_input = torch.from_numpy(skip_rows).to(out.device)[:, None, None]
             out = torch.where(keep_input, hidden, out)
@@ -494,7 +494,7 @@ class _OnlineStep:
             c.fill_kv(layer, forward, hidden, args, kwargs)
             return hidden
         step["layers_run"] += 1
-        out = _as_tensor(forward(hidden, *args, **kwargs))
+        out = unpack_layer_output(forward(hidden, *args, **kwargs))
         if skip_rows.any():
             out = _keep_input_at_last_position(out, hidden, skip_rows)
             step["skipped"][:, layer - 1] |= skip_rows
@@ -553,10 +553,6 @@ class _OnlineStep:
         index = torch.from_numpy(exit_layer - (window_start - 1)).to(out.device)
         last = states[index, rows]  # shape: (batch, hidden): the state of each row's exit layer
         return torch.cat([out[:, :-1], last[:, None]], dim=1)
-
-
-def _as_tensor(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
 
 
 def _keep_input_at_last_position(out: torch.Tensor, hidden: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
