@@ -514,8 +514,18 @@ def settings_of(args) -> dict:
     return {
         "model": args.model, "prompt": args.prompt, "mode": args.mode, "preset": args.preset,
         "critical": critical, "mutation": list(mutation) if mutation else None, "keep_last": keep_last,
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": args.max_new_tokens, "model_files": model_fingerprint(args.model),
     }
+
+
+def model_fingerprint(model_path: str) -> str | None:
+    """Size and modification time of the folder's weights and config: a retrained model invalidates old results."""
+    folder = Path(model_path)
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".json", ".safetensors", ".bin")) if folder.is_dir() else []
+    if not files:
+        return None
+    stats = [p.stat() for p in files]
+    return f"{sum(st.st_size for st in stats)} bytes, newest {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(max(st.st_mtime for st in stats)))}"
 
 
 def wrap_options(settings: dict) -> dict:
