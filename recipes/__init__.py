@@ -1,1 +1,4 @@
-"""Training/evaluation recipes: scene-llava, a small LLaVA-1.5-style model for the scene benchmark."""
+"""Training and evaluation recipes.
+
+scene-llava: a small LLaVA-1.5-style model trained on the procedural scene benchmark.
+"""

@@ -160,6 +160,63 @@ def evaluate(model_dir: str, seed: int, n_images: int, batch_size: int = 32) -> 
     return results
 
 
+def plot_training_curve(model_dir: Path) -> Path:
+    """Plot loss vs step from ``train_log.csv`` into ``training_curve.png``."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(model_dir / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    loss = [float(r["loss"]) for r in rows]
+    ema, smooth = None, []
+    for v in loss:
+        ema = v if ema is None else 0.95 * ema + 0.05 * v
+        smooth.append(ema)
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(steps, loss, lw=0.5, alpha=0.4, label="batch loss")
+    ax.plot(steps, smooth, lw=1.5, label="EMA 0.95")
+    ax.set_yscale("log")
+    ax.set_xlabel("step (batch 32)")
+    ax.set_ylabel("answer-token loss")
+    ax.legend()
+    fig.tight_layout()
+    path = model_dir / "training_curve.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """Markdown table of the headline held-out numbers per split."""
+    splits = ("test-consistent", "test-breaking", "test")
+    rows = [
+        ("Cover (truth objects mentioned)", "captions", "cover"),
+        ("CHAIR_i (mentioned objects absent)", "captions", "chair_i"),
+        ("captions with a hallucinated object", "captions", "hal_captions"),
+        ("hallucinated objects that are a prior partner", "captions", "hallu_are_prior_partner"),
+        ("wrong-colour rate", "captions", "wrong_color_rate"),
+        ("wrong colours that are the typical colour", "captions", "wrong_color_is_typical"),
+        ("caption exact match", "captions", "exact_match"),
+    ]
+    lines = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for name, group, key in rows:
+        vals = [f"{100 * results[s][group][key]:.1f}%" for s in splits]
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    qa_keys = sorted(k for k in results[splits[0]]["qa"] if k != "yes_rate")
+    for key in qa_keys:
+        vals = [f"{100 * results[s]['qa'][key]['accuracy']:.1f}% (n={results[s]['qa'][key]['n']})"
+                for s in splits]
+        lines.append(f"| accuracy: {key} | " + " | ".join(vals) + " |")
+    lines.append("| yes rate (yes/no questions) | "
+                 + " | ".join(f"{100 * results[s]['qa']['yes_rate']:.1f}%" for s in splits) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -168,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-images", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", default=None, help="JSON output (default MODEL/eval_results.json)")
+    ap.add_argument("--plot", action="store_true", help="also plot MODEL/training_curve.png")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -175,7 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     results = evaluate(args.model, args.seed, args.n_images, args.batch_size)
     out = Path(args.out) if args.out else Path(args.model) / "eval_results.json"
     out.write_text(json.dumps(results, indent=2))
-    logger.info("wrote %s", out)
+    (out.with_suffix(".md")).write_text(results_table(results) + "\n")
+    logger.info("wrote %s and %s", out, out.with_suffix(".md"))
+    if args.plot:
+        logger.info("wrote %s", plot_training_curve(Path(args.model)))
 
 
 if __name__ == "__main__":

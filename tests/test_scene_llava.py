@@ -10,6 +10,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from eval.scenes import make_scene
 from recipes.evaluate_scene_llava import caption_metrics, mentions
+from recipes.pretrain_scene_vision import pretrain_vision, targets
 from recipes.scene_llava import IMAGE, SceneLlavaSpec, build_model, build_processor, prompt
 from recipes.train_scene_llava import collate, sample_example
 
@@ -61,6 +62,19 @@ def test_forward_and_generate(tiny):
                return_tensors="pt")
     gen = model.generate(**enc, max_new_tokens=4, do_sample=False)
     assert gen.shape[1] <= enc["input_ids"].shape[1] + 4
+
+
+def test_vision_pretraining_targets_and_step(tiny):
+    proc, model = tiny
+    sc = make_scene("test", 0, 2)
+    t = targets(sc)
+    assert int((t[:, 0] > 0).sum()) == len(sc.objects)
+    before = [p.detach().clone() for p in model.model.vision_tower.parameters()]
+    res = pretrain_vision(model, proc, seed=0, steps=2, batch_size=4)
+    after = list(model.model.vision_tower.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert 0.0 <= res["kind_acc"] <= 1.0
+    model.eval()
 
 
 def test_caption_metrics_parse():

@@ -19,8 +19,8 @@ Splits:
   the priors suggest (the partner, the typical colour) is a hallucination.
 
 Everything is a pure function of ``(split, seed, index)``: scene ``i`` of a split is drawn from its
-own ``random.Random`` seeded with the string ``"{split}:{seed}:{i}"``, so scenes are reproducible one
-by one and different splits/seeds give disjoint random streams.
+own ``random.Random`` seeded with the string ``"{split}:{seed}:{i}"``, so scenes are reproducible
+one by one and different splits/seeds give disjoint random streams.
 """
 
 from __future__ import annotations
@@ -370,8 +370,8 @@ def _layout(rng: random.Random, obj: SceneObject) -> list[tuple[float, float, fl
         offs = [(-gap / 2, gap / 3), (gap / 2, gap / 3), (0.0, -gap * 2 / 3)]
     out = []
     for dx, dy in offs:
-        out.append((ccx + dx + rng.uniform(-jitter, jitter), ccy + dy + rng.uniform(-jitter, jitter),
-                    s))
+        out.append((ccx + dx + rng.uniform(-jitter, jitter),
+                    ccy + dy + rng.uniform(-jitter, jitter), s))
     return out
 
 
