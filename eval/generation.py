@@ -35,16 +35,12 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: Prompt used when the processor has no chat template.
-FALLBACK_TEMPLATE = "USER: <image>\n{query} ASSISTANT:"
-
 
 def format_prompt(processor: Any, query: str) -> str:
-    """Applies the processor's chat template to one image + ``query``, else :data:`FALLBACK_TEMPLATE`."""
-    if getattr(processor, "chat_template", None):
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}]
-        return processor.apply_chat_template(conversation, add_generation_prompt=True)
-    return FALLBACK_TEMPLATE.format(query=query)
+    """One image + ``query`` as a prompt: the processor's chat template, else LLaVA-1.5's format."""
+    from lvlm_skip.loading import chat_prompt
+
+    return chat_prompt(processor, query, with_image=True)
 
 
 @dataclass(frozen=True)

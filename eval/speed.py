@@ -116,20 +116,16 @@ def build_scaled_llava(dtype=torch.float32):
     )
 
 
-def load_inputs(model, processor, image_path: str | None, prompt: str, device):
+def load_inputs(model, processor, image_path: str | None, prompt: str):
     from PIL import Image
 
-    from lvlm_skip.tiny import llava_prompt
+    from lvlm_skip.loading import chat_prompt, encode_inputs
 
     if image_path:
         image = Image.open(image_path).convert("RGB")
     else:
         image = Image.fromarray((np.random.RandomState(0).rand(336, 336, 3) * 255).astype("uint8"))
-    text = llava_prompt(processor, prompt) if getattr(processor, "chat_template", None) else f"USER: <image>\n{prompt} ASSISTANT:"
-    inputs = processor(images=image, text=text, return_tensors="pt").to(device)
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    return inputs
+    return encode_inputs(processor, [chat_prompt(processor, prompt)], [image], model)
 
 
 def approximation_error(model, inputs, candidates: int, new_tokens: int) -> dict:
@@ -182,7 +178,7 @@ def run(args) -> list[dict]:
         model, processor = build_scaled_llava(dtype)
         model.to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    inputs = load_inputs(model, processor, args.image, args.prompt, device)
+    inputs = load_inputs(model, processor, args.image, args.prompt)
     anatomy = lvlm_skip.ModelAnatomy.from_model(model)
     L = anatomy.num_layers
     configs = default_configs(L, args.candidates)

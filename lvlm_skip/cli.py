@@ -154,98 +154,23 @@ def _resolve_device(name: str):
 
 
 def load_model(spec: str, dtype_name: str, device, progress: bool = True):
-    """``(model, processor, is_vision)`` for ``--model``: ``tiny`` or a local folder (never the hub).
-
-    The processor of a folder is ``None`` here: :func:`load_processor` loads it once the architecture
-    has been checked.
-    """
+    """``(model, processor)`` for ``--model``: ``tiny`` or a local folder (never the hub)."""
     import torch
+
+    from .anatomy import UnsupportedModelError
+    from .loading import ModelLoadError
+    from .loading import load_model as load_folder
 
     dtype = getattr(torch, dtype_name)
     if spec == TINY_MODEL:
         from .tiny import build_tiny_llava
 
         model, processor = build_tiny_llava(num_layers=16, hidden_size=64, intermediate_size=128, dtype=dtype)
-        return model.to(device), processor, True
-    folder = Path(spec)
-    if not folder.is_dir():
-        raise CliError(f"model folder {spec!r} does not exist (pass a local Hugging Face folder or '{TINY_MODEL}')")
-    if not (folder / "config.json").is_file():
-        raise CliError(f"model folder {spec!r} has no config.json")
-
-    from transformers.utils import logging as hf_logging
-
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    if not progress:
-        hf_logging.disable_progress_bar()
+        return model.to(device), processor
     try:
-        return _load_folder(spec, folder, dtype, device)
-    finally:
-        if bars_were_on:
-            hf_logging.enable_progress_bar()
-
-
-def _load_folder(spec, folder, dtype, device):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
-
-    options = {"local_files_only": True}
-    try:
-        config = AutoConfig.from_pretrained(folder, **options)
-    except Exception as error:  # transformers raises ValueError, OSError, KeyError or JSON errors here
-        raise CliError(f"cannot read the config of {spec!r}: {_one_line(error)}") from None
-    try:
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(folder, config=config, dtype=dtype, **options)
-            is_vision = True
-        except ValueError:
-            model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype, **options)
-            is_vision = False
-    except ValueError as error:
-        raise CliError(f"unsupported architecture in {spec!r} ({type(config).__name__}): {_one_line(error)}") from None
-    except Exception as error:  # missing / corrupt weights
-        raise CliError(f"cannot load the model from {spec!r}: {_one_line(error)}") from None
-    return model.to(device).eval(), None, is_vision
-
-
-def load_processor(spec: str, is_vision: bool):
-    """The processor (vision-language model) or tokenizer (text-only model) of a local folder."""
-    from transformers import AutoProcessor, AutoTokenizer
-
-    try:
-        return (AutoProcessor if is_vision else AutoTokenizer).from_pretrained(spec, local_files_only=True)
-    except Exception as error:
-        raise CliError(f"cannot load the {'processor' if is_vision else 'tokenizer'} of {spec!r}: {_one_line(error)}") from None
-
-
-def _has_chat_template(processor) -> bool:
-    tokenizer = getattr(processor, "tokenizer", processor)
-    return bool(getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None))
-
-
-def build_prompt(processor, question: str, with_image: bool) -> str:
-    """The prompt text: the processor's chat template when it has one, else LLaVA-1.5's format."""
-    if _has_chat_template(processor):
-        if with_image:
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-            return processor.apply_chat_template(messages, add_generation_prompt=True)
-        messages = [{"role": "user", "content": question}]
-        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    if with_image:
-        image_token = getattr(processor, "image_token", None) or "<image>"
-        return f"USER: {image_token}\n{question} ASSISTANT:"
-    return question
-
-
-def encode(processor, prompts: list[str], images: list | None, model, device) -> dict:
-    """Processor outputs on ``device``, pixel values in the model's dtype."""
-    if images is not None:
-        inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
-    else:
-        inputs = processor(prompts, return_tensors="pt", padding=True)
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    return inputs
+        return load_folder(spec, dtype=dtype, device=device, progress=progress)
+    except (ModelLoadError, UnsupportedModelError) as error:
+        raise CliError(_one_line(error)) from None
 
 
 # ------------------------------------------------------------------------------------- trace
@@ -259,14 +184,13 @@ def run_trace(args) -> int:
     import torch
 
     from . import figures
-    from .anatomy import ModelAnatomy, UnsupportedModelError
+    from .anatomy import ModelAnatomy
+    from .loading import chat_prompt, encode_inputs, is_vision_language
     from .tracing import trace
 
-    model, processor, is_vision = load_model(args.model, args.dtype, device, progress=not args.no_progress)
-    try:
-        anatomy = ModelAnatomy.from_model(model)
-    except UnsupportedModelError as error:
-        raise CliError(_one_line(error)) from None
+    model, processor = load_model(args.model, args.dtype, device, progress=not args.no_progress)
+    is_vision = is_vision_language(model)
+    anatomy = ModelAnatomy.from_model(model)
     if args.top_k > anatomy.vocab_size:
         raise CliError(f"--top-k {args.top_k} is larger than the vocabulary size {anatomy.vocab_size}")
     if args.layer is not None:
@@ -274,8 +198,6 @@ def run_trace(args) -> int:
             anatomy.check_layer(args.layer)
         except ValueError as error:
             raise CliError(f"--layer: {_one_line(error)}") from None
-    if processor is None:
-        processor = load_processor(args.model, is_vision)
     if is_vision and image is None:
         raise CliError(f"{type(model).__name__} is a vision-language model: pass --image FILE or --image {DEMO_IMAGE}")
     if not is_vision and image is not None:
@@ -287,8 +209,8 @@ def run_trace(args) -> int:
     torch.manual_seed(0)
 
     # 2. the traced answer
-    prompt = build_prompt(processor, args.prompt, with_image=image is not None)
-    inputs = encode(processor, [prompt], None if image is None else [image], model, device)
+    prompt = chat_prompt(processor, args.prompt, with_image=image is not None)
+    inputs = encode_inputs(processor, [prompt], None if image is None else [image], model)
     logger.info("model %s: %d layers, vocabulary %d, device %s, %s", type(model).__name__, anatomy.num_layers,
                 anatomy.vocab_size, device, args.dtype)
     try:
@@ -326,11 +248,12 @@ def _across_images_figure(model, processor, image, device, args, out_path):
     copy, are embedded together by t-SNE.
     """
     from . import figures
+    from .loading import chat_prompt, encode_inputs
     from .tracing import trace
 
     variants = hue_variants(image)
-    prompt = build_prompt(processor, FIG7_QUESTION, with_image=True)
-    inputs = encode(processor, [prompt] * len(variants), variants, model, device)
+    prompt = chat_prompt(processor, FIG7_QUESTION, with_image=True)
+    inputs = encode_inputs(processor, [prompt] * len(variants), variants, model)
     answers = trace(model, inputs, processor=processor, max_new_tokens=1, top_k=1, readout=args.readout,
                     reduction=args.reduction, keep_hidden=True)
     labels = [f"hue+{round(360 * k / len(variants))}°: {answers.tokens[k][0] if answers.tokens[k] else ''}"

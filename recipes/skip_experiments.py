@@ -403,11 +403,11 @@ def encode_image(processor, model, image_path: str, prompt: str) -> dict:
     """The processor's inputs for one image and one prompt (LLaVA-1.5 chat format), on the model's device."""
     from PIL import Image
 
-    from lvlm_skip.cli import build_prompt, encode
+    from lvlm_skip.loading import chat_prompt, encode_inputs
 
     with Image.open(image_path) as image:
         image = image.convert("RGB")
-    return encode(processor, [build_prompt(processor, prompt, with_image=True)], [image], model, model.device)
+    return encode_inputs(processor, [chat_prompt(processor, prompt, with_image=True)], [image], model)
 
 
 def generate_text(model, processor, inputs: dict, variant: str, options: dict, max_new_tokens: int) -> VariantResult:
