@@ -112,6 +112,11 @@ class ModelAnatomy:
         return layer
 
     @property
+    def head_device(self) -> torch.device:
+        """Where the LM head lives; layer states are moved there to be read out (``device_map`` sharding)."""
+        return self.lm_head.weight.device
+
+    @property
     def cache_length_layer(self) -> int:
         """1-based layer whose KV cache transformers reads the sequence length from (its first layer).
 

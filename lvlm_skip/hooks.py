@@ -19,20 +19,21 @@ class LastPositionRecorder:
     """Per forward call of the decoder, the un-normed state of the last position at every depth.
 
     ``calls[t]`` is `(L + 1, batch, hidden)`: row 0 the input embeddings (``h_0``), row ``j`` layer
-    ``j``'s output, all before the final norm. With greedy decoding and a KV cache, call ``t`` is
+    ``j``'s output, all before the final norm, on the LM head's device. With greedy decoding and a KV cache, call ``t`` is
     the forward that predicts generated token ``t``.
     """
 
     num_layers: int
+    device: torch.device | None = None
     calls: list[torch.Tensor] = field(default_factory=list)
     _current: list[torch.Tensor | None] = field(default_factory=list)
 
     def _start(self, hidden: torch.Tensor) -> None:
         self._current = [None] * (self.num_layers + 1)
-        self._current[0] = hidden[:, -1].detach()
+        self._current[0] = hidden[:, -1].detach().to(self.device)
 
     def _layer(self, layer: int, hidden: torch.Tensor) -> None:
-        self._current[layer] = hidden[:, -1].detach()
+        self._current[layer] = hidden[:, -1].detach().to(self.device)
         if layer == self.num_layers:
             self.calls.append(torch.stack(self._current))
             self._current = []
@@ -45,7 +46,7 @@ def record_last_position_states(anatomy: ModelAnatomy):
     Yields:
         The recorder; its ``calls`` grows by one `(L + 1, batch, hidden)` tensor per forward.
     """
-    recorder = LastPositionRecorder(anatomy.num_layers)
+    recorder = LastPositionRecorder(anatomy.num_layers, anatomy.head_device)
     handles = [
         anatomy.layers[0].register_forward_pre_hook(
             lambda module, args, kwargs: recorder._start(args[0] if args else kwargs["hidden_states"]),

@@ -349,11 +349,12 @@ class SkipController:
     def _calibrate(self, hidden: torch.Tensor, layer_kwargs: dict, layer_forwards) -> None:
         """Run every layer once over the prompt without cache; detect on the last position's curve."""
         kwargs = dict(layer_kwargs, past_key_values=None, use_cache=False)
-        states = [hidden[:, -1]]
+        device = self.anatomy.head_device
+        states = [hidden[:, -1].to(device)]
         h = hidden
         for forward in layer_forwards:
             h = unpack_layer_output(forward(h, **kwargs))
-            states.append(h[:, -1])
+            states.append(h[:, -1].to(device))
         stacked = torch.stack(states)  # shape: (L + 1, batch, hidden)
         logp = torch.log_softmax(stack_layer_logits(self.anatomy, stacked).float(), dim=-1)
         jsd = js_divergence(logp[:-1], logp[1:]).T  # shape: (batch, L)
@@ -443,6 +444,7 @@ class _OnlineStep:
         vocabulary: the top-``candidates`` tokens of that state's full-vocabulary readout.
         """
         anatomy = self.c.anatomy
+        states = states.to(anatomy.head_device)
         k = self.config.candidates
         if not k:
             logits = readout_logits(anatomy, states)
@@ -484,7 +486,7 @@ class _OnlineStep:
         window_start, L = c.window_start, c.num_layers
         if layer == window_start:
             if self.batched:
-                self.window_states.append(hidden[:, -1])
+                self.window_states.append(hidden[:, -1].to(c.anatomy.head_device))
             else:
                 self._feed(layer - 1, self._readout(hidden[:, -1][None]))
         skip_rows = (self.skip_from <= layer) & (layer <= self.skip_to)
@@ -501,7 +503,7 @@ class _OnlineStep:
         if layer < window_start:
             return out
         if self.batched:
-            self.window_states.append(out[:, -1])
+            self.window_states.append(out[:, -1].to(c.anatomy.head_device))
             if layer == L:
                 out = self._exit(out)
         elif not self.decided.all():
@@ -533,7 +535,7 @@ class _OnlineStep:
             out = _keep_input_at_last_position(out, hidden, mutation)
             step["skipped"][:, layer - 1] |= mutation
             previous = self._readout(hidden[:, -1][None])[0]
-            keep = torch.from_numpy(mutation).to(previous.device)[:, None]
+            keep = torch.from_numpy(mutation).to(previous.device)[:, None]  # readouts live on the head's device
             self.prev_logp = torch.where(keep, previous, self.prev_logp)
             self.prev_top1 = torch.where(keep[:, 0], previous.argmax(-1), self.prev_top1)
         return out
@@ -551,7 +553,7 @@ class _OnlineStep:
         step["exit_layer"] = exit_layer
         rows = torch.arange(out.shape[0], device=out.device)
         index = torch.from_numpy(exit_layer - (window_start - 1)).to(out.device)
-        last = states[index, rows]  # shape: (batch, hidden): the state of each row's exit layer
+        last = states[index.to(states.device), rows.to(states.device)].to(out.device)  # shape: (batch, hidden)
         return torch.cat([out[:, :-1], last[:, None]], dim=1)
 
 
