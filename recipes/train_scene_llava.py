@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from eval.scenes.generator import CAPTION_PROMPTS, make_scene, vqa_questions, yes_no_questions
-from recipes.pretrain_scene_vision import pretrain_vision
+from recipes.pretrain_scene_vision import pretrain_vision, standardize_projector
 from recipes.scene_llava import SceneLlavaSpec, build_model, build_processor, prompt
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def save(model, processor, out: Path) -> None:
 
 def train(args: argparse.Namespace) -> dict:
     """Run the training loop; returns the summary written to ``train_summary.json``."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -126,6 +126,8 @@ def train(args: argparse.Namespace) -> dict:
             w.writerow(["step", "loss", "kind_acc", "color_acc", "count_acc"])
             w.writerows([[r[0]] + [f"{x:.5f}" for x in r[1:]] for r in vrows])
         logger.info("stage 1 (vision) done: %s", vision)
+    vision["projector_standardization"] = standardize_projector(model, processor, args.seed)
+    logger.info("projector standardised: %s", vision["projector_standardization"])
     stage2_start = time.time()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -199,12 +201,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="recipes/models/scene-llava")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--minutes", type=float, default=None, help="safety cap on wall time")
     ap.add_argument("--stop-after", type=int, default=None,
                     help="stop after this many steps (schedule still planned for --steps); "
                          "reproduces a run that the --minutes cap stopped early")
-    ap.add_argument("--vision-steps", type=int, default=1000,
+    ap.add_argument("--vision-steps", type=int, default=600,
                     help="stage-1 vision pre-training steps (0 = skip)")
     ap.add_argument("--vision-batch-size", type=int, default=64)
     ap.add_argument("--vision-lr", type=float, default=1e-3)
@@ -215,6 +217,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--hidden", type=int, default=160)
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--intermediate", type=int, default=432)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: os.cpu_count(); 1 is faster on a CPU shared "
+                         "with other busy processes)")
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--save-every", type=int, default=200)
     return ap.parse_args(argv)
