@@ -92,6 +92,7 @@ def caption_metrics(scenes: list[Scene], captions: list[str]) -> dict[str, float
         "hal_captions": caps_with_hallu / n,
         "hallu_objects": hallu,
         "hallu_are_prior_partner": hallu_partner / max(1, hallu),
+        "color_mentions": col_total,
         "wrong_color_rate": col_wrong / max(1, col_total),
         "wrong_color_is_typical": col_wrong_typical / max(1, col_wrong),
         "exact_match": exact / n,
@@ -199,7 +200,7 @@ def results_table(results: dict[str, Any]) -> str:
         ("CHAIR_i (mentioned objects absent)", "captions", "chair_i"),
         ("captions with a hallucinated object", "captions", "hal_captions"),
         ("hallucinated objects that are a prior partner", "captions", "hallu_are_prior_partner"),
-        ("wrong-colour rate", "captions", "wrong_color_rate"),
+        ("wrong-colour rate (colour words on present objects)", "captions", "wrong_color_rate"),
         ("wrong colours that are the typical colour", "captions", "wrong_color_is_typical"),
         ("caption exact match", "captions", "exact_match"),
     ]

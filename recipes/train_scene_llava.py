@@ -206,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stop-after", type=int, default=None,
                     help="stop after this many steps (schedule still planned for --steps); "
                          "reproduces a run that the --minutes cap stopped early")
-    ap.add_argument("--vision-steps", type=int, default=600,
+    ap.add_argument("--vision-steps", type=int, default=800,
                     help="stage-1 vision pre-training steps (0 = skip)")
     ap.add_argument("--vision-batch-size", type=int, default=64)
     ap.add_argument("--vision-lr", type=float, default=1e-3)

@@ -74,6 +74,12 @@ def test_prior_consistent_and_breaking_splits():
         assert sc.prior_partners_absent() == [OBJECTS[k][2] for k in sc.kinds]
 
 
+def test_uniform_split_has_no_priors():
+    objs = [o for sc in generate("uniform", 0, 400) for o in sc.objects]
+    typical = sum(o.color == OBJECTS[o.kind][1] for o in objs) / len(objs)
+    assert typical < 0.25
+
+
 def test_questions_answers_match_scene():
     rng = random.Random(0)
     counts = Counter()

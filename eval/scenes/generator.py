@@ -16,7 +16,9 @@ Splits:
   different scenes);
 * ``test-consistent``: every object has its typical colour and every partner is present;
 * ``test-breaking``: every object has an atypical colour and no partner is present, so whatever
-  the priors suggest (the partner, the typical colour) is a hallucination.
+  the priors suggest (the partner, the typical colour) is a hallucination;
+* ``uniform``: no priors (uniform colours, partner present half the time); used to pre-train the
+  vision tower so that it learns shapes rather than colour shortcuts.
 
 Everything is a pure function of ``(split, seed, index)``: scene ``i`` of a split is drawn from its
 own ``random.Random`` seeded with the string ``"{split}:{seed}:{i}"``, so scenes are reproducible
@@ -38,7 +40,7 @@ IMAGE_SIZE = 112
 PRIOR_P = 0.87
 """Probability that a training object takes its typical colour / that its partner is present."""
 
-SPLITS = ("train", "test", "test-consistent", "test-breaking")
+SPLITS = ("train", "test", "test-consistent", "test-breaking", "uniform")
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -413,6 +415,8 @@ def _sample_kinds(rng: random.Random, split: str) -> list[str]:
             full = True
         elif split == "test-breaking":
             full = False
+        elif split == "uniform":
+            full = rng.random() < 0.5
         else:
             full = rng.random() < PRIOR_P
         kinds.extend([first, second] if full else [first])
@@ -424,6 +428,8 @@ def _sample_color(rng: random.Random, split: str, kind: str) -> str:
         return OBJECTS[kind][1]
     if split == "test-breaking":
         return _atypical_color(rng, kind)
+    if split == "uniform":
+        return rng.choice(sorted(COLORS))
     return OBJECTS[kind][1] if rng.random() < PRIOR_P else _atypical_color(rng, kind)
 
 
