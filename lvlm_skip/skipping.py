@@ -27,8 +27,9 @@ reads the sequence length from: its K/V are always projected.
   ``critical_layer=`` / ``mutation_layers=`` / ``exit_layer=``) or *calibrated once per prompt*: at
   the prefill, before anything is written to the cache, the decoder runs once more over the prompt
   with every layer (no cache), the full-vocabulary readout of the last prompt position gives the
-  JSD curve, and :func:`~lvlm_skip.detection.detect_layers` gives ``c``, ``M``. Calibration costs one
-  extra decoder pass over the prompt (not the vision tower). The set applies to every position,
+  JSD curve, and :func:`~lvlm_skip.detection.detect_layers` gives ``c``, ``M``. The prefill reuses
+  that pass's outputs below the first skipped layer (projecting only their K/V into the cache), so
+  calibration costs the deeper layers' pass over the prompt once more (not the vision tower). The set applies to every position,
   the prompt included, so a static skip decodes exactly like the model with those layers deleted.
   A static ``exit`` at ``e`` skips layers ``e+1..L``; since layers up to ``e`` never depend on deeper
   ones, this equals "all layers run, the distribution comes from layer ``e``".
@@ -272,6 +273,7 @@ class SkipController:
         self._records: list[dict] = []
         self.calibration: list[dict] = []
         self._static_skip: np.ndarray | None = None  # (batch, L) bool
+        self._calibration_outputs: list[torch.Tensor] = []  # static: reusable prefill layer outputs
         self._resume_layer: np.ndarray | None = None  # (batch,) skip1-online first mutation layer
         if config.mode == "static" and not config.needs_calibration and config.variant != "none":
             # one set for every row
@@ -289,6 +291,7 @@ class SkipController:
         self.calibration = []
         self._static_skip = None
         self._resume_layer = None
+        self._calibration_outputs = []
 
     def report(self) -> SkipReport:
         """The :class:`SkipReport` of the current / last sequence."""
@@ -347,14 +350,23 @@ class SkipController:
 
     @torch.no_grad()
     def _calibrate(self, hidden: torch.Tensor, layer_kwargs: dict, layer_forwards) -> None:
-        """Run every layer once over the prompt without cache; detect on the last position's curve."""
+        """Run every layer once over the prompt without cache; detect on the last position's curve.
+
+        In static mode the outputs of every layer (all prompt positions) are kept until the prefill
+        has passed the first layer that any row skips: below it the prefill computes exactly what
+        calibration did, so it reuses those outputs and only projects their K/V into the cache.
+        """
         kwargs = dict(layer_kwargs, past_key_values=None, use_cache=False)
         device = self.anatomy.head_device
+        keep_outputs = self.config.mode == "static" and self.config.kv_fill == "project"
+        outputs = []
         states = [hidden[:, -1].to(device)]
         h = hidden
         for forward in layer_forwards:
             h = unpack_layer_output(forward(h, **kwargs))
             states.append(h[:, -1].to(device))
+            if keep_outputs:
+                outputs.append(h)
         stacked = torch.stack(states)  # shape: (L + 1, batch, hidden)
         logp = torch.log_softmax(stack_layer_logits(self.anatomy, stacked).float(), dim=-1)
         jsd = js_divergence(logp[:-1], logp[1:]).T  # shape: (batch, L)
@@ -373,6 +385,11 @@ class SkipController:
                 if skip[b].all():
                     skip[b, 0] = False
             self._static_skip = skip
+            if keep_outputs:
+                # layers 1 .. first skipped - 1 (over all rows) are identical in calibration and prefill
+                skipped_any = skip.any(0)
+                reusable = int(skipped_any.argmax()) if skipped_any.any() else L
+                self._calibration_outputs = outputs[:reusable]
         else:
             self._resume_layer = np.asarray(
                 [cal["mutation"][0] if cal["mutation"] else 0 for cal in self.calibration], dtype=np.int64
@@ -387,6 +404,14 @@ class SkipController:
         if self.config.mode == "online":
             return self._online.run_layer(layer, forward, hidden, args, kwargs)
         step = self._step
+        if step["prefill"] and layer <= len(self._calibration_outputs):
+            # the calibration pass already computed this layer's output over the prompt
+            step["layers_run"] += 1
+            self.fill_kv(layer, forward, hidden, args, kwargs)
+            out = self._calibration_outputs[layer - 1]
+            if layer == len(self._calibration_outputs):
+                self._calibration_outputs = []
+            return out
         skip_rows = step["skipped"][:, layer - 1]
         if skip_rows.all():
             if layer == self.anatomy.cache_length_layer:

@@ -416,3 +416,24 @@ def test_mutation_exit_processor_equals_online_exit_in_stock_generate(llama):
     assert (torch.stack(exit_on_mutation.exit_layers).numpy() == report.exit_layer).all()
     # hooks removed on exit: a plain generate is stock again
     assert all(not layer._forward_hooks for layer in llama.model.layers)
+
+
+def test_static_calibrated_reuses_calibration_and_equals_deleted_layers(llama):
+    """The prefill reuses calibration's outputs below the first skipped layer; tokens stay exact."""
+    model = llama
+    inputs = {k: v[:1] for k, v in left_padded_batch().items()}
+    lvlm_skip.wrap(model, variant="skip3", mode="static", keep_last=2, detection=LOOSE)
+    try:
+        controller = model._lvlm_skip_state.controller
+        reused = []
+        original = controller.fill_kv
+        controller.fill_kv = lambda layer, *a, **k: (reused.append(layer), original(layer, *a, **k))[1]
+        out = model.generate(**inputs, **GREEDY)
+        report = lvlm_skip.last_report(model)
+    finally:
+        lvlm_skip.unwrap(model)
+    skip = report.skipped_layers(0)
+    assert skip, "calibration should find a skip3 set on this model"
+    assert reused[: min(skip) - 1] == list(range(1, min(skip))), "layers below the first skipped one are reused"
+    assert report.layers_run[0] == NUM_LAYERS - len(skip)
+    assert torch.equal(out, deleted_layers_model(model, skip).generate(**inputs, **GREEDY))
