@@ -14,8 +14,8 @@ The loss is on the answer tokens (and the closing ``</s>``) only. AdamW with lin
 cosine decay over a fixed number of steps, so the run is reproducible from ``--seed``;
 ``--minutes`` is only a safety cap (training stops early, with a warning, if it is reached; the
 step reached is in ``train_summary.json`` and ``--stop-after`` replays such a run exactly). The
-model and the processor are saved with ``save_pretrained`` (and checkpointed every ``--save-every`` steps), and
-the training curve goes to ``train_log.csv`` / ``train_summary.json`` in the output folder.
+model and the processor are saved with ``save_pretrained`` (and checkpointed every
+``--save-every`` steps), and the training curve goes to ``train_log.csv`` / ``train_summary.json`` in the output folder.
 """
 
 from __future__ import annotations
