@@ -15,7 +15,8 @@ cosine decay over a fixed number of steps, so the run is reproducible from ``--s
 ``--minutes`` is only a safety cap (training stops early, with a warning, if it is reached; the
 step reached is in ``train_summary.json`` and ``--stop-after`` replays such a run exactly). The
 model and the processor are saved with ``save_pretrained`` (and checkpointed every
-``--save-every`` steps), and the training curve goes to ``train_log.csv`` / ``train_summary.json`` in the output folder.
+``--save-every`` steps), and the training curve goes to ``train_log.csv`` /
+``train_summary.json`` in the output folder.
 """
 
 from __future__ import annotations
