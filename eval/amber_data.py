@@ -15,10 +15,11 @@ single line naming the file and what is wrong with it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from eval.results import read_json
 
 #: ``--task`` value -> query file stem (the official ``--evaluation_type`` values).
 TASK_FILES: dict[str, str] = {
@@ -80,15 +81,7 @@ class AmberData:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise AmberFormatError(f"{path}: file not found")
-    try:
-        with path.open("r", encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise AmberFormatError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AmberFormatError(f"{path}: unreadable ({exc})") from None
+    return read_json(path, AmberFormatError)
 
 
 def _is_str_list(value: Any) -> bool:

@@ -12,12 +12,13 @@ message is a single line, so CLIs can print it without a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from eval.results import read_json as _read_json
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +64,7 @@ class CaptionDataset:
 
 def read_json(path: str | os.PathLike) -> Any:
     """Reads a JSON file, raising :class:`CaptionDataError` with a one-line message."""
-    p = Path(path)
-    if not p.is_file():
-        raise CaptionDataError(f"annotation file not found: {p}")
-    try:
-        with p.open("r", encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise CaptionDataError(f"corrupt JSON in {p}: {exc.msg} (line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CaptionDataError(f"cannot read {p}: {exc}") from None
+    return _read_json(path, CaptionDataError)
 
 
 def load_captions(path: str | os.PathLike, limit: int | None = None) -> CaptionDataset:

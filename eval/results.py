@@ -43,6 +43,20 @@ def record_key(record: dict[str, Any]) -> Key:
     return (str(record["variant"]), record["id"])
 
 
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """Read a JSON file; a missing, corrupt or unreadable file raises ``error`` with a one-line message."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{p}: file not found")
+    try:
+        with p.open("r", encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise error(f"{p}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{p}: unreadable ({exc})") from None
+
+
 def read_jsonl(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     """Reads a JSON-lines file, tolerating a truncated last line.
 
