@@ -1,0 +1,38 @@
+"""recipes.layer_statistics: labelling of hallucinated words, and an end-to-end run on a tiny model."""
+
+import json
+
+from eval.scenes.generator import generate
+from lvlm_skip.tiny import build_tiny_llava
+from recipes.layer_statistics import content_labels, main
+
+
+def test_content_labels_mark_absent_objects_and_colours():
+    scene = generate("test-consistent", 5, 1)[0]
+    present = scene.objects[0]
+    from eval.scenes.generator import COLORS, OBJECTS
+
+    absent_kind = next(k for k in OBJECTS if k not in {o.kind for o in scene.objects})
+    absent_colour = next(c for c in COLORS if c not in {o.color for o in scene.objects})
+    words = ["a", present.color, present.kind, OBJECTS[present.kind][0], absent_colour, absent_kind, "on", "."]
+    assert content_labels(words, scene) == [
+        None, "correct", "correct", "correct", "hallucinated", "hallucinated", None, None,
+    ]
+
+
+def test_main_writes_statistics_for_both_splits(tmp_path):
+    model, processor = build_tiny_llava(num_layers=6, hidden_size=32, intermediate_size=64, image_size=112, patch_size=16)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    assert main(["--model", str(tmp_path / "model"), "--n-images", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "out")]) == 0
+    stats = json.loads((tmp_path / "out" / "layer_statistics.json").read_text())
+    assert [s["split"] for s in stats] == ["test-consistent", "test-breaking"]
+    for s in stats:
+        assert len(s["mutation_rate_by_layer"]) == 6 and len(s["mean_jsd"]) == 6
+        assert sum(s["critical_layer_counts"].values()) == s["tokens"] > 0
+    assert "| test-breaking |" in (tmp_path / "out" / "layer_statistics.md").read_text()
+
+
+def test_missing_model_is_exit_2(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
