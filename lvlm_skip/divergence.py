@@ -56,3 +56,16 @@ def adjacent_js_divergence(layer_logprobs: torch.Tensor, reduction: str = "sum")
         `(layers - 1, ...)`: entry ``i`` is ``JSD(p_i || p_{i+1})``, the change made by layer ``i + 1``.
     """
     return js_divergence(layer_logprobs[:-1], layer_logprobs[1:], reduction=reduction)
+
+
+def adjacent_top1_changes(layer_logprobs: torch.Tensor) -> torch.Tensor:
+    """Whether the most likely token differs between adjacent layers.
+
+    Args:
+        layer_logprobs: `(layers, ..., vocab)` log-probabilities (or logits) of consecutive readouts.
+
+    Returns:
+        `(layers - 1, ...)` bool: entry ``i`` is True when the argmax of row ``i + 1`` differs from row ``i``'s.
+    """
+    top1 = layer_logprobs.argmax(-1)
+    return top1[1:] != top1[:-1]

@@ -19,7 +19,7 @@ from transformers import LogitsProcessor
 
 from .anatomy import ModelAnatomy
 from .detection import DetectionConfig, detect_layers
-from .divergence import js_divergence
+from .divergence import adjacent_js_divergence, adjacent_top1_changes
 from .hooks import record_last_position_states
 from .readout import stack_layer_logits
 
@@ -68,9 +68,8 @@ class MutationExitLogitsProcessor(LogitsProcessor):
         # 1. every layer's exact readout and the adjacent JSD of this step
         logits = stack_layer_logits(self.anatomy, states)  # shape: (L + 1, batch, vocab)
         logp = torch.log_softmax(logits.float(), dim=-1)
-        jsd = js_divergence(logp[:-1], logp[1:]).T  # shape: (batch, L)
-        top1 = logp.argmax(-1)
-        found = detect_layers(jsd, (top1[1:] != top1[:-1]).T, self.detection)
+        jsd = adjacent_js_divergence(logp).T  # shape: (batch, L)
+        found = detect_layers(jsd, adjacent_top1_changes(logp).T, self.detection)
         # 2. exit just before the first mutation layer
         first = found.first_mutation().to(scores.device)
         exit_layer = torch.where(first > 0, first - 1, torch.full_like(first, self.anatomy.num_layers))

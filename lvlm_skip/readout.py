@@ -86,6 +86,18 @@ def layer_logits_from_hidden_states(
     return torch.stack(rows)  # shape: (layers, batch, seq, vocab)
 
 
+def stack_layer_logprobs(
+    anatomy: ModelAnatomy,
+    layer_states: torch.Tensor,
+    *,
+    readout: str = "normed",
+    vocab_rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`stack_layer_logits` as float32 log-probabilities over the vocabulary (or ``vocab_rows``)."""
+    logits = stack_layer_logits(anatomy, layer_states, readout=readout, vocab_rows=vocab_rows)
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
 def stack_layer_logits(
     anatomy: ModelAnatomy,
     layer_states: torch.Tensor,

@@ -64,8 +64,8 @@ import torch
 
 from .anatomy import ModelAnatomy, project_kv_into_cache_, unpack_layer_output
 from .detection import CausalLayerDetector, DetectionConfig, detect_layers
-from .divergence import js_divergence
-from .readout import readout_logits, stack_layer_logits
+from .divergence import adjacent_js_divergence, adjacent_top1_changes
+from .readout import readout_logits, stack_layer_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -368,10 +368,9 @@ class SkipController:
             if keep_outputs:
                 outputs.append(h)
         stacked = torch.stack(states)  # shape: (L + 1, batch, hidden)
-        logp = torch.log_softmax(stack_layer_logits(self.anatomy, stacked).float(), dim=-1)
-        jsd = js_divergence(logp[:-1], logp[1:]).T  # shape: (batch, L)
-        top1 = logp.argmax(-1)
-        found = detect_layers(jsd, (top1[1:] != top1[:-1]).T, self.config.detection)
+        logp = stack_layer_logprobs(self.anatomy, stacked)  # shape: (L + 1, batch, vocab)
+        jsd = adjacent_js_divergence(logp).T  # shape: (batch, L)
+        found = detect_layers(jsd, adjacent_top1_changes(logp).T, self.config.detection)
         L = self.num_layers
         self.calibration = [
             {"critical": int(found.critical[b]), "mutation": found.mutation_layers(b), "jsd": jsd[b].tolist()}
@@ -454,7 +453,6 @@ class _OnlineStep:
         self.config = controller.config
         self.detector = CausalLayerDetector(batch, self.config.detection)
         self.prev_logp: torch.Tensor | None = None
-        self.prev_top1: torch.Tensor | None = None
         self.head_rows: torch.Tensor | None = None
         self.skip_from = np.zeros(batch, dtype=np.int64)  # rows skip layers skip_from..skip_to
         self.skip_to = np.zeros(batch, dtype=np.int64)
@@ -491,14 +489,13 @@ class _OnlineStep:
         if self.prev_logp is not None:
             logp = torch.cat([self.prev_logp[None], logp])
             first_layer -= 1
-        top1 = logp.argmax(-1)
-        self.prev_logp, self.prev_top1 = logp[-1], top1[-1]
+        self.prev_logp = logp[-1]
         n = logp.shape[0] - 1
         mutation = np.zeros((n, logp.shape[1]), dtype=bool)
         if n == 0:
             return mutation
-        jsd = js_divergence(logp[:-1], logp[1:])  # shape: (n, batch)
-        changed = top1[1:] != top1[:-1]
+        jsd = adjacent_js_divergence(logp)  # shape: (n, batch)
+        changed = adjacent_top1_changes(logp)
         both = torch.stack([jsd, changed.float()]).cpu().numpy()  # one device-to-host copy
         for i in range(n):
             layer = first_layer + 1 + i
@@ -562,7 +559,6 @@ class _OnlineStep:
             previous = self._readout(hidden[:, -1][None])[0]
             keep = torch.from_numpy(mutation).to(previous.device)[:, None]  # readouts live on the head's device
             self.prev_logp = torch.where(keep, previous, self.prev_logp)
-            self.prev_top1 = torch.where(keep[:, 0], previous.argmax(-1), self.prev_top1)
         return out
 
     def _exit(self, out: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,9 @@ import torch
 
 from .anatomy import ModelAnatomy
 from .detection import DetectionConfig, detect_layers
-from .divergence import js_divergence
+from .divergence import adjacent_js_divergence, adjacent_top1_changes
 from .hooks import record_last_position_states
-from .readout import check_readout, stack_layer_logits
+from .readout import check_readout, stack_layer_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -208,17 +208,15 @@ def trace(
         steps = tqdm(steps, desc="readout", unit="step")
     for t in steps:
         states = recorder.calls[t]  # shape: (L + 1, batch, hidden)
-        logp = torch.log_softmax(stack_layer_logits(anatomy, states, readout=readout).float(), dim=-1).cpu()
-        # shape: (L + 1, batch, vocab)
+        logp = stack_layer_logprobs(anatomy, states, readout=readout).cpu()  # shape: (L + 1, batch, vocab)
         token = generated[:, t]
         per_step["token_probs"].append(logp[first:, torch.arange(logp.shape[1]), token].exp().T)
         top = logp[first:].topk(top_k, dim=-1)
         per_step["topk_ids"].append(top.indices.transpose(0, 1))
         per_step["topk_probs"].append(top.values.exp().transpose(0, 1))
         per_step["watch_probs"].append(logp[first:, :, watch_index].exp().transpose(0, 1))
-        per_step["jsd"].append(js_divergence(logp[:-1], logp[1:], reduction=reduction).T)  # shape: (batch, L)
-        top1 = logp.argmax(-1)
-        per_step["top1_changed"].append((top1[1:] != top1[:-1]).T)
+        per_step["jsd"].append(adjacent_js_divergence(logp, reduction=reduction).T)  # shape: (batch, L)
+        per_step["top1_changed"].append(adjacent_top1_changes(logp).T)
     arrays = {k: torch.stack(v, dim=1) for k, v in per_step.items()}  # shape: (batch, steps, ...)
 
     # 3. detection on every step's curve, and the decoded tokens
