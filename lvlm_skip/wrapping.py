@@ -105,14 +105,6 @@ def last_report(model) -> SkipReport:
     return state.last_report if state.last_report is not None else state.controller.report()
 
 
-def wrapped_config(model) -> SkipConfig:
-    """The :class:`~lvlm_skip.skipping.SkipConfig` a wrapped model runs with."""
-    state = getattr(model, _STATE_ATTR, None)
-    if state is None:
-        raise ValueError("this model is not wrapped by lvlm_skip")
-    return state.controller.config
-
-
 def _refuse_beam_search(model, controller: SkipController, kwargs) -> None:
     generation_config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
     beams = kwargs.get("num_beams", getattr(generation_config, "num_beams", 1)) or 1

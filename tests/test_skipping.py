@@ -437,3 +437,19 @@ def test_static_calibrated_reuses_calibration_and_equals_deleted_layers(llama):
     assert reused[: min(skip) - 1] == list(range(1, min(skip))), "layers below the first skipped one are reused"
     assert report.layers_run[0] == NUM_LAYERS - len(skip)
     assert torch.equal(out, deleted_layers_model(model, skip).generate(**inputs, **GREEDY))
+
+
+def test_report_to_dict_is_json_and_matches_the_arrays(llava):
+    import json
+
+    model, _, inputs = llava
+    lvlm_skip.wrap(model, variant="layers", layers=[3, 4])
+    try:
+        model.generate(**inputs, max_new_tokens=3, do_sample=False, min_new_tokens=3)
+        report = lvlm_skip.last_report(model)
+    finally:
+        lvlm_skip.unwrap(model)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["config"]["layers"] == [3, 4]
+    assert [step["skipped"] for step in data["steps"]] == [[[3, 4]]] * 3
+    assert [step["layers_run"] for step in data["steps"]] == [NUM_LAYERS - 2] * 3
