@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import InputError
+
 #: Architectures (``model.config.architectures`` / class names) that the tests cover. Others that
 #: expose the same layout (a decoder with ``.layers`` and ``.norm``, Llama-style attention) work too.
 SUPPORTED_ARCHITECTURES = (
@@ -33,7 +35,7 @@ SUPPORTED_ARCHITECTURES = (
 )
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(InputError):
     """The model does not expose the decoder layout that `lvlm_skip` needs."""
 
 

@@ -1,4 +1,11 @@
-"""Load a local Hugging Face model folder (never the hub) and prepare its inputs, with one-line errors."""
+"""Models, devices, images and prompts: everything between a user's arguments and ``model.generate``.
+
+* :func:`load_model`: a local Hugging Face folder (never the hub) or a built-in random model
+  (:data:`BUILTIN_MODELS`), with one-line errors.
+* :func:`resolve_device` / :func:`resolve_dtype`: ``"auto"`` and friends to torch objects.
+* :func:`load_image`: an RGB PIL image from a file, with one-line errors.
+* :func:`chat_prompt` / :func:`encode_inputs`: the prompt text and the processor's tensors.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,69 @@ from pathlib import Path
 import torch
 
 from .anatomy import ModelAnatomy, UnsupportedModelError
+from .errors import InputError, one_line
 
 logger = logging.getLogger(__name__)
 
+#: ``--model`` names that build a random model offline instead of reading a folder.
+BUILTIN_MODELS = ("tiny", "bench-llava")
 
-class ModelLoadError(ValueError):
+
+class ModelLoadError(InputError):
     """A model folder that cannot be loaded; the message is one line and says why."""
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a :class:`torch.device`.
+
+    Raises:
+        InputError: an unknown name, or CUDA asked for where there is none.
+    """
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} was asked for but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """A dtype name (``"float32"``, ``"bfloat16"``, ``"float16"``) or ``"auto"``/None: float16 on CUDA, float32 on CPU."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InputError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16")
+    return dtype
+
+
+def load_image(path: str | Path):
+    """An RGB PIL image read from ``path``.
+
+    Raises:
+        InputError: the file does not exist, is not a regular file, or is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"image {str(path)!r} does not exist")
+    if not file.is_file():
+        raise InputError(f"image {str(path)!r} is not a regular file")
+    try:
+        with Image.open(file) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise InputError(f"cannot read image {str(path)!r}: {one_line(error)}") from None
 
 
 def is_vision_language(model) -> bool:
@@ -30,15 +94,19 @@ def load_model(
     device_map: str | dict | None = None,
     progress: bool = True,
 ):
-    """Load ``(model, processor)`` from a local folder in HF format.
+    """Load ``(model, processor)`` from a local folder in HF format, or build a built-in model.
 
     Vision-language folders load with ``AutoModelForImageTextToText`` + ``AutoProcessor``
     (``llava-hf/llava-1.5-7b-hf`` and the project's own scene-llava); text-only ones with
     ``AutoModelForCausalLM`` + ``AutoTokenizer``. ``local_files_only=True``: nothing is downloaded.
+    The names of :data:`BUILTIN_MODELS` build random models offline (:mod:`lvlm_skip.tiny`):
+    ``tiny`` (a 16-layer LLaVA, width 64) and ``bench-llava`` (the CPU-scaled LLaVA-1.5-7B shape
+    that ``lvlm-skip speed`` measures).
 
     Args:
-        path: The folder (with ``config.json``).
-        dtype: Parameter dtype (``torch.float16``, ``"bfloat16"``, ...); default: the folder's own.
+        path: The folder (with ``config.json``), or a built-in name.
+        dtype: Parameter dtype (``torch.float16``, ``"bfloat16"``, ``"auto"``, ...); default: the
+            folder's own (built-in models: float32).
         device: Move the model there after loading (ignored with ``device_map``).
         device_map: Passed to ``from_pretrained`` (``"auto"`` shards a large model over GPUs / CPU).
         progress: Show transformers' loading progress bars.
@@ -51,6 +119,8 @@ def load_model(
             do not load.
         UnsupportedModelError: the architecture has no decoder layout that lvlm_skip supports.
     """
+    if str(path) in BUILTIN_MODELS:
+        return _builtin_model(str(path), dtype, device)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -63,9 +133,9 @@ def load_model(
         json.loads((folder / "config.json").read_text())
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except Exception as error:  # noqa: BLE001 - JSON, registry and key errors all become one line
-        raise ModelLoadError(f"cannot read the config of {str(path)!r}: {_first_line(error)}") from None
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        raise ModelLoadError(f"cannot read the config of {str(path)!r}: {one_line(error)}") from None
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = resolve_dtype(dtype, torch.device("cpu"))
     vision = getattr(config, "vision_config", None) is not None
     model_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     bars_were_on = hf_logging.is_progress_bar_enabled()
@@ -80,9 +150,9 @@ def load_model(
             raise UnsupportedModelError(
                 f"unsupported model {type(config).__name__}: not a causal LM or image-text-to-text model"
             ) from None
-        raise ModelLoadError(f"cannot load the model from {str(path)!r}: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot load the model from {str(path)!r}: {one_line(error)}") from None
     except Exception as error:  # noqa: BLE001 - missing or corrupt weights
-        raise ModelLoadError(f"cannot load the model from {str(path)!r}: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot load the model from {str(path)!r}: {one_line(error)}") from None
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
@@ -91,11 +161,23 @@ def load_model(
         processor = (AutoProcessor if vision else AutoTokenizer).from_pretrained(folder, local_files_only=True)
     except Exception as error:  # noqa: BLE001
         kind = "processor" if vision else "tokenizer"
-        raise ModelLoadError(f"cannot load the {kind} of {str(path)!r}: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot load the {kind} of {str(path)!r}: {one_line(error)}") from None
     if device is not None and device_map is None:
         model.to(device)
     model.eval()
     return model, processor
+
+
+def _builtin_model(name: str, dtype, device):
+    from . import tiny
+
+    target = resolve_device(device) if device is not None else torch.device("cpu")
+    dtype = resolve_dtype(dtype, target) if dtype not in (None, "auto") else torch.float32
+    if name == "tiny":
+        model, processor = tiny.build_tiny_llava(num_layers=16, hidden_size=64, intermediate_size=128, dtype=dtype)
+    else:
+        model, processor = tiny.build_bench_llava(dtype=dtype)
+    return model.to(target), processor
 
 
 def chat_prompt(processor, question: str, with_image: bool = True) -> str:
@@ -133,9 +215,7 @@ def encode_inputs(processor, prompts: list[str], images: list | None, model) -> 
     return inputs
 
 
-def _first_line(error: Exception) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 600 else text[:599] + "…"
-
-
-__all__ = ["ModelLoadError", "UnsupportedModelError", "chat_prompt", "encode_inputs", "is_vision_language", "load_model"]
+__all__ = [
+    "BUILTIN_MODELS", "ModelLoadError", "UnsupportedModelError", "chat_prompt", "encode_inputs", "is_vision_language",
+    "load_image", "load_model", "resolve_device", "resolve_dtype",
+]

@@ -136,6 +136,38 @@ def build_tiny_llava(
     return model, processor
 
 
+def build_bench_llava(dtype: torch.dtype = torch.float32, seed: int = 0):
+    """The LLaVA-1.5-7B shape scaled for a CPU benchmark: 32 Llama layers, 576 visual tokens.
+
+    A CLIP tower at 336 px / patch 14 (576 visual tokens, as LLaVA-1.5), width 512 and MLP 1376
+    (LLaVA's 4096 / 11008 ratio), and a 4000-token vocabulary chosen so that the LM head costs the
+    same fraction of a decoder layer as in LLaVA-1.5-7B (32000 x 4096 against ~12.4 x 4096^2 MACs:
+    0.65 of a layer), because that ratio sets the cost of online readouts. Absolute times are not
+    comparable with a 7B model.
+
+    Returns:
+        ``(model, processor)``, the model in eval mode.
+    """
+    return build_tiny_llava(
+        num_layers=32, hidden_size=512, intermediate_size=1376, num_heads=8, num_kv_heads=8, vocab_size=4000,
+        image_size=336, patch_size=14, vision_hidden_size=256, vision_layers=4, seed=seed, dtype=dtype,
+    )
+
+
+def demo_image(size: int = 336):
+    """A simple drawn scene: a red ball and a black cup on a table under a blue sky (RGB PIL image)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (135, 190, 235))
+    draw = ImageDraw.Draw(image)
+    s = size / 336
+    draw.rectangle((0, 220 * s, size, size), fill=(150, 100, 60))
+    draw.ellipse((50 * s, 130 * s, 150 * s, 230 * s), fill=(210, 30, 30))
+    draw.rectangle((200 * s, 140 * s, 280 * s, 230 * s), fill=(20, 20, 20))
+    draw.arc((265 * s, 160 * s, 305 * s, 205 * s), -90, 90, fill=(20, 20, 20), width=max(1, int(8 * s)))
+    return image
+
+
 def llava_prompt(processor, question: str) -> str:
     """The LLaVA-1.5 conversation prompt for one image and one question, via the chat template."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]

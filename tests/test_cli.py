@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lvlm_skip.cli import FIGURE_NAMES, main
+from lvlm_skip.cli import main
+from lvlm_skip.cli.trace import FIGURE_NAMES
 
 TRACE_ARGS = ["trace", "--model", "tiny", "--image", "demo", "--prompt", "describe this image .", "--no-progress"]
 

@@ -1,0 +1,110 @@
+"""Argument names shared by every ``lvlm-skip`` subcommand, defined once.
+
+A subcommand calls the ``add_*_arguments`` functions it needs, so the same option has the same
+name, meaning and default everywhere:
+
+* model: ``--model``, ``--device``, ``--dtype``, ``--device-map``;
+* variants: ``--variants``, ``--variant-options``, ``--mode``, ``--profile``;
+* output: ``--out``, ``--overwrite``;
+* generation: ``--max-new-tokens``, ``--limit``;
+* common to all (added by the dispatcher): ``--log-level``, ``--no-progress``.
+
+This module imports only the standard library: ``--help`` must stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROG = "lvlm-skip"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+MODES = ("static", "online")
+#: Built-in models that ``--model`` accepts besides a local folder (nothing is downloaded).
+BUILTIN_MODELS = ("tiny", "bench-llava")
+
+
+class CliError(Exception):
+    """A user error found by the command line itself; printed as one line, exit status 2."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage dump) and exit status 2."""
+
+    def error(self, message: str):
+        raise CliError(message)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--no-progress``, on every subcommand (the dispatcher adds them)."""
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")
+    parser.add_argument(
+        "--no-progress", action="store_true",
+        help="No progress bars. Without it, bars are shown only when stderr is a terminal.",
+    )
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal, and never with ``--no-progress``."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True, default: str | None = None) -> None:
+    """``--model``, ``--device``, ``--dtype``, ``--device-map``."""
+    parser.add_argument(
+        "--model", required=required and default is None, default=default,
+        help=f"A local Hugging Face model folder (never downloaded), or a built-in random model: {', '.join(BUILTIN_MODELS)}.",
+    )
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N.")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="Parameter dtype; auto: float16 on CUDA, float32 on CPU.")
+    parser.add_argument(
+        "--device-map", default=None,
+        help="Shard the model with accelerate (e.g. auto, balanced); overrides --device.",
+    )
+
+
+def add_variant_arguments(parser: argparse.ArgumentParser, *, default: str = "none") -> None:
+    """``--variants``, ``--variant-options``, ``--mode``, ``--profile``."""
+    parser.add_argument(
+        "--variants", default=default,
+        help="Comma-separated variant specs name[:mode], e.g. none,skip1,skip2:online,exit:online.",
+    )
+    parser.add_argument(
+        "--variant-options", default=None,
+        help="JSON object (or a JSON file) of lvlm_skip.wrap options by variant name or spec, "
+        "e.g. '{\"skip3\": {\"critical_layer\": 18}}'.",
+    )
+    parser.add_argument("--mode", default="static", choices=MODES, help="Mode of the variant specs that name none.")
+    parser.add_argument(
+        "--profile", default=None,
+        help="A layer profile (profile.json from `lvlm-skip profile`) giving the variants' critical and mutation layers.",
+    )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, *, default: str, resumable: bool = True) -> None:
+    """``--out``, and ``--overwrite`` for commands whose output folder holds resumable results."""
+    parser.add_argument("--out", default=default, help="Output folder.")
+    if not resumable:
+        return
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Discard earlier results in --out that were made with other settings, instead of refusing to mix them.",
+    )
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+    """``--max-new-tokens`` and ``--limit``."""
+    parser.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="Generation length limit.")
+    parser.add_argument("--limit", type=positive_int, default=None, help="Only the first N items.")

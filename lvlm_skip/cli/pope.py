@@ -1,0 +1,15 @@
+"""``lvlm-skip pope``: arrives with its issue."""
+
+from __future__ import annotations
+
+from .options import CliError
+
+HELP = "Not implemented yet."
+
+
+def add_arguments(p) -> None:
+    pass
+
+
+def run(args) -> int:
+    raise CliError("lvlm-skip pope is not implemented yet")

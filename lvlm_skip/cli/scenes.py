@@ -1,0 +1,17 @@
+"""``lvlm-skip scenes``: interim forwarder to ``python -m eval.scenes`` while the evaluation moves into the package."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Interim: runs python -m eval.scenes with the remaining arguments."
+
+
+def add_arguments(p) -> None:
+    p.add_argument("arguments", nargs=argparse.REMAINDER, help="Arguments of python -m eval.scenes.")
+
+
+def run(args) -> int:
+    from importlib import import_module
+
+    return import_module("eval.scenes.__main__").main(args.arguments) or 0
