@@ -178,3 +178,23 @@ def project_kv_into_cache_(
     _, keys = apply_rope(keys, keys, cos, sin)
     # 3. write them where the layer would have
     past_key_values.update(keys, values, attn.layer_idx)
+
+
+def drop_cache_positions_(anatomy: ModelAnatomy, past_key_values, layers, count: int) -> None:
+    """Remove the last ``count`` positions of the 1-based ``layers``' caches, so those layers can run them again.
+
+    Dynamic caches (``DynamicCache``, transformers' default in ``generate``) are cropped; a static cache
+    needs nothing, because running the position again overwrites its slots.
+
+    Raises:
+        UnsupportedModelError: a cache layer type that can be neither cropped nor overwritten.
+    """
+    if past_key_values is None:
+        return
+    for layer in layers:
+        cache_layer = past_key_values.layers[anatomy.layers[layer - 1].self_attn.layer_idx]
+        if hasattr(cache_layer, "max_cache_len"):  # static: update() writes at cache_position
+            continue
+        if not hasattr(cache_layer, "crop"):
+            raise UnsupportedModelError(f"cannot drop positions from a {type(cache_layer).__name__} cache layer")
+        cache_layer.crop(-count)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
 
 MUTATION_RULES = ("spike", "top1", "spike_or_top1", "spike_and_top1")
@@ -82,10 +81,13 @@ class LayerDetection:
     Attributes:
         critical: `(...)` int64, the critical layer (1-based), 0 where the curve never stabilises.
         mutation: `(..., L)` bool, ``mutation[..., j - 1]`` is True when layer ``j`` is a mutation layer.
+        confirmed_at: `(...)` int64, the layer whose observation confirmed the critical layer (0 = none):
+            where online skipping can start.
     """
 
     critical: torch.Tensor
     mutation: torch.Tensor
+    confirmed_at: torch.Tensor | None = None
 
     def first_mutation(self) -> torch.Tensor:
         """`(...)` int64: the shallowest mutation layer (1-based), 0 where there is none."""
@@ -102,30 +104,33 @@ class LayerDetection:
 
 
 class CausalLayerDetector:
-    """Evaluates the definitions one layer at a time for a batch of rows (numpy, so it is cheap per call).
+    """Evaluates the definitions one layer at a time for a batch of rows, in torch ops on one device.
 
-    Call :meth:`observe` for layers ``j = 1..L`` in order (layers that did not run at this step are
-    simply not observed). After layer ``j``, :attr:`critical` holds the critical layer where it is
-    confirmed, and :meth:`observe` returned which rows flag ``j`` as a mutation layer. Online skipping
-    calls it once per layer of the forward pass; :func:`detect_layers` calls it over whole curves.
+    Call :meth:`observe` for layers ``j`` in increasing order (layers that did not run are simply not
+    observed; a NaN entry means "not observed" for that row). After layer ``j``, :attr:`critical`
+    holds the critical layer where it is confirmed and :attr:`confirmed_at` the layer that confirmed
+    it, and :meth:`observe` returned which rows flag ``j`` as a mutation layer. Nothing is copied to
+    the host.
     """
 
-    def __init__(self, batch_size: int, config: DetectionConfig):
+    def __init__(self, batch_size: int, config: DetectionConfig, device=None):
         self.config = config
-        self.peak = np.zeros(batch_size)
-        self.low_run = np.zeros(batch_size, dtype=np.int64)
-        self.low_run_sum = np.zeros(batch_size)
-        self.critical = np.zeros(batch_size, dtype=np.int64)
-        self.stable_sum = np.zeros(batch_size)
-        self.stable_count = np.zeros(batch_size)
+        zeros = torch.zeros(batch_size, device=device)
+        self.peak = zeros.clone()
+        self.low_run = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.low_run_sum = zeros.clone()
+        self.critical = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.confirmed_at = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.stable_sum = zeros.clone()
+        self.stable_count = zeros.clone()
 
     @property
-    def confirmed(self) -> np.ndarray:
+    def confirmed(self) -> torch.Tensor:
         """`(batch,)` bool: rows whose critical layer has been confirmed."""
         return self.critical > 0
 
-    def observe(self, layer: int, jsd: np.ndarray, top1_changed: np.ndarray | None = None) -> np.ndarray:
-        """Feed ``d_layer`` for every row.
+    def observe(self, layer: int, jsd: torch.Tensor, top1_changed: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed ``d_layer`` for every row (NaN: not observed for that row).
 
         Args:
             layer: 1-based layer number ``j``.
@@ -137,33 +142,34 @@ class CausalLayerDetector:
             `(batch,)` bool: rows for which layer ``j`` is a mutation layer.
         """
         cfg = self.config
-        jsd = np.asarray(jsd, dtype=np.float64)
+        jsd = torch.as_tensor(jsd, device=self.peak.device).float()
+        seen = ~torch.isnan(jsd)
+        value = torch.nan_to_num(jsd, nan=0.0)
         was_confirmed = self.confirmed
         # 1. before confirmation: track the peak and the run of low layers
-        self.peak = np.where(was_confirmed, self.peak, np.maximum(self.peak, jsd))
-        low = (jsd <= cfg.rel_low * self.peak) & (layer >= cfg.min_critical_layer)
-        self.low_run = np.where(low, self.low_run + 1, 0)
-        self.low_run_sum = np.where(low, self.low_run_sum + jsd, 0.0)
-        newly = ~was_confirmed & (self.low_run >= cfg.patience)
-        self.critical = np.where(newly, layer - cfg.patience + 1, self.critical)
-        self.stable_sum = np.where(newly, self.low_run_sum, self.stable_sum)
-        self.stable_count = np.where(newly, cfg.patience, self.stable_count)
+        self.peak = torch.where(was_confirmed | ~seen, self.peak, torch.maximum(self.peak, value))
+        low = (value <= cfg.rel_low * self.peak) & (layer >= cfg.min_critical_layer)
+        self.low_run = torch.where(seen, torch.where(low, self.low_run + 1, 0), self.low_run)
+        self.low_run_sum = torch.where(seen, torch.where(low, self.low_run_sum + value, 0.0), self.low_run_sum)
+        newly = ~was_confirmed & (self.low_run >= cfg.patience) & seen
+        self.critical = torch.where(newly, self.low_run.new_tensor(layer) - self.low_run + 1, self.critical)
+        self.confirmed_at = torch.where(newly, self.low_run.new_tensor(layer), self.confirmed_at)
+        self.stable_sum = torch.where(newly, self.low_run_sum, self.stable_sum)
+        self.stable_count = torch.where(newly, self.low_run.float(), self.stable_count)
         # 2. after confirmation: spikes over the stable baseline and/or top-1 changes
-        baseline = self.stable_sum / np.maximum(self.stable_count, 1.0)
-        spike = (jsd > cfg.rel_low * self.peak) & (jsd >= cfg.spike_factor * baseline)
+        baseline = self.stable_sum / self.stable_count.clamp_min(1.0)
+        spike = (value > cfg.rel_low * self.peak) & (value >= cfg.spike_factor * baseline)
         if cfg.mutation_rule == "spike":
             flagged = spike
         else:
             if top1_changed is None:
                 raise ValueError(f"mutation_rule {cfg.mutation_rule!r} needs `top1_changed`")
-            changed = np.asarray(top1_changed, dtype=bool)
-            flagged = {"top1": changed, "spike_or_top1": spike | changed, "spike_and_top1": spike & changed}[
-                cfg.mutation_rule
-            ]
-        mutation = was_confirmed & flagged & (layer >= cfg.min_mutation_layer)
-        stable = was_confirmed & ~mutation
-        self.stable_sum = np.where(stable, self.stable_sum + jsd, self.stable_sum)
-        self.stable_count = np.where(stable, self.stable_count + 1, self.stable_count)
+            changed = torch.as_tensor(top1_changed, device=self.peak.device).bool()
+            flagged = {"top1": changed, "spike_or_top1": spike | changed, "spike_and_top1": spike & changed}[cfg.mutation_rule]
+        mutation = was_confirmed & flagged & seen & (layer >= cfg.min_mutation_layer)
+        stable = was_confirmed & ~mutation & seen
+        self.stable_sum = torch.where(stable, self.stable_sum + value, self.stable_sum)
+        self.stable_count = torch.where(stable, self.stable_count + 1, self.stable_count)
         return mutation
 
 
@@ -175,23 +181,25 @@ def detect_layers(
     """Critical and mutation layers of whole JSD curves (the module docstring defines them).
 
     Args:
-        jsd: `(..., L)` adjacent-layer JSD, ``jsd[..., j - 1] = d_j``.
+        jsd: `(..., L)` adjacent-layer JSD, ``jsd[..., j - 1] = d_j``; NaN = not observed.
         top1_changed: `(..., L)` bool, needed by the "top1" mutation rules.
         config: Thresholds; defaults to ``DetectionConfig()``.
 
     Returns:
-        A :class:`LayerDetection` with ``critical`` `(...)` and ``mutation`` `(..., L)`.
+        A :class:`LayerDetection` with ``critical`` `(...)`, ``mutation`` `(..., L)` and ``confirmed_at``
+        `(...)`, on ``jsd``'s device.
     """
     config = config or DetectionConfig()
-    jsd = torch.as_tensor(jsd, dtype=torch.float32).cpu()
+    jsd = torch.as_tensor(jsd).float()
     lead, num_layers = jsd.shape[:-1], jsd.shape[-1]
-    curves = jsd.reshape(-1, num_layers).numpy()  # shape: (rows, L)
-    changed = None if top1_changed is None else torch.as_tensor(top1_changed).cpu().reshape(-1, num_layers).numpy()
-    detector = CausalLayerDetector(curves.shape[0], config)
-    mutation = np.zeros(curves.shape, dtype=bool)
+    curves = jsd.reshape(-1, num_layers)  # shape: (rows, L)
+    changed = None if top1_changed is None else torch.as_tensor(top1_changed, device=jsd.device).reshape(-1, num_layers)
+    detector = CausalLayerDetector(curves.shape[0], config, device=jsd.device)
+    mutation = torch.zeros(curves.shape, dtype=torch.bool, device=jsd.device)
     for j in range(1, num_layers + 1):
         mutation[:, j - 1] = detector.observe(j, curves[:, j - 1], None if changed is None else changed[:, j - 1])
     return LayerDetection(
-        critical=torch.from_numpy(detector.critical).reshape(lead),
-        mutation=torch.from_numpy(mutation).reshape(*lead, num_layers),
+        critical=detector.critical.reshape(lead),
+        mutation=mutation.reshape(*lead, num_layers),
+        confirmed_at=detector.confirmed_at.reshape(lead),
     )

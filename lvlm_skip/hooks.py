@@ -103,3 +103,30 @@ class LayerRouting:
                 layer.__dict__.pop("forward", None)
             else:
                 layer.forward = previous
+
+
+class HeadRouting:
+    """Passes the LM head's output of every forward through ``on_logits`` until :meth:`remove`.
+
+    ``on_logits(logits) -> logits`` receives the head's `(batch, positions, vocab)` output (during
+    generation the last position only) and returns the logits the model will return, new or the
+    same tensor. It runs after every layer of that forward, so a step's whole window of states is
+    known by then. Head calls made by ``on_logits`` itself (readouts) pass through untouched.
+    """
+
+    def __init__(self, anatomy: ModelAnatomy, on_logits):
+        self._on_logits = on_logits
+        self._inside = False
+        self._handle = anatomy.lm_head.register_forward_hook(self._hook, prepend=True)
+
+    def _hook(self, module, args, output):
+        if self._inside:
+            return output
+        self._inside = True
+        try:
+            return self._on_logits(output)
+        finally:
+            self._inside = False
+
+    def remove(self) -> None:
+        self._handle.remove()

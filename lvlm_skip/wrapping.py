@@ -5,6 +5,12 @@
     report = lvlm_skip.last_report(model)                     # what happened at each step
     lvlm_skip.unwrap(model)                                   # the stock model again
 
+or, scoped, restoring the model even if the block raises::
+
+    with lvlm_skip.skipping(model, variant="skip3", critical_layer=18) as run:
+        out = model.generate(**inputs, max_new_tokens=64)
+    run.report                                                # the last sequence's SkipReport
+
 Everything transformers' ``generate`` offers keeps working: greedy and sampling, streamers,
 stopping criteria, logits processors, left-padded batches. Beam search reorders the batch's rows
 between steps, so it is accepted only with the same static skip set for every row and refused
@@ -14,11 +20,12 @@ sequence).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .anatomy import ModelAnatomy
-from .hooks import LayerRouting
-from .skipping import SkipConfig, SkipController, SkipReport
+from .hooks import HeadRouting, LayerRouting
+from .skips import SkipConfig, SkipController, SkipReport
 
 _STATE_ATTR = "_lvlm_skip_state"
 
@@ -26,21 +33,22 @@ _STATE_ATTR = "_lvlm_skip_state"
 @dataclass
 class _WrapState:
     controller: SkipController
-    routing: LayerRouting | None
+    routings: list
     previous_generate: object | None
     last_report: SkipReport | None = None
 
 
-def wrap(model, variant: str = "none", mode: str = "static", **options):
+def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **options):
     """Install a layer intervention on ``model`` (in place) and return it.
 
     Args:
         model: A supported HF model (see :mod:`lvlm_skip.anatomy`).
-        variant: none, skip1, skip2, skip3, exit or layers (see :mod:`lvlm_skip.skipping`).
+        variant: none, skip1, skip2, skip3, exit or layers (see :mod:`lvlm_skip.skips`), or a whole
+            :class:`~lvlm_skip.skips.SkipConfig` (then no other option is accepted).
         mode: static or online.
-        **options: Other :class:`~lvlm_skip.skipping.SkipConfig` fields (``layers``, ``critical_layer``,
-            ``mutation_layers``, ``exit_layer``, ``keep_last``, ``detection``, ``candidates``,
-            ``window_start``, ``kv_fill``).
+        **options: Other :class:`~lvlm_skip.skips.SkipConfig` fields (``layers``, ``critical_layer``,
+            ``mutation_layers``, ``exit_layer``, ``keep_last``, ``positions``, ``decide``, ``detection``,
+            ``readout``, ``candidates``, ``window_start``, ``kv_fill``).
 
     Returns:
         The same model object.
@@ -53,15 +61,20 @@ def wrap(model, variant: str = "none", mode: str = "static", **options):
     if getattr(model, _STATE_ATTR, None) is not None:
         raise ValueError("this model is already wrapped by lvlm_skip; call lvlm_skip.unwrap(model) first")
     anatomy = ModelAnatomy.from_model(model)
-    if "detection" in options and isinstance(options["detection"], dict):
-        from .detection import DetectionConfig
-
-        options["detection"] = DetectionConfig.from_dict(options["detection"])
-    config = SkipConfig.from_kwargs(variant=variant, mode=mode, **options)
+    if isinstance(variant, SkipConfig):
+        if options or mode != "static":
+            raise TypeError("wrap(model, config): pass the options inside the SkipConfig, not beside it")
+        config = variant
+    else:
+        config = SkipConfig.from_kwargs(variant=variant, mode=mode, **options)
     controller = SkipController(anatomy, config)
     # nothing above touched the model: from here on it is modified
-    routing = LayerRouting(anatomy, controller.run_layer) if config.variant != "none" else None
-    state = _WrapState(controller=controller, routing=routing, previous_generate=model.__dict__.get("generate"))
+    routings = []
+    if config.variant != "none":
+        routings.append(LayerRouting(anatomy, controller.run_layer))
+        if config.mode == "online":
+            routings.append(HeadRouting(anatomy, controller.on_logits))
+    state = _WrapState(controller=controller, routings=routings, previous_generate=model.__dict__.get("generate"))
     stock_generate = model.generate
 
     def generate(*args, **kwargs):
@@ -83,8 +96,8 @@ def unwrap(model):
     state = getattr(model, _STATE_ATTR, None)
     if state is None:
         raise ValueError("this model is not wrapped by lvlm_skip")
-    if state.routing is not None:
-        state.routing.remove()
+    for routing in state.routings:
+        routing.remove()
     if state.previous_generate is None:
         model.__dict__.pop("generate", None)
     else:
@@ -98,18 +111,52 @@ def is_wrapped(model) -> bool:
 
 
 def last_report(model) -> SkipReport:
-    """The :class:`~lvlm_skip.skipping.SkipReport` of the wrapped model's last generate / forward sequence."""
+    """The :class:`~lvlm_skip.skips.SkipReport` of the wrapped model's last generate / forward sequence."""
     state = getattr(model, _STATE_ATTR, None)
     if state is None:
         raise ValueError("this model is not wrapped by lvlm_skip")
     return state.last_report if state.last_report is not None else state.controller.report()
 
 
+class SkipRun:
+    """What :func:`skipping` yields: the wrapped model and, after (or during) the block, its report."""
+
+    def __init__(self, model):
+        self.model = model
+        self._report: SkipReport | None = None
+
+    @property
+    def report(self) -> SkipReport:
+        """The :class:`~lvlm_skip.skips.SkipReport` of the last sequence generated in the block."""
+        return self._report if self._report is not None else last_report(self.model)
+
+    def close(self) -> None:
+        """Keep the report and restore the stock model (idempotent)."""
+        if self._report is None:
+            self._report = last_report(self.model)
+            unwrap(self.model)
+
+
+@contextmanager
+def skipping(model, variant: str | SkipConfig = "none", mode: str = "static", **options):
+    """``with skipping(model, variant=..., ...) as run:`` wraps ``model`` for the block and restores it after.
+
+    The model is unwrapped when the block ends, also when it raises; ``run.report`` keeps the last
+    sequence's :class:`~lvlm_skip.skips.SkipReport`. Arguments as :func:`wrap`.
+    """
+    wrap(model, variant, mode, **options)
+    run = SkipRun(model)
+    try:
+        yield run
+    finally:
+        run.close()
+
+
 def _refuse_beam_search(model, controller: SkipController, kwargs) -> None:
     generation_config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
     beams = kwargs.get("num_beams", getattr(generation_config, "num_beams", 1)) or 1
     config = controller.config
-    per_row_state = config.mode == "online" or config.needs_calibration
+    per_row_state = config.mode == "online" or controller.needs_calibration
     if beams > 1 and config.variant != "none" and per_row_state:
         raise ValueError(
             f"beam search (num_beams={beams}) reorders rows between steps and is not supported with "

@@ -130,7 +130,7 @@ def image_token(model):
 def test_static_skip_equals_deleted_layers_llava(llava, skip):
     model, _, inputs = llava
     reference = deleted_layers_model(model, skip).generate(**inputs, **GREEDY)
-    lvlm_skip.wrap(model, variant="layers", layers=skip)
+    lvlm_skip.wrap(model, variant="layers", layers=skip, positions="all")
     try:
         out = model.generate(**inputs, **GREEDY)
         report = lvlm_skip.last_report(model)
@@ -145,7 +145,7 @@ def test_static_skip_equals_deleted_layers_llama_left_padded_batch(llama):
     batch = left_padded_batch()
     skip = [4, 5, 6]
     reference = deleted_layers_model(llama, skip).generate(**batch, **GREEDY)
-    lvlm_skip.wrap(llama, variant="layers", layers=skip)
+    lvlm_skip.wrap(llama, variant="layers", layers=skip, positions="all")
     try:
         out = llama.generate(**batch, **GREEDY)
     finally:
@@ -156,7 +156,7 @@ def test_static_skip_equals_deleted_layers_llama_left_padded_batch(llama):
 def test_static_exit_equals_deleted_tail(llava):
     model, _, inputs = llava
     reference = deleted_layers_model(model, [6, 7, 8]).generate(**inputs, **GREEDY)
-    lvlm_skip.wrap(model, variant="exit", exit_layer=5)
+    lvlm_skip.wrap(model, variant="exit", exit_layer=5, positions="all")
     try:
         out = model.generate(**inputs, **GREEDY)
         report = lvlm_skip.last_report(model)
@@ -166,9 +166,12 @@ def test_static_exit_equals_deleted_tail(llava):
     assert set(report.exit_layer.flatten().tolist()) == {5}
 
 
-def test_static_calibrated_skip_matches_reference_per_row(llama):
+@pytest.mark.parametrize("positions", ["generated", "all"])
+def test_static_calibrated_skip_matches_reference_per_row(llama, positions):
+    """Calibrated per-row sets: "all" equals the rows' deleted layers everywhere, "generated" a cache-free replay
+    that skips only at the positions predicting generated tokens (the prompt's last one and the generated ones)."""
     batch = left_padded_batch()
-    lvlm_skip.wrap(llama, variant="skip3", mode="static", keep_last=2, detection=LOOSE)
+    lvlm_skip.wrap(llama, variant="skip3", mode="static", keep_last=2, detection=LOOSE, positions=positions)
     try:
         out = llama.generate(**batch, **GREEDY)
         report = lvlm_skip.last_report(llama)
@@ -179,23 +182,49 @@ def test_static_calibrated_skip_matches_reference_per_row(llama):
     # per-row sets are constant over the steps
     assert (report.skipped == report.skipped[0]).all()
     new = out[:, batch["input_ids"].shape[1]:]
-    assert torch.equal(new, slow_reference_tokens(llama, batch, report, GREEDY["max_new_tokens"], static=True))
+    reference = slow_reference_tokens(llama, batch, report, GREEDY["max_new_tokens"], static=positions == "all")
+    assert torch.equal(new, reference)
+
+
+@pytest.mark.parametrize("skip", [[3, 4, 5], [1, 2], [2, 5, 7]])
+def test_static_generated_positions_equal_cache_free_replay(llava, skip):
+    """positions="generated": the prompt (image included) runs every layer, decoding positions skip."""
+    model, _, inputs = llava
+    with lvlm_skip.skipping(model, variant="layers", layers=skip) as run:
+        out = model.generate(**inputs, **GREEDY, suppress_tokens=[image_token(model)])
+    report = run.report
+    assert report.config.positions == "generated" and report.skipped_layers(0) == skip
+    new = out[:, inputs["input_ids"].shape[1]:]
+    reference = slow_reference_tokens(model, inputs, report, GREEDY["max_new_tokens"], static=False,
+                                      suppress=(image_token(model),))
+    assert torch.equal(new, reference)
+    # and it is not the deleted-layers model: the prompt was read by every layer
+    deleted = deleted_layers_model(model, skip).generate(**inputs, **GREEDY, suppress_tokens=[image_token(model)])
+    assert not torch.equal(out, deleted)
 
 
 # -- (b) online mode == a slow no-cache reference applying the same per-step decisions ---------------
 
 
-@pytest.mark.parametrize(
-    "variant,options",
-    [
-        ("skip1", dict(mutation_layers=(7,))),
-        ("skip1", dict()),
-        ("skip2", dict()),
-        ("skip3", dict(keep_last=2)),
-        ("exit", dict()),
-    ],
-)
-@pytest.mark.parametrize("candidates", [0, 16])
+ONLINE_CASES = [
+    # (variant, options, candidates); skip1 without a given resume layer measures it at step 0
+    ("skip1", dict(mutation_layers=(7,)), 0),
+    ("skip1", dict(mutation_layers=(7,)), 16),
+    ("skip1", dict(), 0),
+    ("skip1", dict(mutation_layers=(7,), decide="step"), 0),
+    ("skip1", dict(mutation_layers=(7,), decide="step"), 16),
+    ("skip2", dict(), 0),
+    ("skip2", dict(), 16),
+    ("skip3", dict(keep_last=2), 0),
+    ("skip3", dict(keep_last=2), 16),
+    ("skip3", dict(keep_last=2, decide="step"), 0),
+    ("skip3", dict(keep_last=2, decide="step"), 16),
+    ("exit", dict(), 0),
+    ("exit", dict(), 16),
+]
+
+
+@pytest.mark.parametrize("variant,options,candidates", ONLINE_CASES)
 def test_online_equals_slow_reference_llava(llava, variant, options, candidates):
     model, _, inputs = llava
     options = dict(options)
@@ -215,7 +244,10 @@ def test_online_equals_slow_reference_llava(llava, variant, options, candidates)
     assert torch.equal(new, reference)
 
 
-@pytest.mark.parametrize("variant,options", [("skip3", dict(keep_last=2)), ("skip2", dict()), ("exit", dict())])
+@pytest.mark.parametrize(
+    "variant,options",
+    [("skip3", dict(keep_last=2)), ("skip3", dict(keep_last=2, decide="step")), ("skip2", dict()), ("exit", dict())],
+)
 def test_online_equals_slow_reference_llama_batch(llama, variant, options):
     batch = left_padded_batch()
     lvlm_skip.wrap(llama, variant=variant, mode="online", detection=LOOSE, candidates=0, **options)
@@ -340,7 +372,7 @@ def test_sampling_streamer_and_stopping_criteria_work(llava):
 
 def test_beam_search_static_given_works_and_per_row_refused(llama):
     batch = left_padded_batch()
-    lvlm_skip.wrap(llama, variant="layers", layers=[3, 4])
+    lvlm_skip.wrap(llama, variant="layers", layers=[3, 4], positions="all")
     try:
         out = llama.generate(**batch, max_new_tokens=5, num_beams=2, do_sample=False)
     finally:
@@ -418,20 +450,18 @@ def test_mutation_exit_processor_equals_online_exit_in_stock_generate(llama):
     assert all(not layer._forward_hooks for layer in llama.model.layers)
 
 
-def test_static_calibrated_reuses_calibration_and_equals_deleted_layers(llama):
+def test_static_calibrated_reuses_calibration_and_equals_deleted_layers(llama, monkeypatch):
     """The prefill reuses calibration's outputs below the first skipped layer; tokens stay exact."""
+    from lvlm_skip.skips import static
+
     model = llama
     inputs = {k: v[:1] for k, v in left_padded_batch().items()}
-    lvlm_skip.wrap(model, variant="skip3", mode="static", keep_last=2, detection=LOOSE)
-    try:
-        controller = model._lvlm_skip_state.controller
-        reused = []
-        original = controller.fill_kv
-        controller.fill_kv = lambda layer, *a, **k: (reused.append(layer), original(layer, *a, **k))[1]
+    reused = []
+    original = static.write_skipped_kv
+    monkeypatch.setattr(static, "write_skipped_kv", lambda anatomy, fill, layer, *a: (reused.append(layer), original(anatomy, fill, layer, *a))[1])
+    with lvlm_skip.skipping(model, variant="skip3", mode="static", keep_last=2, detection=LOOSE, positions="all") as run:
         out = model.generate(**inputs, **GREEDY)
-        report = lvlm_skip.last_report(model)
-    finally:
-        lvlm_skip.unwrap(model)
+    report = run.report
     skip = report.skipped_layers(0)
     assert skip, "calibration should find a skip3 set on this model"
     assert reused[: min(skip) - 1] == list(range(1, min(skip))), "layers below the first skipped one are reused"
@@ -452,4 +482,5 @@ def test_report_to_dict_is_json_and_matches_the_arrays(llava):
     data = json.loads(json.dumps(report.to_dict()))
     assert data["config"]["layers"] == [3, 4]
     assert [step["skipped"] for step in data["steps"]] == [[[3, 4]]] * 3
-    assert [step["layers_run"] for step in data["steps"]] == [NUM_LAYERS - 2] * 3
+    # the prefill runs every layer over the prompt (positions="generated"), then the two layers are skipped
+    assert [step["layers_run"] for step in data["steps"]] == [NUM_LAYERS, NUM_LAYERS - 2, NUM_LAYERS - 2]

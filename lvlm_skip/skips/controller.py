@@ -1,0 +1,124 @@
+"""The controller: starts sequences and steps, and hands every layer call to the current step."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..anatomy import ModelAnatomy
+from .calibration import calibrate
+from .config import SkipConfig
+from .online import OnlineContext, OnlineSequence, OnlineStep
+from .policies import policy_for, static_skip_set
+from .report import SkipReport, StepRecord
+from .static import StaticStep
+
+logger = logging.getLogger(__name__)
+
+
+class SkipController:
+    """Runs every decoder layer of a wrapped model under a :class:`SkipConfig`.
+
+    The model's layer ``forward`` methods are routed to :meth:`run_layer` and, in online mode, its LM
+    head's output to :meth:`on_logits` (:mod:`lvlm_skip.hooks`). A new sequence starts at every
+    forward whose query length is > 1 (a prefill), or at the first forward after :meth:`reset`.
+    """
+
+    def __init__(self, anatomy: ModelAnatomy, config: SkipConfig):
+        config.validate_for(anatomy)
+        self.anatomy = anatomy
+        self.config = config
+        self.policy = policy_for(config)
+        self.num_layers = anatomy.num_layers
+        self.online = OnlineContext(anatomy, config, self.policy, self._window_start()) if config.mode == "online" else None
+        self.needs_calibration = config.mode == "static" and not self.policy.layers_given(config)
+        self._given_skip = None if self.needs_calibration else static_skip_set(config, self.num_layers)
+        self.reset()
+
+    def _window_start(self) -> int:
+        config, L = self.config, self.anatomy.num_layers
+        if config.window_start is not None:
+            return config.window_start
+        first = getattr(config.detection, "first_layer", None)
+        return max(1, first - 1) if first else max(1, L // 4)
+
+    def reset(self) -> None:
+        """Forget the previous sequence (called by the wrapped ``generate`` and at every prefill)."""
+        self._records: list[StepRecord] = []
+        self._step = None
+        self._calibration: list[dict] = []
+        self._notes: list[str] = []
+        self._skip: torch.Tensor | None = None  # static: (batch, L)
+        self._sequence: OnlineSequence | None = None
+
+    def report(self) -> SkipReport:
+        """The :class:`SkipReport` of the current / last sequence."""
+        calibration = self._calibration or (self._sequence.measured if self._sequence else [])
+        return SkipReport.from_records(self.config, self.num_layers, self._records, calibration, self._notes)
+
+    # -- the layer call and the head --------------------------------------------------------------------
+
+    def run_layer(self, layer: int, forward, layer_forwards, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
+        """Run (or skip) 1-based ``layer`` on ``hidden`` `(batch, seq, hidden)` for the current step."""
+        if layer == 1:
+            self._begin_step(hidden, kwargs, layer_forwards)
+        return self._step.run_layer(layer, forward, hidden, args, kwargs)
+
+    def on_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The LM head's output of the current step (online mode): the step's batched decisions."""
+        return logits if self._step is None else self._step.finish(logits)
+
+    def _begin_step(self, hidden: torch.Tensor, layer_kwargs: dict, layer_forwards) -> None:
+        batch, seq = hidden.shape[:2]
+        prefill = seq > 1 or not self._records
+        if prefill:
+            self.reset()
+        device = self.anatomy.head_device
+        record = StepRecord.empty(batch, self.num_layers, device, prefill)
+        if self.config.mode == "online":
+            if prefill:
+                self._sequence = OnlineSequence(spans=[(1, 0)] * batch, resume=[0] * batch)
+            self._step = OnlineStep(self.online, self._sequence, record)
+        else:
+            reusable = self._calibrate(hidden, layer_kwargs, layer_forwards) if prefill and self.needs_calibration else None
+            if prefill and not self.needs_calibration:
+                self._skip = self._rows_mask([self._given_skip] * batch, device)
+            self._step = StaticStep(self.anatomy, self.config, self._skip, record, reusable)
+            if self._calibration:
+                record.critical = torch.tensor([c["critical"] for c in self._calibration], device=device)
+            if self.policy.name == "exit":
+                skipped = self._skip
+                record.exit_layer = torch.where(skipped.any(-1), skipped.long().argmax(-1), self.num_layers)
+        self._records.append(record)
+
+    def _rows_mask(self, rows: list[list[int]], device) -> torch.Tensor:
+        mask = torch.zeros(len(rows), self.num_layers, dtype=torch.bool)
+        for b, layers in enumerate(rows):
+            mask[b, [j - 1 for j in layers]] = True
+        return mask.to(device)
+
+    def _calibrate(self, hidden, layer_kwargs, layer_forwards) -> list[torch.Tensor]:
+        """Measure each row's layers on the prompt; set the rows' skip sets; return the reusable outputs."""
+        config = self.config
+        keep = config.kv_fill == "project"
+        measured = calibrate(self.anatomy, layer_forwards, hidden, layer_kwargs, detection=config.detection,
+                             readout=config.readout, keep_outputs=keep)
+        self._calibration = [row.to_dict() for row in measured.rows]
+        sets = [static_skip_set(config, self.num_layers, row.critical, row.mutation) for row in measured.rows]
+        for b, (row, layers) in enumerate(zip(measured.rows, sets)):
+            if not layers:
+                self._note(f"row {b}: measured critical layer {row.critical}, mutation layers {list(row.mutation)}: "
+                           f"{config.variant} skips nothing")
+        self._skip = self._rows_mask(sets, self.anatomy.head_device)
+        if not keep:
+            return []
+        # layers 1 .. (first layer any row skips) - 1 are identical in calibration and prefill
+        skipped_any = self._skip.any(0).cpu()
+        reusable = int(skipped_any.long().argmax()) if skipped_any.any() else self.num_layers
+        return measured.outputs[:reusable]
+
+    def _note(self, text: str) -> None:
+        if text not in self._notes:
+            logger.info("%s", text)
+            self._notes.append(text)

@@ -1,0 +1,272 @@
+"""Online mode: the step's critical and mutation layers, detected while the step runs, and what they drive.
+
+Step ``t`` is the forward pass that predicts generated token ``t`` (step 0: the prefill, whose last
+position predicts token 0; the other prompt positions are never skipped). At every step the states
+``h_{w-1} .. h_L`` of the predicting position are read out (:mod:`~lvlm_skip.skipping.window`), the
+adjacent-layer JSD gives the step's curve, and the causal detector (:mod:`lvlm_skip.detection`)
+gives its critical layer and mutation layers. How a variant acts on them
+(:mod:`~lvlm_skip.skipping.policies`):
+
+* **exit**: every layer runs; after layer ``L`` the rows whose step shows a mutation at ``m`` take
+  their distribution from ``h_{m-1}`` (one extra LM head for those rows only).
+* **skip2** (discard): a layer whose JSD spikes (a mutation) has its update dropped: the next layer
+  runs on its input. The decision at layer ``j`` depends on ``d_1..d_j`` only. It is executed
+  *speculatively*: every layer runs, the step's curve is read out once after layer ``L``, and only
+  when it shows a mutation at ``m`` are layers ``m+1..L`` run again, layer by layer, from ``h_{m-1}``
+  (their K/V of this position are dropped from the cache first). The tokens equal those of a
+  layer-by-layer decision; a step without mutation costs one readout, not one per layer. The prefill
+  decides layer by layer.
+* **skip1 / skip3** (span): once the critical layer is confirmed at layer ``k``, the layers
+  ``k+1 .. m-1`` (skip1; ``m`` = the first mutation layer, given or measured at step 0, which runs in
+  full) or ``k+1 .. L-keep_last`` (skip3) are skipped. With ``decide="lagged"`` (default) step ``t``
+  skips after the ``k`` that step ``t-1`` confirmed, and reads its window out once after layer ``L``: a
+  step whose observed layers confirm no critical layer (e.g. it stabilises later than the step before)
+  runs the next step in full. With ``decide="step"`` each step confirms its own ``k`` layer by layer
+  (one readout and one device-to-host copy per layer until every row has decided).
+
+A layer skipped at a step gets its K/V from its input (:mod:`~lvlm_skip.skipping.kv`), since it
+may run again at a later step. Skipped layers are not observed: their ``d_j`` is NaN in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..anatomy import ModelAnatomy, drop_cache_positions_, unpack_layer_output
+from ..detection import CausalLayerDetector, detect_layers
+from ..divergence import js_divergence
+from .config import SkipConfig
+from .kv import keep_input_at_last_position, write_skipped_kv
+from .policies import VariantPolicy
+from .report import StepRecord
+from .window import WindowReadout, window_curve
+
+
+@dataclass(frozen=True)
+class OnlineContext:
+    """What every online step of a wrapped model shares."""
+
+    anatomy: ModelAnatomy
+    config: SkipConfig
+    policy: VariantPolicy
+    window_start: int
+
+    @property
+    def num_layers(self) -> int:
+        return self.anatomy.num_layers
+
+
+@dataclass
+class OnlineSequence:
+    """State carried from step to step within one sequence.
+
+    Attributes:
+        spans: Per row, the layers ``(first, last)`` that the next step skips (lagged span variants;
+            ``first > last`` = none).
+        resume: Per row, skip1's first mutation layer (given, or measured at step 0; 0 = none).
+        measured: Per row, step 0's critical and mutation layers (for the report).
+    """
+
+    spans: list[tuple[int, int]]
+    resume: list[int]
+    measured: list[dict] = field(default_factory=list)
+
+
+class OnlineStep:
+    """One step: routes the layers, observes the window, applies the variant's decisions."""
+
+    def __init__(self, ctx: OnlineContext, sequence: OnlineSequence, record: StepRecord):
+        self.ctx = ctx
+        self.sequence = sequence
+        self.record = record
+        batch = record.skipped.shape[0]
+        config = ctx.config
+        self.device = record.skipped.device
+        self.window: dict[int, torch.Tensor] = {}  # layer -> (batch, hidden) state of the predicting position
+        self.calls: dict[int, tuple] = {}  # layer -> (forward, args, kwargs) of this step (skip2 reruns)
+        self.readout = WindowReadout(ctx.anatomy, readout=config.readout, candidates=config.candidates)
+        self.spans = list(sequence.spans) if config.decide == "lagged" else [(1, 0)] * batch
+        self.skip_from_layer = min((first for first, last in self.spans if first <= last), default=ctx.num_layers + 1)
+        online = ctx.policy.online
+        resume_unknown = ctx.policy.name == "skip1" and not config.mutation_layers and record.prefill
+        # layer by layer now: step-decided spans (except a skip1 step 0 that measures m), and skip2's prefill
+        self.per_layer = (online == "span" and config.decide == "step" and not resume_unknown) or (
+            online == "discard" and record.prefill
+        )
+        self.decided = torch.zeros(batch, dtype=torch.bool)  # host: rows whose span is decided (step mode)
+        self.detector = CausalLayerDetector(batch, config.detection, device=self.device) if self.per_layer else None
+        self.prev_logp: torch.Tensor | None = None
+
+    # -- the layer call --------------------------------------------------------------------------------
+
+    def skip_rows(self, layer: int) -> list[bool]:
+        """Host list: which rows skip ``layer`` at this step."""
+        return [first <= layer <= last for first, last in self.spans]
+
+    def run_layer(self, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
+        """Run (or skip) 1-based ``layer`` on `(batch, seq, hidden)` ``hidden`` for this step."""
+        ctx, record = self.ctx, self.record
+        if layer == ctx.window_start:
+            self._observe(layer - 1, hidden[:, -1])
+        rows = self.skip_rows(layer) if layer >= self.skip_from_layer else None
+        skip = rows is not None and any(rows)
+        if skip:
+            record.skipped[:, layer - 1] = torch.tensor(rows, device=self.device)
+        if skip and all(rows) and not record.prefill:
+            write_skipped_kv(ctx.anatomy, ctx.config.kv_fill, layer, forward, hidden, args, kwargs)
+            out = hidden
+        else:
+            record.layers_run += 1
+            self.calls[layer] = (forward, args, kwargs)
+            out = unpack_layer_output(forward(hidden, *args, **kwargs))
+            if skip:
+                out = keep_input_at_last_position(out, hidden, torch.tensor(rows))
+        if layer >= ctx.window_start:
+            out = self._observe(layer, out[:, -1], out=out, hidden=hidden)
+        return out
+
+    def _observe(self, layer: int, state: torch.Tensor, out=None, hidden=None):
+        """Keep the window state; on the layer-by-layer path, read it out and decide."""
+        self.window[layer] = state
+        if not self.per_layer or (self.ctx.policy.online == "span" and bool(self.decided.all())):
+            return out
+        if self.prev_logp is None:  # the window's seed h_{w-1}: candidates and first readout
+            self.readout.choose_from_state(state, layer)
+            self.prev_logp = self.readout.logprobs(state[None], [layer])[0]
+            return out
+        logp = self.readout.logprobs(state[None], [layer])[0]
+        jsd = js_divergence(self.prev_logp, logp)  # shape: (batch,)
+        changed = logp.argmax(-1) != self.prev_logp.argmax(-1)
+        observed = ~self.record.skipped[:, layer - 1]
+        jsd = torch.where(observed, jsd, torch.full_like(jsd, float("nan")))
+        mutation = self.detector.observe(layer, jsd, changed)
+        self.record.jsd[:, layer - 1] = jsd
+        self.record.mutation[:, layer - 1] = mutation
+        self.record.critical = self.detector.critical.clone()
+        if self.ctx.policy.online == "span":
+            self._decide_span(layer)
+            self.prev_logp = logp
+        else:  # discard: the mutation rows' update is dropped and their readout goes back to the input's
+            out = keep_input_at_last_position(out, hidden, mutation)
+            self.record.skipped[:, layer - 1] |= mutation
+            self.window[layer] = out[:, -1]
+            self.prev_logp = torch.where(mutation[:, None], self.prev_logp, logp)
+        return out
+
+    def _decide_span(self, layer: int) -> None:
+        """Step mode: rows that confirmed their critical layer at ``layer`` skip their span from ``layer + 1``."""
+        newly = self.detector.confirmed.cpu() & ~self.decided  # the one device-to-host copy of this layer
+        if not newly.any():
+            return
+        ctx = self.ctx
+        for b in newly.nonzero().flatten().tolist():
+            self.spans[b] = ctx.policy.span(ctx.config, ctx.num_layers, layer, self._resume(b))
+        self.decided |= newly
+        self.skip_from_layer = min(self.skip_from_layer, layer + 1)
+
+    def _resume(self, row: int) -> int:
+        given = self.ctx.config.mutation_layers
+        return given[0] if given else self.sequence.resume[row]
+
+    # -- after layer L -------------------------------------------------------------------------------
+
+    def finish(self, logits: torch.Tensor) -> torch.Tensor:
+        """At the LM head: the step's batched readout and detection, and the decisions that follow.
+
+        Args:
+            logits: `(batch, positions, vocab)` the head's output; the last position predicts the token.
+
+        Returns:
+            The logits the model returns (new rows for exit / skip2, else the same tensor).
+        """
+        if self.per_layer or len(self.window) < 2:
+            return logits
+        ctx, record = self.ctx, self.record
+        first = ctx.window_start - 1
+        layers = list(range(first, ctx.num_layers + 1))
+        # 1. one readout of the whole window over the step's candidates (the model's own top-k)
+        self.readout.choose_from_logits(logits[:, -1])
+        logp = self.readout.logprobs(torch.stack([self.window[j] for j in layers]), layers)  # shape: (W + 1, batch, k)
+        jsd, changed = window_curve(logp, first, ctx.num_layers)
+        jsd = jsd.masked_fill(record.skipped, float("nan"))  # a skipped layer is not observed
+        found = detect_layers(jsd, changed, ctx.config.detection)
+        record.jsd, record.critical, record.mutation = jsd, found.critical.to(self.device), found.mutation.to(self.device)
+        # 2. what the variant does with it
+        online = ctx.policy.online
+        if online == "exit":
+            return self._exit(logits, found.first_mutation())
+        if online == "discard":
+            return self._rerun_after_mutation(logits, found.first_mutation(), logp, jsd, changed)
+        if online == "span":
+            self._plan_next_step(found)
+        return logits
+
+    def _plan_next_step(self, found) -> None:
+        """Lagged spans: the next step skips after the layer where this step confirmed its critical layer."""
+        ctx, sequence = self.ctx, self.sequence
+        if self.record.prefill and ctx.policy.name == "skip1" and not ctx.config.mutation_layers:
+            sequence.resume = found.first_mutation().tolist()
+            sequence.measured = [
+                {"critical": int(found.critical[b]), "mutation": found.mutation_layers(b)} for b in range(len(sequence.resume))
+            ]
+        confirmed_at = found.confirmed_at.tolist()
+        sequence.spans = [
+            ctx.policy.span(ctx.config, ctx.num_layers, k, self._resume(b)) if k else (1, 0) for b, k in enumerate(confirmed_at)
+        ]
+
+    def _exit(self, logits: torch.Tensor, first_mutation: torch.Tensor) -> torch.Tensor:
+        """Rows with a mutation at ``m`` take their distribution from ``h_{m-1}``."""
+        exit_layers = [m - 1 if m else self.ctx.num_layers for m in first_mutation.tolist()]
+        rows = [b for b, e in enumerate(exit_layers) if e < self.ctx.num_layers]
+        self.record.exit_layer = torch.tensor(exit_layers, device=self.device)
+        if not rows:
+            return logits
+        anatomy = self.ctx.anatomy
+        states = torch.stack([self.window[exit_layers[b]][b] for b in rows])  # shape: (rows, hidden)
+        new = anatomy.lm_head(anatomy.final_norm(states.to(anatomy.head_device)))  # shape: (rows, vocab)
+        logits = logits.clone()
+        logits[rows, -1] = new.to(logits.dtype)
+        return logits
+
+    def _rerun_after_mutation(self, logits, first_mutation, logp, jsd, changed) -> torch.Tensor:
+        """skip2, speculatively: if a row's curve spikes at ``m``, rerun layers ``m+1..L`` dropping the spikes."""
+        firsts = first_mutation.tolist()
+        mutated = [m for m in firsts if m]
+        if not mutated:
+            return logits
+        ctx, record = self.ctx, self.record
+        L, first = ctx.num_layers, ctx.window_start - 1
+        m_min = min(mutated)
+        # 1. the detector and the stream as the layer-by-layer decision leaves them after layer m_min
+        detector = CausalLayerDetector(len(firsts), ctx.config.detection, device=self.device)
+        for j in range(ctx.window_start, m_min + 1):
+            detector.observe(j, jsd[:, j - 1], changed[:, j - 1])
+        dropped = torch.tensor([m == m_min for m in firsts], device=self.device)
+        record.mutation[:, m_min:] = False
+        record.jsd[:, m_min:] = float("nan")
+        record.skipped[:, m_min - 1] |= dropped
+        state = torch.where(dropped[:, None], self.window[m_min - 1], self.window[m_min])  # shape: (batch, hidden)
+        prev_logp = torch.where(dropped[:, None], logp[m_min - 1 - first], logp[m_min - first])
+        # 2. this step's K/V of layers m_min+1..L are recomputed, so the speculative ones go
+        drop_cache_positions_(ctx.anatomy, self.calls[L][2].get("past_key_values"), range(m_min + 1, L + 1), count=1)
+        # 3. layers m_min+1..L again, layer by layer, dropping the updates that spike
+        for j in range(m_min + 1, L + 1):
+            forward, args, kwargs = self.calls[j]
+            out = unpack_layer_output(forward(state[:, None], *args, **kwargs))[:, -1].to(state.device)
+            step_logp = self.readout.logprobs(out[None], [j])[0]
+            d = js_divergence(prev_logp, step_logp)
+            mutation = detector.observe(j, d, step_logp.argmax(-1) != prev_logp.argmax(-1))
+            record.jsd[:, j - 1], record.mutation[:, j - 1] = d, mutation
+            record.skipped[:, j - 1] |= mutation
+            record.layers_run += 1
+            state = torch.where(mutation[:, None], state, out)
+            prev_logp = torch.where(mutation[:, None], prev_logp, step_logp)
+        record.critical = detector.critical.to(self.device)
+        # 4. the head on the new last states (rows without a mutation get theirs back unchanged)
+        anatomy = ctx.anatomy
+        new = anatomy.lm_head(anatomy.final_norm(state.to(anatomy.head_device)))  # shape: (batch, vocab)
+        changed_rows = torch.tensor([bool(m) for m in firsts], device=logits.device)
+        last = torch.where(changed_rows[:, None], new.to(logits.dtype), logits[:, -1])
+        return torch.cat([logits[:, :-1], last[:, None]], dim=1)
