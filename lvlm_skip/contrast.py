@@ -459,7 +459,9 @@ def deco_correct(
     rows = torch.arange(final_logits.shape[0], device=anchor.device)
     # shape: (batch, vocab)
     anchor_logits = layer_logits[anchor, rows].float()
-    corrected = final_logits.float() + (alpha * weight)[:, None] * anchor_logits
+    # alpha * w in float64 then rounded, as the code's Python-float product (alpha * max_prob.item())
+    scale = (alpha * weight.double()).float()
+    corrected = final_logits.float() + scale[:, None] * anchor_logits
     return corrected.masked_fill(~candidates, -math.inf), anchor
 
 
