@@ -5,6 +5,12 @@ logits to decode from; wiring them into ``generate`` lives elsewhere. Everything
 float32 whatever the input dtype; returned logits are float32, layer indices int64, and
 :func:`diffusion_noise` returns the input's dtype. No input is modified.
 
+Checked once against the released functions themselves, run outside this repository on random
+float32 inputs: :func:`dola_contrast` equals transformers 4.46.3's ``_dola_select_contrast`` bit for bit
+(with ``batch_mean=True`` also for batches), :func:`deco_correct` equals the step of zjunlp/Deco's
+``deco_greedy_search``, and :func:`diffusion_noise` equals VCD's ``add_diffusion_noise`` under the same
+global seed. The tests re-derive each recipe with plain torch.
+
 Layer numbering (the package's, see ``readout.py``): layer ``j`` is the output ``h_j`` of
 ``decoder.layers[j - 1]``, ``j = 0`` the embeddings, ``j = L`` the last layer. transformers'
 ``output_hidden_states[i]`` is our ``h_i``, so transformers' and the released codes' layer numbers
