@@ -1,0 +1,1 @@
+"""Evaluation of generated text: caption metrics and benchmarks."""
