@@ -37,7 +37,7 @@ reads the sequence length from: its K/V are always projected.
   mutation layers of that step are detected causally while the forward pass runs, from the
   adjacent-layer JSD of the readouts of the layers run so far (``DetectionConfig``; definitions in
   :mod:`lvlm_skip.detection`), and the decision applies at that step:
-  ``skip1`` skips from the confirmation of ``c`` (layer ``c + patience - 1``) to ``m - 1``, where ``m``
+  ``skip1`` skips from the layer that confirms ``c`` (``c + patience - 1`` when no layer is missing) to ``m - 1``, where ``m``
   is given or calibrated at the prefill (layers that are skipped cannot show a spike); ``skip3``
   skips from the confirmation to ``L - keep_last``; ``skip2`` runs each layer after ``c``, and when
   its JSD spikes (a mutation) discards its update (the K/V it wrote came from its input: the
@@ -451,7 +451,7 @@ class _OnlineStep:
     def __init__(self, controller: SkipController, batch: int):
         self.c = controller
         self.config = controller.config
-        self.detector = CausalLayerDetector(batch, self.config.detection)
+        self.detector = CausalLayerDetector(batch, self.config.detection, num_layers=controller.num_layers)
         self.prev_logp: torch.Tensor | None = None
         self.head_rows: torch.Tensor | None = None
         self.skip_from = np.zeros(batch, dtype=np.int64)  # rows skip layers skip_from..skip_to
@@ -500,7 +500,8 @@ class _OnlineStep:
         for i in range(n):
             layer = first_layer + 1 + i
             step["jsd"][:, layer - 1] = both[0, i]
-            mutation[i] = self.detector.observe(layer, both[0, i], both[1, i] > 0)
+            observed = self.detector.observe(layer, torch.from_numpy(both[0, i]), torch.from_numpy(both[1, i] > 0))
+            mutation[i] = observed.numpy()
         return mutation
 
     def run_layer(self, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
@@ -533,13 +534,13 @@ class _OnlineStep:
             step["mutation"][:, layer - 1] = mutation
             out = self._decide(layer, out, hidden, mutation)
         if layer == L:
-            step["critical"] = self.detector.critical.copy()
+            step["critical"] = self.detector.critical.numpy().copy()  # the detector updates it in place
         return out
 
     def _decide(self, layer: int, out: torch.Tensor, hidden: torch.Tensor, mutation: np.ndarray) -> torch.Tensor:
         c, cfg, step = self.c, self.config, self.c._step
         L = c.num_layers
-        confirmed_now = self.detector.confirmed & ~self.decided
+        confirmed_now = self.detector.confirmed.numpy() & ~self.decided
         if cfg.variant == "skip1":
             resume = np.full(len(mutation), cfg.mutation_layers[0]) if cfg.mutation_layers else c._resume_layer
             rows = confirmed_now & (resume > layer + 1)
