@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-logger = logging.getLogger("eval.speed")
+from lvlm_skip.detection import DetectionConfig  # DetectionConfig.never(): detection that runs but never acts
 
-NEVER = dict(spike_factor=1e12, rel_low=1e-9, patience=10**6)  # detection that runs but never acts
+logger = logging.getLogger("eval.speed")
 
 
 @dataclass
@@ -67,9 +67,9 @@ def default_configs(num_layers: int, candidates: int) -> list[Config]:
         Config("skip3 static", dict(variant="skip3", critical_layer=critical), len(skip3), ">= 90% of ideal"),
         Config("exit static", dict(variant="exit", exit_layer=mutations[0] - 1), num_layers - mutations[0] + 1, ">= 90% of ideal"),
         Config("skip1 static calibrated", dict(variant="skip1")),
-        Config(f"online detect-only (k={candidates})", dict(variant="exit", mode="online", candidates=candidates, detection=NEVER), target="<= 15% over stock"),
-        Config("online detect-only (exact)", dict(variant="exit", mode="online", candidates=0, detection=NEVER)),
-        Config(f"online detect-only per-layer (k={candidates})", dict(variant="skip2", mode="online", candidates=candidates, detection=NEVER)),
+        Config(f"online detect-only (k={candidates})", dict(variant="exit", mode="online", candidates=candidates, detection=DetectionConfig.never()), target="<= 15% over stock"),
+        Config("online detect-only (exact)", dict(variant="exit", mode="online", candidates=0, detection=DetectionConfig.never())),
+        Config(f"online detect-only per-layer (k={candidates})", dict(variant="skip2", mode="online", candidates=candidates, detection=DetectionConfig.never())),
         Config("skip1 online", dict(variant="skip1", mode="online", mutation_layers=mutations, candidates=candidates)),
         Config("skip2 online", dict(variant="skip2", mode="online", candidates=candidates)),
         Config("skip3 online", dict(variant="skip3", mode="online", candidates=candidates)),
@@ -138,7 +138,7 @@ def approximation_error(model, inputs, candidates: int, new_tokens: int) -> dict
 
     curves = {}
     for k in (candidates, 0):
-        lvlm_skip.wrap(model, variant="exit", mode="online", candidates=k, detection=NEVER)
+        lvlm_skip.wrap(model, variant="exit", mode="online", candidates=k, detection=DetectionConfig.never())
         try:
             model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
             curves[k] = lvlm_skip.last_report(model).jsd
@@ -147,12 +147,12 @@ def approximation_error(model, inputs, candidates: int, new_tokens: int) -> dict
     approx, exact = curves[candidates], curves[0]
     observed = ~np.isnan(exact) & ~np.isnan(approx)
     error = np.abs(approx - exact)[observed]
-    # does the approximation change the detections? (default thresholds, on every step's curve)
+    # does the approximation change the detections? (default thresholds, on every step's curve;
+    # NaN = a layer outside the window, which detection treats as not observed)
     from lvlm_skip.detection import detect_layers
 
-    window = np.where(observed.any(axis=(0, 1)))[0]
-    det_exact = detect_layers(torch.from_numpy(np.nan_to_num(exact[..., window], nan=0.0)))
-    det_approx = detect_layers(torch.from_numpy(np.nan_to_num(approx[..., window], nan=0.0)))
+    det_exact = detect_layers(torch.from_numpy(exact))
+    det_approx = detect_layers(torch.from_numpy(approx))
     return {
         "candidates": candidates,
         "mean_abs_error_nats": float(error.mean()),

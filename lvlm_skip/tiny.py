@@ -136,22 +136,64 @@ def build_tiny_llava(
     return model, processor
 
 
-def build_bench_llava(dtype: torch.dtype = torch.float32, seed: int = 0):
-    """The LLaVA-1.5-7B shape scaled for a CPU benchmark: 32 Llama layers, 576 visual tokens.
+#: The benchmark model's layer plan, LLaVA-1.5-7B's layers as the paper reads them (critical ~18, deep mutations).
+BENCH_CRITICAL_LAYER = 18
+BENCH_LOUD_LAYERS = (27, 30)
 
-    A CLIP tower at 336 px / patch 14 (576 visual tokens, as LLaVA-1.5), width 512 and MLP 1376
-    (LLaVA's 4096 / 11008 ratio), and a 4000-token vocabulary chosen so that the LM head costs the
-    same fraction of a decoder layer as in LLaVA-1.5-7B (32000 x 4096 against ~12.4 x 4096^2 MACs:
-    0.65 of a layer), because that ratio sets the cost of online readouts. Absolute times are not
-    comparable with a 7B model.
+
+def build_bench_llava(
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    *,
+    critical_layer: int = BENCH_CRITICAL_LAYER,
+    loud_layers: tuple[int, ...] = BENCH_LOUD_LAYERS,
+    quiet_scale: float = 0.03,
+    trigger_scale: float = 12.0,
+):
+    """The LLaVA-1.5-7B shape scaled for a CPU benchmark, with layer curves shaped like LLaVA's.
+
+    **Shape.** 32 Llama layers, a CLIP tower at 336 px / patch 14 (576 visual tokens, as LLaVA-1.5),
+    width 512 and MLP 1376 (LLaVA's 4096 / 11008 ratio), and a 4000-token vocabulary chosen so that the
+    LM head costs the same fraction of a decoder layer as in LLaVA-1.5-7B (32000 x 4096 against
+    ~12.4 x 4096^2 MACs: 0.65 of a layer), because that ratio sets the cost of online readouts.
+    Absolute times are not comparable with a 7B model.
+
+    **Curves.** With random weights every layer changes the next-token readout by a similar, slowly
+    decaying amount, so no critical layer shows. The weights are therefore edited (still random):
+
+    1. layers ``critical_layer .. L-1`` are *quiet*: their residual-writing projections (attention
+       ``o_proj``, MLP ``down_proj``) are scaled by ``quiet_scale``, so their updates are small next to
+       the residual stream and the adjacent-layer JSD drops at ``critical_layer`` and stays low;
+    2. each of ``loud_layers`` also gets one *trigger* neuron in its MLP: its gate and down-projection
+       weights are scaled by ``trigger_scale``, so for the tokens that switch the neuron on (about half)
+       the layer writes a large update and the JSD spikes there (a mutation), and for the others it
+       stays quiet;
+    3. the last layer keeps its full-size update, like Llama's last layer, which reshapes the
+       distribution for every token (not a mutation).
+
+    The detector finds ``critical_layer`` and the loud layers on it (tested); the timings are those of
+    the shape, since the edits change no tensor size.
 
     Returns:
         ``(model, processor)``, the model in eval mode.
     """
-    return build_tiny_llava(
+    model, processor = build_tiny_llava(
         num_layers=32, hidden_size=512, intermediate_size=1376, num_heads=8, num_kv_heads=8, vocab_size=4000,
         image_size=336, patch_size=14, vision_hidden_size=256, vision_layers=4, seed=seed, dtype=dtype,
     )
+    layers = model.get_decoder().layers
+    num_layers = len(layers)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for j in range(critical_layer, num_layers):  # 1-based layers critical_layer .. L-1
+            layer = layers[j - 1]
+            layer.self_attn.o_proj.weight.mul_(quiet_scale)
+            layer.mlp.down_proj.weight.mul_(quiet_scale)
+            if j in loud_layers:
+                neuron = int(torch.randint(layer.mlp.gate_proj.out_features, (1,), generator=generator))
+                layer.mlp.gate_proj.weight[neuron].mul_(trigger_scale)
+                layer.mlp.down_proj.weight[:, neuron].mul_(trigger_scale / quiet_scale)
+    return model, processor
 
 
 def demo_image(size: int = 336):

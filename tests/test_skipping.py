@@ -13,8 +13,9 @@ from lvlm_skip.anatomy import ModelAnatomy
 from lvlm_skip.tiny import build_tiny_llava, llava_prompt
 
 NUM_LAYERS = 8
-# thresholds that make a random tiny model show critical and mutation layers
-LOOSE = dict(rel_low=0.5, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
+# thresholds that make a random tiny model show critical and mutation layers (one shallow value
+# defines the level, a layer 10% under it is low, one low layer confirms)
+LOOSE = dict(min_shallow_layers=1, rel_low=0.9, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +211,8 @@ ONLINE_CASES = [
     # (variant, options, candidates); skip1 without a given resume layer measures it at step 0
     ("skip1", dict(mutation_layers=(7,)), 0),
     ("skip1", dict(mutation_layers=(7,)), 16),
-    ("skip1", dict(), 0),
+    ("skip1", dict(detection=dict(LOOSE, min_mutation_layer=6)), 0),  # measured m deeper than c + 1
+    ("skip1", dict(detection=dict(LOOSE, min_mutation_layer=6)), 16),
     ("skip1", dict(mutation_layers=(7,), decide="step"), 0),
     ("skip1", dict(mutation_layers=(7,), decide="step"), 16),
     ("skip2", dict(), 0),

@@ -96,7 +96,7 @@ class OnlineStep:
             online == "discard" and record.prefill
         )
         self.decided = torch.zeros(batch, dtype=torch.bool)  # host: rows whose span is decided (step mode)
-        self.detector = CausalLayerDetector(batch, config.detection, device=self.device) if self.per_layer else None
+        self.detector = CausalLayerDetector(batch, config.detection, device=self.device, num_layers=ctx.num_layers) if self.per_layer else None
         self.prev_logp: torch.Tensor | None = None
 
     # -- the layer call --------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ class OnlineStep:
         L, first = ctx.num_layers, ctx.window_start - 1
         m_min = min(mutated)
         # 1. the detector and the stream as the layer-by-layer decision leaves them after layer m_min
-        detector = CausalLayerDetector(len(firsts), ctx.config.detection, device=self.device)
+        detector = CausalLayerDetector(len(firsts), ctx.config.detection, device=self.device, num_layers=L)
         for j in range(ctx.window_start, m_min + 1):
             detector.observe(j, jsd[:, j - 1], changed[:, j - 1])
         dropped = torch.tensor([m == m_min for m in firsts], device=self.device)
