@@ -198,3 +198,28 @@ def drop_cache_positions_(anatomy: ModelAnatomy, past_key_values, layers, count:
         if not hasattr(cache_layer, "crop"):
             raise UnsupportedModelError(f"cannot drop positions from a {type(cache_layer).__name__} cache layer")
         cache_layer.crop(-count)
+
+
+def encode_images(model: nn.Module, image_inputs: dict):
+    """The model's own image encoding, as ``generate`` computes it before decoding (transformers >= 5.2).
+
+    ``generate`` runs the vision tower once and hands every forward ``mm_encoder_outputs={"image": ...}``
+    instead of the pixels. This computes that entry for other pixels (e.g. a noised copy).
+
+    Args:
+        model: A vision-language model whose base model has ``get_image_features``.
+        image_inputs: The processor's image inputs (``pixel_values`` and, for some models, sizes).
+
+    Returns:
+        The encoder output to pass as ``mm_encoder_outputs["image"]``.
+
+    Raises:
+        UnsupportedModelError: the model has no ``get_image_features``.
+    """
+    import inspect
+
+    encode = getattr(getattr(model, "base_model", model), "get_image_features", None)
+    if encode is None:
+        raise UnsupportedModelError(f"{type(model).__name__} has no get_image_features to encode images")
+    accepted = set(inspect.signature(encode).parameters) - {"kwargs"}
+    return encode(**{k: v for k, v in image_inputs.items() if k in accepted}, return_dict=True)

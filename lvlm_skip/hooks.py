@@ -1,11 +1,19 @@
-"""Forward hooks that read the residual stream. Each hook lives only inside a context manager.
+"""Every hook and method patch lvlm_skip puts on a model, each removable exactly.
 
-The hooks are registered with ``prepend=True`` so that they run before the hooks transformers uses
-to collect ``output_hidden_states``; they only read, never modify, the tensors.
+* :func:`record_last_position_states` / :class:`LastPositionHooks`: read the predicting position's
+  state at every depth (never modify it);
+* :class:`LayerRouting`: route every decoder layer's ``forward`` through a runner (skipping);
+* :class:`HeadRouting`: pass the LM head's output through a function (online decisions);
+* :class:`ForwardRouting`: wrap the model's own ``forward`` (decoding-time peers).
+
+Hooks are registered with ``prepend=True`` so that they run before the hooks transformers uses to
+collect ``output_hidden_states``. Patches are instance attributes: the module tree, parameters and
+state dict are untouched, and removing them restores the previous attribute exactly.
 """
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -39,6 +47,32 @@ class LastPositionRecorder:
             self._current = []
 
 
+class LastPositionHooks:
+    """Feeds a :class:`LastPositionRecorder` from every decoder forward until :meth:`remove`."""
+
+    def __init__(self, anatomy: ModelAnatomy):
+        self.recorder = recorder = LastPositionRecorder(anatomy.num_layers, anatomy.head_device)
+        self._handles = [
+            anatomy.layers[0].register_forward_pre_hook(
+                lambda module, args, kwargs: recorder._start(args[0] if args else kwargs["hidden_states"]),
+                with_kwargs=True,
+                prepend=True,
+            )
+        ]
+        for j, layer in enumerate(anatomy.layers, start=1):
+            self._handles.append(
+                layer.register_forward_hook(
+                    lambda module, args, output, j=j: recorder._layer(j, unpack_layer_output(output)),
+                    prepend=True,
+                )
+            )
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
 @contextmanager
 def record_last_position_states(anatomy: ModelAnatomy):
     """Record :class:`LastPositionRecorder` states for every decoder forward run inside the block.
@@ -46,26 +80,11 @@ def record_last_position_states(anatomy: ModelAnatomy):
     Yields:
         The recorder; its ``calls`` grows by one `(L + 1, batch, hidden)` tensor per forward.
     """
-    recorder = LastPositionRecorder(anatomy.num_layers, anatomy.head_device)
-    handles = [
-        anatomy.layers[0].register_forward_pre_hook(
-            lambda module, args, kwargs: recorder._start(args[0] if args else kwargs["hidden_states"]),
-            with_kwargs=True,
-            prepend=True,
-        )
-    ]
-    for j, layer in enumerate(anatomy.layers, start=1):
-        handles.append(
-            layer.register_forward_hook(
-                lambda module, args, output, j=j: recorder._layer(j, unpack_layer_output(output)),
-                prepend=True,
-            )
-        )
+    hooks = LastPositionHooks(anatomy)
     try:
-        yield recorder
+        yield hooks.recorder
     finally:
-        for handle in handles:
-            handle.remove()
+        hooks.remove()
 
 
 class LayerRouting:
@@ -130,3 +149,28 @@ class HeadRouting:
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+class ForwardRouting:
+    """Routes the model's own ``forward`` through ``wrapper(stock_forward, *args, **kwargs)`` until :meth:`remove`.
+
+    ``functools.wraps`` keeps the stock signature visible, since ``generate`` inspects ``forward``'s
+    parameters (e.g. ``logits_to_keep``).
+    """
+
+    def __init__(self, model, wrapper):
+        self._model = model
+        self._previous = model.__dict__.get("forward")
+        stock = model.forward
+
+        @functools.wraps(stock)
+        def routed(*args, **kwargs):
+            return wrapper(stock, *args, **kwargs)
+
+        model.forward = routed
+
+    def remove(self) -> None:
+        if self._previous is None:
+            self._model.__dict__.pop("forward", None)
+        else:
+            self._model.forward = self._previous

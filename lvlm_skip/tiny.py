@@ -147,8 +147,9 @@ def build_bench_llava(
     *,
     critical_layer: int = BENCH_CRITICAL_LAYER,
     loud_layers: tuple[int, ...] = BENCH_LOUD_LAYERS,
+    growth: float = 1.25,
     quiet_scale: float = 0.03,
-    trigger_scale: float = 12.0,
+    trigger_scale: float = 30.0,
 ):
     """The LLaVA-1.5-7B shape scaled for a CPU benchmark, with layer curves shaped like LLaVA's.
 
@@ -158,21 +159,22 @@ def build_bench_llava(
     ~12.4 x 4096^2 MACs: 0.65 of a layer), because that ratio sets the cost of online readouts.
     Absolute times are not comparable with a 7B model.
 
-    **Curves.** With random weights every layer changes the next-token readout by a similar, slowly
-    decaying amount, so no critical layer shows. The weights are therefore edited (still random):
+    **Curves.** With plain random weights every layer changes the next-token readout a little less
+    than the one before, and no critical layer shows. The weights are therefore edited (still random,
+    no tensor changes size, so the timings are those of the shape); with ``s_j`` the factor applied to
+    layer ``j``'s residual-writing projections (attention ``o_proj``, MLP ``down_proj``):
 
-    1. layers ``critical_layer .. L-1`` are *quiet*: their residual-writing projections (attention
-       ``o_proj``, MLP ``down_proj``) are scaled by ``quiet_scale``, so their updates are small next to
-       the residual stream and the adjacent-layer JSD drops at ``critical_layer`` and stays low;
-    2. each of ``loud_layers`` also gets one *trigger* neuron in its MLP: its gate and down-projection
-       weights are scaled by ``trigger_scale``, so for the tokens that switch the neuron on (about half)
-       the layer writes a large update and the JSD spikes there (a mutation), and for the others it
-       stays quiet;
-    3. the last layer keeps its full-size update, like Llama's last layer, which reshapes the
-       distribution for every token (not a mutation).
+    1. *shallow stage*, layers ``1 .. c-1`` (``c = critical_layer``): ``s_j = growth^j``, so each layer's
+       update keeps pace with the growing residual stream and the adjacent-layer JSD stays high;
+    2. *stabilization*, layers ``c .. L-1``: ``s_j = quiet_scale * growth^(c-1)``: small updates, so the
+       JSD drops at ``c`` and stays low;
+    3. *mutations*: each of ``loud_layers`` gets one trigger neuron in its MLP, gate row scaled by
+       ``trigger_scale`` and down-projection column by ``trigger_scale / quiet_scale``: when the neuron
+       fires (most tokens of this model), the layer writes a large update and the JSD spikes there;
+    4. *last layer* ``L``: ``s_L = growth^(c-1)``, a full-size update like Llama's last layer, which
+       reshapes the distribution for every token (not a mutation).
 
-    The detector finds ``critical_layer`` and the loud layers on it (tested); the timings are those of
-    the shape, since the edits change no tensor size.
+    The default detector finds ``c`` and the loud layers on this model's curves (tested).
 
     Returns:
         ``(model, processor)``, the model in eval mode.
@@ -185,10 +187,12 @@ def build_bench_llava(
     num_layers = len(layers)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for j in range(critical_layer, num_layers):  # 1-based layers critical_layer .. L-1
-            layer = layers[j - 1]
-            layer.self_attn.o_proj.weight.mul_(quiet_scale)
-            layer.mlp.down_proj.weight.mul_(quiet_scale)
+        for j, layer in enumerate(layers, start=1):
+            scale = growth ** min(j, critical_layer - 1)
+            if critical_layer <= j < num_layers:
+                scale *= quiet_scale
+            layer.self_attn.o_proj.weight.mul_(scale)
+            layer.mlp.down_proj.weight.mul_(scale)
             if j in loud_layers:
                 neuron = int(torch.randint(layer.mlp.gate_proj.out_features, (1,), generator=generator))
                 layer.mlp.gate_proj.weight[neuron].mul_(trigger_scale)

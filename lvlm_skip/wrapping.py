@@ -25,17 +25,23 @@ from dataclasses import dataclass
 
 from .anatomy import ModelAnatomy
 from .hooks import HeadRouting, LayerRouting
+from .peers import PEERS, PeerController, PeerReport, peer_config
+from .skips import MODES as SKIP_MODES
+from .skips import VARIANTS as SKIP_VARIANTS
 from .skips import SkipConfig, SkipController, SkipReport
+
+#: Every variant ``wrap`` accepts: the paper's layer skips (and exit), then the decoding-time peers.
+VARIANTS = SKIP_VARIANTS + PEERS
 
 _STATE_ATTR = "_lvlm_skip_state"
 
 
 @dataclass
 class _WrapState:
-    controller: SkipController
+    controller: SkipController | PeerController
     routings: list
     previous_generate: object | None
-    last_report: SkipReport | None = None
+    last_report: SkipReport | PeerReport | None = None
 
 
 def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **options):
@@ -43,12 +49,14 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **opti
 
     Args:
         model: A supported HF model (see :mod:`lvlm_skip.anatomy`).
-        variant: none, skip1, skip2, skip3, exit or layers (see :mod:`lvlm_skip.skips`), or a whole
-            :class:`~lvlm_skip.skips.SkipConfig` (then no other option is accepted).
-        mode: static or online.
+        variant: none, skip1, skip2, skip3, exit or layers (see :mod:`lvlm_skip.skips`), a peer
+            (dola, deco, vcd: :mod:`lvlm_skip.peers`), or a whole :class:`~lvlm_skip.skips.SkipConfig`
+            (then no other option is accepted).
+        mode: static or online (the skips); the peers act at every step whatever the mode.
         **options: Other :class:`~lvlm_skip.skips.SkipConfig` fields (``layers``, ``critical_layer``,
             ``mutation_layers``, ``exit_layer``, ``keep_last``, ``positions``, ``decide``, ``detection``,
-            ``readout``, ``candidates``, ``window_start``, ``kv_fill``).
+            ``readout``, ``candidates``, ``window_start``, ``kv_fill``), or the peer's options
+            (:class:`~lvlm_skip.peers.DolaConfig`, ``DecoConfig``, ``VcdConfig``).
 
     Returns:
         The same model object.
@@ -61,25 +69,34 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **opti
     if getattr(model, _STATE_ATTR, None) is not None:
         raise ValueError("this model is already wrapped by lvlm_skip; call lvlm_skip.unwrap(model) first")
     anatomy = ModelAnatomy.from_model(model)
-    if isinstance(variant, SkipConfig):
-        if options or mode != "static":
-            raise TypeError("wrap(model, config): pass the options inside the SkipConfig, not beside it")
-        config = variant
+    if isinstance(variant, str) and variant in PEERS:
+        if mode not in SKIP_MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(SKIP_MODES)}")
+        controller = PeerController(model, anatomy, variant, peer_config(variant, **options))
+        # nothing above touched the model: from here on it is modified
+        routings = controller.install()
     else:
-        config = SkipConfig.from_kwargs(variant=variant, mode=mode, **options)
-    controller = SkipController(anatomy, config)
-    # nothing above touched the model: from here on it is modified
-    routings = []
-    if config.variant != "none":
-        routings.append(LayerRouting(anatomy, controller.run_layer))
-        if config.mode == "online":
-            routings.append(HeadRouting(anatomy, controller.on_logits))
+        if isinstance(variant, SkipConfig):
+            if options or mode != "static":
+                raise TypeError("wrap(model, config): pass the options inside the SkipConfig, not beside it")
+            config = variant
+        else:
+            config = SkipConfig.from_kwargs(variant=variant, mode=mode, **options)
+        controller = SkipController(anatomy, config)
+        # nothing above touched the model: from here on it is modified
+        routings = []
+        if config.variant != "none":
+            routings.append(LayerRouting(anatomy, controller.run_layer))
+            if config.mode == "online":
+                routings.append(HeadRouting(anatomy, controller.on_logits))
     state = _WrapState(controller=controller, routings=routings, previous_generate=model.__dict__.get("generate"))
     stock_generate = model.generate
 
     def generate(*args, **kwargs):
         _refuse_beam_search(model, controller, kwargs)
         controller.reset()
+        if isinstance(controller, PeerController):
+            controller.begin_generate(kwargs)
         try:
             return stock_generate(*args, **kwargs)
         finally:
@@ -152,9 +169,13 @@ def skipping(model, variant: str | SkipConfig = "none", mode: str = "static", **
         run.close()
 
 
-def _refuse_beam_search(model, controller: SkipController, kwargs) -> None:
+def _refuse_beam_search(model, controller: SkipController | PeerController, kwargs) -> None:
     generation_config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
     beams = kwargs.get("num_beams", getattr(generation_config, "num_beams", 1)) or 1
+    if isinstance(controller, PeerController):
+        if beams > 1:
+            raise ValueError(f"beam search (num_beams={beams}) is not supported with {controller.variant}; use num_beams=1")
+        return
     config = controller.config
     per_row_state = config.mode == "online" or controller.needs_calibration
     if beams > 1 and config.variant != "none" and per_row_state:
