@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from eval.scenes.generator import (
+from lvlm_skip.scenes import (
     COLORS,
     KINDS,
     OBJECTS,

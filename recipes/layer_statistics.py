@@ -36,7 +36,7 @@ SPLITS = ("test-consistent", "test-breaking")
 
 def content_labels(words: list[str], scene) -> list[str | None]:
     """Per word: ``"hallucinated"`` / ``"correct"`` for object and colour words, ``None`` otherwise."""
-    from eval.scenes.generator import COLORS, OBJECTS
+    from lvlm_skip.scenes import COLORS, OBJECTS
 
     plural = {v[0]: k for k, v in OBJECTS.items()}
     kinds = {o.kind for o in scene.objects}
@@ -58,7 +58,7 @@ def collect(model, processor, split: str, n_images: int, seed: int, max_new_toke
     from tqdm.auto import tqdm
 
     import lvlm_skip
-    from eval.scenes.generator import generate
+    from lvlm_skip.scenes import generate
     from lvlm_skip.loading import chat_prompt, encode_inputs
 
     num_layers = lvlm_skip.ModelAnatomy.from_model(model).num_layers

@@ -48,7 +48,7 @@ logger = logging.getLogger("recipes.skip_experiments")
 DEFAULT_MODEL = "recipes/models/scene-llava"
 DEFAULT_OUT = "runs/skip_experiments"
 DEFAULT_PROMPT = "Please describe this image in detail."
-"""The paper's caption prompt; scene-llava is trained on it too (``eval.scenes.generator.CAPTION_PROMPTS``)."""
+"""The paper's caption prompt; scene-llava is trained on it too (``lvlm_skip.scenes.CAPTION_PROMPTS``)."""
 SKIP_VARIANTS = ("skip1", "skip2", "skip3")
 COLUMN_TITLES = {"none": "original", "skip1": "skip.1", "skip2": "skip.2", "skip3": "skip.3"}
 DEFAULT_SCENES = (("test-consistent", 2), ("test-breaking", 2))
@@ -328,7 +328,7 @@ def check_image(path: Path) -> None:
 
 def default_images(out: Path) -> list[tuple[Path, str]]:
     """Generate the default scenes as PNG under ``out/images``; ``(path, ground-truth caption)`` each."""
-    from eval.scenes.generator import SPLITS, generate
+    from lvlm_skip.scenes import SPLITS, generate
 
     folder = out / "images"
     folder.mkdir(parents=True, exist_ok=True)

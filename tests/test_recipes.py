@@ -28,7 +28,7 @@ def tiny_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_images(tmp_path_factory):
-    from eval.scenes.generator import generate
+    from lvlm_skip.scenes import generate
 
     folder = tmp_path_factory.mktemp("images")
     paths = []

@@ -1,4 +1,4 @@
-"""Tests for the procedural scene benchmark (eval.scenes)."""
+"""Tests for the procedural scene benchmark (lvlm_skip.scenes, lvlm-skip scenes)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from collections import Counter
 
 import pytest
 
-from eval.scenes import OBJECTS, PRIOR_P, generate, make_scene, split_words
-from eval.scenes.__main__ import main as scenes_main
-from eval.scenes.generator import KINDS, POSITIONS, relation_of, vocabulary, yes_no_questions
+from lvlm_skip.cli import main
+from lvlm_skip.scenes import KINDS, OBJECTS, POSITIONS, PRIOR_P, generate, make_scene, relation_of, split_words, vocabulary, yes_no_questions
 
 AMBER_YES_NO = {"discriminative-hallucination", "discriminative-attribute-state",
                 "discriminative-attribute-number", "discriminative-relation"}
@@ -103,8 +102,7 @@ def test_questions_answers_match_scene():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenes")
-    assert scenes_main(["--out", str(out), "--n-images", "12", "--seed", "5",
-                        "--split", "test-breaking"]) == 0
+    assert main(["scenes", "--out", str(out), "--n-images", "12", "--seed", "5", "--split", "test-breaking"]) == 0
     return out
 
 
