@@ -140,14 +140,16 @@ def test_export_amber_format(exported):
 
 
 def test_export_loads_with_project_readers(exported):
-    amber_data = pytest.importorskip("eval.amber_data")
+    from lvlm_skip.evaluation import amber_data
+    from lvlm_skip.evaluation.caption import load_image_objects
+    from lvlm_skip.evaluation.caption_data import load_captions
+
     data = amber_data.load_amber(exported)
     for task in ("a", "g", "d", "de", "da", "dr"):
         amber_data.check_queries(amber_data.load_queries(exported, task), data)
-    caption_data = pytest.importorskip("eval.caption_data")
-    ds = caption_data.load_captions(exported / "captions.json")
+    ds = load_captions(exported / "captions.json")
     assert len(ds.images) == 12
-    inst = caption_data.load_instances(exported / "instances.json")
+    inst = load_image_objects(exported / "instances.json")
     truth = {a["id"]: set(a["truth"]) for a in
              json.loads((exported / "annotations.json").read_text()) if a["type"] == "generative"}
     assert {k: set(v) for k, v in inst.items()} == truth
