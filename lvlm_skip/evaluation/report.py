@@ -16,6 +16,7 @@ Every evaluation reports one :class:`VariantRow` per variant: the task's metrics
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,7 @@ def _cell(value: Any, digits: int) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return re.sub(r"(?<!\\)\|", r"\\|", str(value)).replace("\n", " ")
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]], columns: Sequence[str] | None = None,
@@ -101,7 +102,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]], 
         rows: Dicts (cells looked up by column) or sequences (cells in column order).
         columns: Keys of dict rows, in order; default: every key in first-seen order.
         headers: Header texts (default: the columns).
-        digits: Decimals of float cells; ``None`` cells are ``-``; ``|`` and newlines are escaped.
+        digits: Decimals of float cells; ``None`` cells are ``-``; newlines become spaces and ``|`` is
+            escaped (unless it already is).
         pad: Pad cells to the column width (turn off for long cells such as HTML).
 
     Returns:
