@@ -188,6 +188,9 @@ def test_answer_store_and_sharding_helpers(tmp_path):
         assert store.answered() == {("none", 1)}
         store.append(AnswerRecord("none", 2, response="y"))
     assert [r.id for r in read_answers(store.path)] == [1, 2]
+    with store.path.open("a") as fh:  # a record with a key this version does not know is still a record
+        fh.write('{"variant": "none", "id": 3, "response": "z", "from_the_future": 1}\n')
+    assert [r.id for r in read_answers(store.path)] == [1, 2, 3]
 
 
 LAUNCHERS = {

@@ -164,10 +164,15 @@ def test_sharded_run_merges_on_rank0(fixture, use_generator, monkeypatch):
     calls = {0: FakeGenerate(), 1: FakeGenerate()}
 
     class Rank0(Processes):
-        def barrier(self):
-            monkeypatch.setattr(runner, "current_processes", lambda: Processes(rank=1, world=2))
-            use_generator(calls[1])
-            assert main(_argv(fixture)) == 0
+        rank1_ran = False
+
+        def barrier(self):  # the first barrier (every rank has read the folder): rank 1 runs to its end
+            if not self.rank1_ran:
+                self.rank1_ran = True
+                monkeypatch.setattr(runner, "current_processes", lambda: Processes(rank=1, world=2))
+                use_generator(calls[1])
+                assert main(_argv(fixture)) == 0
+                use_generator(calls[0])
 
     monkeypatch.setattr(runner, "current_processes", lambda: Rank0(rank=0, world=2))
     use_generator(calls[0])

@@ -81,19 +81,21 @@ class AnswerRecord:
     def from_json(cls, data: Any) -> "AnswerRecord":
         """A record from its parsed JSON line.
 
+        Keys this version does not know are ignored (a record is never dropped for carrying more).
+
         Raises:
             ValueError: ``data`` is not a record (no string ``variant``, no int/str ``id``, neither a
-                string ``response`` nor a string ``error``, unknown keys).
+                string ``response`` nor a string ``error``).
         """
         if not isinstance(data, dict):
             raise ValueError("not an object")
-        unknown = set(data) - {f.name for f in fields(cls)}
         item_id = data.get("id")
-        if unknown or not isinstance(data.get("variant"), str) or isinstance(item_id, bool) or not isinstance(item_id, (int, str)):
+        if not isinstance(data.get("variant"), str) or isinstance(item_id, bool) or not isinstance(item_id, (int, str)):
             raise ValueError("not an answer record")
         if not isinstance(data.get("response"), str) and not isinstance(data.get("error"), str):
             raise ValueError("an answer record needs a response or an error")
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def shard_file(folder: Path, rank: int) -> Path:
@@ -344,7 +346,7 @@ def merge_answers(folder: Path, expected: Iterable[Key], drop_variants: Iterable
         clean = clean and scan.clean and scan.good_end == scan.size
     chosen, duplicates = resolve(r for r in records if r.variant not in drop)
     expected = list(dict.fromkeys(expected))
-    if shards or duplicates or not clean or len(chosen) < len(resolve(records)[0]):
+    if shards or duplicates or not clean or any(r.variant in drop for r in records):
         ordered = [chosen[key] for key in expected if key in chosen]
         wanted = set(expected)
         ordered += [record for key, record in chosen.items() if key not in wanted]

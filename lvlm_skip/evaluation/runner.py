@@ -176,6 +176,7 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
     if processes.world > 1:  # one full model copy per process, on its own device
         gen = replace(gen, device=processes.device or gen.device, device_map=None)
     with AnswerStore(settings.out, processes.rank, processes.world) as store:
+        processes.barrier()  # every rank has read the folder before any rank appends to it
         answered = store.answered()
         mine = shard_items(items, processes.rank, processes.world)
         todo = [(label, item) for label in settings.plan.labels for item in mine if (label, item.id) not in answered]
