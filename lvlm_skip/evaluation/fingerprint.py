@@ -12,9 +12,9 @@ A :class:`RunFingerprint` has two parts, stored in ``<out>/run.json``:
   and the SHA-256 of the ``--profile`` file it uses.
 
 A rerun into the same folder must match ``run`` and the entries of the variants it asks for; a new
-variant is added to the folder (a common workflow: add ``skip3`` to a finished run). Keys listed
-in :data:`INFORMATIONAL` are recorded for the reader and never compared (the model's folder path:
-the same weights elsewhere are the same model).
+variant is added to the folder (a common workflow: add ``skip3`` to a finished run). Paths that
+have a digest beside them (the model folder, the data files) are recorded for the reader and never
+compared: the same weights elsewhere are the same model.
 
 File digests are cached in ``~/.cache/lvlm_skip/file_digests.json`` (``$LVLM_SKIP_CACHE_DIR``, or
 ``$XDG_CACHE_HOME/lvlm_skip``), keyed by real path, size and modification time in nanoseconds,
@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "run.json"
 FORMAT_VERSION = 1
-#: Recorded for the reader, never compared.
-INFORMATIONAL = frozenset({"model", "model_files", "queries", "captions", "questions"})
+#: Recorded for the reader, never compared. So is every key ``k`` that has a digest ``k_sha256``
+#: beside it (the model's folder, a data file's path): the content decides, not where it lies.
+INFORMATIONAL = frozenset({"model_files"})
 #: Files of a model folder that change its answers (besides the weights, matched by suffix).
 MODEL_FILE_NAMES = frozenset({
     "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
@@ -241,17 +242,23 @@ class Difference:
 
 
 def _show(value: Any) -> str:
+    """A value for a one-line message: digests shortened, long texts cut in the middle (paths keep their end)."""
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12] + "…"
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text if len(text) <= 60 else text[:59] + "…"
+    return text if len(text) <= 60 else text[:20] + "…" + text[-39:]
+
+
+def _compared(key: str, stored: Mapping[str, Any], requested: Mapping[str, Any]) -> bool:
+    digest = f"{key}_sha256"
+    return key not in INFORMATIONAL and digest not in stored and digest not in requested
 
 
 def differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[Difference]:
-    """Keys (not :data:`INFORMATIONAL`) whose values differ, in the requested fingerprint's order."""
+    """Compared keys (see :data:`INFORMATIONAL`) whose values differ, in the requested fingerprint's order."""
     keys = list(dict.fromkeys([*requested, *stored]))
     return [Difference(k, stored.get(k), requested.get(k)) for k in keys
-            if k not in INFORMATIONAL and stored.get(k) != requested.get(k)]
+            if _compared(k, stored, requested) and stored.get(k) != requested.get(k)]
 
 
 def explain(diffs: Sequence[Difference], stored: Mapping[str, Any], requested: Mapping[str, Any]) -> str:
