@@ -208,6 +208,8 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
                 f"interrupted: {done} of {len(todo)} answer(s) of this run are saved in {settings.out}; "
                 "rerun the same command to resume"
             ) from None
+        except InputError:  # a model or option that cannot be used: its one line says it all
+            raise
         except BaseException as error:
             logger.error("aborting on %s: the %d answer(s) finished by this run are saved in %s, and a rerun "
                          "resumes after them", type(error).__name__, done, settings.out)
