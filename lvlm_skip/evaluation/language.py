@@ -157,5 +157,5 @@ def pick_backend(prefer: str = "auto", vocabulary: Iterable[str] = ()) -> tuple[
         except RuntimeError as exc:
             if prefer == "official":
                 raise
-            logger.warning("%s; using the offline backend", exc)
+            logger.info("%s; using the offline backend (the report names it)", exc)
     return OfflineBackend(vocabulary), "offline (vocabulary match, exact similarity)"
