@@ -3,7 +3,7 @@
 * :func:`load_model`: a local Hugging Face folder (never the hub) or a built-in random model
   (:data:`BUILTIN_MODELS`), with one-line errors.
 * :func:`resolve_device` / :func:`resolve_dtype`: ``"auto"`` and friends to torch objects.
-* :func:`load_image`: an RGB PIL image from a file, with one-line errors.
+* :func:`load_image`: an RGB PIL image from a file, with one-line errors (from :mod:`lvlm_skip.images`).
 * :func:`chat_prompt` / :func:`encode_inputs`: the prompt text and the processor's tensors.
 """
 
@@ -17,6 +17,7 @@ import torch
 
 from .anatomy import ModelAnatomy, UnsupportedModelError
 from .errors import InputError, one_line
+from .images import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -59,26 +60,6 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise InputError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16")
     return dtype
-
-
-def load_image(path: str | Path):
-    """An RGB PIL image read from ``path``.
-
-    Raises:
-        InputError: the file does not exist, is not a regular file, or is not a readable image.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    file = Path(path)
-    if not file.exists():
-        raise InputError(f"image {str(path)!r} does not exist")
-    if not file.is_file():
-        raise InputError(f"image {str(path)!r} is not a regular file")
-    try:
-        with Image.open(file) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise InputError(f"cannot read image {str(path)!r}: {one_line(error)}") from None
 
 
 def is_vision_language(model) -> bool:

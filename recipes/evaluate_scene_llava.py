@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from eval.scenes.generator import (
+from lvlm_skip.scenes import (
     COLORS,
     KINDS,
     OBJECTS,
@@ -204,18 +204,15 @@ def results_table(results: dict[str, Any]) -> str:
         ("wrong colours that are the typical colour", "captions", "wrong_color_is_typical"),
         ("caption exact match", "captions", "exact_match"),
     ]
-    lines = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-    for name, group, key in rows:
-        vals = [f"{100 * results[s][group][key]:.1f}%" for s in splits]
-        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    from lvlm_skip.evaluation.report import markdown_table
+
+    table = [[name] + [f"{100 * results[s][group][key]:.1f}%" for s in splits] for name, group, key in rows]
     qa_keys = sorted(k for k in results[splits[0]]["qa"] if k != "yes_rate")
     for key in qa_keys:
-        vals = [f"{100 * results[s]['qa'][key]['accuracy']:.1f}% (n={results[s]['qa'][key]['n']})"
-                for s in splits]
-        lines.append(f"| accuracy: {key} | " + " | ".join(vals) + " |")
-    lines.append("| yes rate (yes/no questions) | "
-                 + " | ".join(f"{100 * results[s]['qa']['yes_rate']:.1f}%" for s in splits) + " |")
-    return "\n".join(lines)
+        table.append([f"accuracy: {key}"] + [f"{100 * results[s]['qa'][key]['accuracy']:.1f}% (n={results[s]['qa'][key]['n']})"
+                                              for s in splits])
+    table.append(["yes rate (yes/no questions)"] + [f"{100 * results[s]['qa']['yes_rate']:.1f}%" for s in splits])
+    return markdown_table(table, headers=["metric", *splits], pad=False)
 
 
 def main(argv: list[str] | None = None) -> None:

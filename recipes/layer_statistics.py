@@ -36,7 +36,7 @@ SPLITS = ("test-consistent", "test-breaking")
 
 def content_labels(words: list[str], scene) -> list[str | None]:
     """Per word: ``"hallucinated"`` / ``"correct"`` for object and colour words, ``None`` otherwise."""
-    from eval.scenes.generator import COLORS, OBJECTS
+    from lvlm_skip.scenes import COLORS, OBJECTS
 
     plural = {v[0]: k for k, v in OBJECTS.items()}
     kinds = {o.kind for o in scene.objects}
@@ -58,7 +58,7 @@ def collect(model, processor, split: str, n_images: int, seed: int, max_new_toke
     from tqdm.auto import tqdm
 
     import lvlm_skip
-    from eval.scenes.generator import generate
+    from lvlm_skip.scenes import generate
     from lvlm_skip.loading import chat_prompt, encode_inputs
 
     num_layers = lvlm_skip.ModelAnatomy.from_model(model).num_layers
@@ -96,8 +96,9 @@ def collect(model, processor, split: str, n_images: int, seed: int, max_new_toke
 
 
 def to_markdown(stats: list[dict]) -> str:
-    lines = ["| split | tokens | critical layer (share of tokens) | layers most often mutating | "
-             "hallucinated words with a mutation | correct words with a mutation |", "|---|---|---|---|---|---|"]
+    from lvlm_skip.evaluation.report import markdown_table
+
+    rows = []
     for s in stats:
         total = sum(s["critical_layer_counts"].values()) or 1
         crit = ", ".join(f"{k}: {v / total:.0%}" for k, v in s["critical_layer_counts"].items())
@@ -109,8 +110,10 @@ def to_markdown(stats: list[dict]) -> str:
             entry = share[label]
             return f"{entry['with_mutation']}/{entry['words']}" + (f" ({entry['share']:.0%})" if entry["words"] else "")
 
-        lines.append(f"| {s['split']} | {s['tokens']} | {crit} | {top} | {fmt('hallucinated')} | {fmt('correct')} |")
-    return "\n".join(lines) + "\n"
+        rows.append([s["split"], s["tokens"], crit, top, fmt("hallucinated"), fmt("correct")])
+    headers = ["split", "tokens", "critical layer (share of tokens)", "layers most often mutating",
+               "hallucinated words with a mutation", "correct words with a mutation"]
+    return markdown_table(rows, headers=headers, pad=False) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import time
 import torch
 from torch import nn
 
-from eval.scenes.generator import COLORS, KINDS, POSITIONS, make_scene
+from lvlm_skip.scenes import COLORS, KINDS, POSITIONS, make_scene
 
 logger = logging.getLogger(__name__)
 

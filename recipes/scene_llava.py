@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from eval.scenes.generator import IMAGE_SIZE, vocabulary
+from lvlm_skip.scenes import IMAGE_SIZE, vocabulary
 
 logger = logging.getLogger(__name__)
 

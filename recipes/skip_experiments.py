@@ -48,7 +48,7 @@ logger = logging.getLogger("recipes.skip_experiments")
 DEFAULT_MODEL = "recipes/models/scene-llava"
 DEFAULT_OUT = "runs/skip_experiments"
 DEFAULT_PROMPT = "Please describe this image in detail."
-"""The paper's caption prompt; scene-llava is trained on it too (``eval.scenes.generator.CAPTION_PROMPTS``)."""
+"""The paper's caption prompt; scene-llava is trained on it too (``lvlm_skip.scenes.CAPTION_PROMPTS``)."""
 SKIP_VARIANTS = ("skip1", "skip2", "skip3")
 COLUMN_TITLES = {"none": "original", "skip1": "skip.1", "skip2": "skip.2", "skip3": "skip.3"}
 DEFAULT_SCENES = (("test-consistent", 2), ("test-breaking", 2))
@@ -220,17 +220,10 @@ def _columns(variants: tuple[str, ...]) -> list[str]:
 def markdown_table(results: list[ImageResult], variants: tuple[str, ...], settings: dict, out: Path,
                    show_deleted: bool = False) -> str:
     """Fig. 5 as a Markdown table (thumbnails as relative ``<img>`` links into ``images/``)."""
+    from lvlm_skip.evaluation.report import markdown_table as table
+
     cols = _columns(variants)
-    lines = [
-        f"# Skip connections (Fig. 5): {', '.join(COLUMN_TITLES[v] for v in variants)}",
-        "",
-        f"Model `{settings['model']}`, prompt \"{settings['prompt']}\", mode {settings['mode']}, "
-        f"{_layer_settings_text(settings)}. Words that differ from the original: **inserted or changed**"
-        + (", ~~dropped~~." if show_deleted else "."),
-        "",
-        "| image | " + " | ".join(COLUMN_TITLES[v] for v in cols) + " |",
-        "|" + "---|" * (len(cols) + 1),
-    ]
+    rows = []
     for r in results:
         image = f'<img src="{_relative_image(r, out)}" width="{THUMBNAIL_PX // 2}"><br>{_md_escape(r.stem)}'
         if r.truth:
@@ -240,8 +233,14 @@ def markdown_table(results: list[ImageResult], variants: tuple[str, ...], settin
         for v in variants:
             res = r.variants[v]
             cells.append(f"{markdown_diff(original, res.text, show_deleted) or '(empty)'}<br>*{skip_summary(res)}*")
-        lines.append("| " + " | ".join(c.replace("\n", " ") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    heading = (
+        f"# Skip connections (Fig. 5): {', '.join(COLUMN_TITLES[v] for v in variants)}\n\n"
+        f"Model `{settings['model']}`, prompt \"{settings['prompt']}\", mode {settings['mode']}, "
+        f"{_layer_settings_text(settings)}. Words that differ from the original: **inserted or changed**"
+        + (", ~~dropped~~." if show_deleted else ".")
+    )
+    return heading + "\n\n" + table(rows, headers=["image", *(COLUMN_TITLES[v] for v in cols)], pad=False) + "\n"
 
 
 def _relative_image(r: ImageResult, out: Path) -> str:
@@ -315,20 +314,18 @@ def html_table(results: list[ImageResult], variants: tuple[str, ...], settings: 
 
 def check_image(path: Path) -> None:
     """Raise :class:`RecipeError` unless ``path`` is a readable image."""
-    from PIL import Image, UnidentifiedImageError
+    from lvlm_skip.errors import InputError
+    from lvlm_skip.images import load_image
 
-    if not path.is_file():
-        raise RecipeError(f"image {str(path)!r} does not exist")
     try:
-        with Image.open(path) as image:
-            image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise RecipeError(f"cannot read image {str(path)!r}: {' '.join(str(error).split())}") from None
+        load_image(path)
+    except InputError as error:
+        raise RecipeError(str(error)) from None
 
 
 def default_images(out: Path) -> list[tuple[Path, str]]:
     """Generate the default scenes as PNG under ``out/images``; ``(path, ground-truth caption)`` each."""
-    from eval.scenes.generator import SPLITS, generate
+    from lvlm_skip.scenes import SPLITS, generate
 
     folder = out / "images"
     folder.mkdir(parents=True, exist_ok=True)
@@ -384,29 +381,21 @@ def load(model_path: str, device: str):
                               "recipes.train_scene_llava` (see its model card), or pass --model PATH")
         raise RecipeError(f"model folder {model_path!r} does not exist or has no config.json; pass --model PATH "
                           "(a local Hugging Face folder)")
+    from lvlm_skip.errors import InputError
+    from lvlm_skip.loading import resolve_device
+
     try:
-        model, processor = lvlm_skip.load_model(folder, device=_device(device))
-    except (lvlm_skip.ModelLoadError, lvlm_skip.UnsupportedModelError) as error:
+        model, processor = lvlm_skip.load_model(folder, device=resolve_device(device))
+    except InputError as error:  # a model that cannot be loaded or used, a device that does not exist
         raise RecipeError(str(error)) from None
     return model, processor
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def encode_image(processor, model, image_path: str, prompt: str) -> dict:
     """The processor's inputs for one image and one prompt (LLaVA-1.5 chat format), on the model's device."""
-    from PIL import Image
+    from lvlm_skip.loading import chat_prompt, encode_inputs, load_image
 
-    from lvlm_skip.loading import chat_prompt, encode_inputs
-
-    with Image.open(image_path) as image:
-        image = image.convert("RGB")
+    image = load_image(image_path)
     return encode_inputs(processor, [chat_prompt(processor, prompt, with_image=True)], [image], model)
 
 
@@ -415,10 +404,12 @@ def generate_text(model, processor, inputs: dict, variant: str, options: dict, m
     import lvlm_skip
 
     wrap_options = options if variant != "none" else {"mode": options["mode"]}
+    from lvlm_skip.errors import one_line
+
     try:
         lvlm_skip.wrap(model, variant=variant, **wrap_options)
     except (ValueError, TypeError) as error:
-        raise RecipeError(f"{variant}: {' '.join(str(error).split())}") from None
+        raise RecipeError(f"{variant}: {one_line(error)}") from None
     try:
         start = time.perf_counter()
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from eval.scenes.generator import CAPTION_PROMPTS, make_scene, vqa_questions, yes_no_questions
+from lvlm_skip.scenes import CAPTION_PROMPTS, make_scene, vqa_questions, yes_no_questions
 from recipes.pretrain_scene_vision import pretrain_vision, standardize_projector
 from recipes.scene_llava import SceneLlavaSpec, build_model, build_processor, prompt
 

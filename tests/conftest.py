@@ -66,3 +66,31 @@ def build_tiny_llama(num_layers: int = TINY_LLAMA_LAYERS, seed: int = 0):
 def tiny_llama():
     """A random 4-layer text-only ``LlamaForCausalLM`` (hidden 32, vocabulary 99)."""
     return build_tiny_llama()
+
+
+@pytest.fixture()
+def use_generator(monkeypatch):
+    """Replace the model of every evaluation by a function ``(image, prompt, label) -> Generation``.
+
+    ``use_generator(fn)`` patches :func:`lvlm_skip.evaluation.generation.load_generator` (the runner
+    looks it up at call time) and returns the list of :class:`GenerationSettings` it was loaded with.
+    """
+    from lvlm_skip.evaluation import generation
+
+    def install(fn):
+        loads = []
+
+        def load_generator(settings, plan, progress=False):
+            loads.append(settings)
+            return fn
+
+        monkeypatch.setattr(generation, "load_generator", load_generator)
+        return loads
+
+    return install
+
+
+@pytest.fixture(autouse=True)
+def _digest_cache(tmp_path_factory, monkeypatch):
+    """File digests are cached in a per-session folder, never in the user's ~/.cache."""
+    monkeypatch.setenv("LVLM_SKIP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "digest-cache"))

@@ -1,4 +1,4 @@
-"""Hand-checked tests for eval.caption_metrics (CHAIR, closeness, COCO metrics)."""
+"""Hand-checked tests of the caption metrics: CHAIR (interim word list), closeness, COCO metrics, caption data."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import math
 
 import pytest
 
-from eval import caption_metrics as cm
-from eval.caption_data import CaptionDataError, load_captions, load_instances
+from lvlm_skip.evaluation import closeness, coco_metrics
+from lvlm_skip.evaluation.caption import chair, load_image_objects
+from lvlm_skip.evaluation.caption_data import CaptionDataError, load_captions
 
 # ---------------------------------------------------------------- COCO-format fixture
 IMAGE_OBJECTS = {
@@ -42,43 +43,13 @@ def _instances_json():
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def test_singularize_and_caption_objects():
-    assert [cm.singularize(w) for w in ["dogs", "puppies", "benches", "glasses", "bus",
-                                        "men", "knives", "skis", "grass"]] == [
-        "dog", "puppy", "bench", "glass", "bus", "man", "knife", "ski", "grass"]
-    found = cm.caption_objects("A baby elephant, a motor bike and a toilet seat.")
-    # "baby elephant" must not fire person; toilet seat is not a chair
-    assert found == [("elephant", "elephant"), ("motor bike", "motorcycle"),
-                     ("toilet", "toilet")]
-
-
-def test_chair_hand_computed():
-    out = cm.chair_scores(CANDIDATES, IMAGE_OBJECTS)
-    # 3 of 4 captions hallucinate; 3 hallucinated mentions out of 3+3+1+3 = 10
-    assert out["CHAIR_S"] == pytest.approx(3 / 4)
-    assert out["CHAIR_I"] == pytest.approx(3 / 10)
-    assert out["n_mentions"] == 10 and out["n_hallucinated_mentions"] == 3
-    assert out["per_caption"][1]["hallucinated"] == [["cat", "cat"]]
-    assert out["per_caption"][2]["hallucinated"] == [["car", "car"]]
-    assert out["per_caption"][4]["hallucinated"] == [["hot dog", "hot dog"]]
-    assert out["per_caption"][3]["hallucinated"] == []
-
-
-def test_chair_custom_synonyms_and_missing_objects():
-    syn = {"puppy": "canine", "dog": "canine", "cat": "feline"}
-    out = cm.chair_scores({1: "Puppies and a cat.", 9: "a dog"}, {1: {"canine"}},
-                          synonyms=syn, phrase_rules={})
-    assert out["n_missing_objects"] == 1
-    assert out["CHAIR_S"] == 1.0 and out["CHAIR_I"] == pytest.approx(1 / 2)
-
-
 def test_chair_from_instances_file(tmp_path):
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(_instances_json()))
-    objs = load_instances(path)
+    objs = load_image_objects(path)
     assert objs[1] == {"dog", "couch"} and objs[5] == set()
-    assert cm.image_objects_from_instances(path) == objs
-    out = cm.chair_scores(CANDIDATES, objs)
+    assert chair.image_objects_from_instances(path) == objs
+    out = chair.chair_scores(CANDIDATES, objs)
     assert out["CHAIR_S"] == pytest.approx(0.75) and out["CHAIR_I"] == pytest.approx(0.3)
 
 
@@ -104,40 +75,40 @@ def test_closeness_hand_computed():
     # pair 2: identical after tokenization -> 1 everywhere
     # pair 3: one side empty -> 0 everywhere
     # pair 4: lev("b a","a b")=2 -> 0; bag overlap 2 -> 1; LCS 1 -> 1/2
-    out = cm.closeness_to_reference_variant(variant, none)
+    out = closeness.closeness_to_reference_variant(variant, none)
     assert out["n_pairs"] == 4 and out["n_unpaired"] == 1
     assert out["identical"] == pytest.approx(1 / 4)
     assert out["edit_similarity"] == pytest.approx((5 / 6 + 1 + 0 + 0) / 4)
     assert out["unigram_f1"] == pytest.approx((5 / 6 + 1 + 0 + 1) / 4)
     assert out["rouge_l_f1"] == pytest.approx((5 / 6 + 1 + 0 + 0.5) / 4)
-    assert cm.closeness_to_reference_variant({}, none)["edit_similarity"] is None
+    assert closeness.closeness_to_reference_variant({}, none)["edit_similarity"] is None
 
 
-@pytest.mark.skipif(not cm.java_available(), reason="java not installed")
+@pytest.mark.skipif(not coco_metrics.java_available(), reason="java not installed")
 def test_bleu_identical_and_hand_computed():
     refs = {1: ["A dog sleeps on a couch."], 2: ["the cat sat on mat"]}
     # identical candidate -> BLEU-1 = 1
-    out = cm.coco_caption_scores({1: refs[1]}, {1: "a dog sleeps on a couch"}, metrics=["bleu"])
+    out = coco_metrics.coco_caption_scores({1: refs[1]}, {1: "a dog sleeps on a couch"}, metrics=["bleu"])
     assert out["tokenizer"] == "ptb"
     assert out["scores"]["Bleu_1"] == pytest.approx(1.0, abs=1e-6)
     # "the the cat": clipped unigram precision 2/3, BP = exp(1 - 5/3)
-    out = cm.coco_caption_scores({2: refs[2]}, {2: "the the cat"}, metrics=["bleu"])
+    out = coco_metrics.coco_caption_scores({2: refs[2]}, {2: "the the cat"}, metrics=["bleu"])
     assert out["scores"]["Bleu_1"] == pytest.approx(2 / 3 * math.exp(1 - 5 / 3), abs=1e-6)
 
 
 def test_spice_skipped_with_message(monkeypatch, caplog):
-    monkeypatch.setattr(cm, "_SPICE_CORENLP_JARS", ("no-such-corenlp.jar",))
-    ok, reason = cm.spice_status()
+    monkeypatch.setattr(coco_metrics, "_SPICE_CORENLP_JARS", ("no-such-corenlp.jar",))
+    ok, reason = coco_metrics.spice_status()
     assert not ok and reason
-    with caplog.at_level(logging.INFO, logger="eval.caption_metrics"):
-        out = cm.coco_caption_scores({1: ["a cat"]}, {1: "a cat"}, metrics=["spice"])
+    with caplog.at_level(logging.INFO, logger="lvlm_skip.evaluation.coco_metrics"):
+        out = coco_metrics.coco_caption_scores({1: ["a cat"]}, {1: "a cat"}, metrics=["spice"])
     assert "SPICE" in out["skipped"] and "SPICE" not in out["scores"]
     assert any("skipping SPICE" in r.getMessage() for r in caplog.records)
 
 
 def test_no_java_skips_meteor(monkeypatch):
-    monkeypatch.setattr(cm, "java_available", lambda: False)
-    out = cm.coco_caption_scores({1: ["A red bus."]}, {1: "a red bus"},
+    monkeypatch.setattr(coco_metrics, "java_available", lambda: False)
+    out = coco_metrics.coco_caption_scores({1: ["A red bus."]}, {1: "a red bus"},
                                  metrics=["bleu", "meteor", "rouge"])
     assert out["tokenizer"] == "simple"
     assert "METEOR" in out["skipped"] and "java" in out["skipped"]["METEOR"]
@@ -145,13 +116,13 @@ def test_no_java_skips_meteor(monkeypatch):
     assert out["scores"]["Bleu_1"] == pytest.approx(1.0, abs=1e-6)
 
 
-@pytest.mark.skipif(not cm.java_available(), reason="java not installed")
+@pytest.mark.skipif(not coco_metrics.java_available(), reason="java not installed")
 def test_multi_system_matches_single_calls():
     refs = {1: ["a dog on a couch", "a brown dog"], 2: ["a man on a motorbike"], 3: ["x"]}
     systems = {"a": {1: "a dog on a sofa", 2: "a man riding a motorbike"},
                "b": {1: "a brown dog", 2: "", 7: "no reference"}}
-    multi = cm.coco_caption_scores_multi(refs, systems, metrics=["bleu", "rouge", "cider"])
+    multi = coco_metrics.coco_caption_scores_multi(refs, systems, metrics=["bleu", "rouge", "cider"])
     for name, cands in systems.items():
-        single = cm.coco_caption_scores(refs, cands, metrics=["bleu", "rouge", "cider"])
+        single = coco_metrics.coco_caption_scores(refs, cands, metrics=["bleu", "rouge", "cider"])
         assert multi[name]["scores"] == pytest.approx(single["scores"])
     assert multi["b"]["n_missing_reference"] == 1 and multi["b"]["n_scored"] == 2

@@ -1,4 +1,4 @@
-"""End-to-end tests of ``python -m eval.caption`` with a fake generate_fn."""
+"""``lvlm-skip caption`` in-process, with a fake generator instead of a model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import pytest
 from PIL import Image
 
-from eval import caption
+from lvlm_skip.cli import main
+from lvlm_skip.evaluation.generation import Generation
+from lvlm_skip.evaluation.processes import Processes
 
 TEXTS = {  # (variant, image id) -> caption; image 4 is corrupt and never reaches the model
     ("none", 1): "A dog sleeping on a couch.",
@@ -31,7 +33,7 @@ class FakeGenerate:
         self.calls.append((variant, image_id))
         text = TEXTS[(variant, image_id)]
         n = len(text.split())
-        return text, n, n * (0.1 if variant == "none" else 0.05)
+        return Generation(text, n, n * (0.1 if variant == "none" else 0.05))
 
 
 @pytest.fixture()
@@ -62,14 +64,15 @@ def fixture(tmp_path):
 
 
 def _argv(root, *extra):
-    return ["--captions", str(root / "captions.json"), "--image-dir", str(root / "images"),
+    return ["caption", "--model", "tiny", "--captions", str(root / "captions.json"), "--image-dir", str(root / "images"),
             "--instances", str(root / "instances.json"), "--variants", "none,skip1",
-            "--out", str(root / "out"), "--metrics", "bleu,rouge,cider", *extra]
+            "--out", str(root / "out"), "--metrics", "bleu,rouge,cider", "--no-progress", *extra]
 
 
-def test_end_to_end_report_resume_and_errors(fixture, capsys):
+def test_end_to_end_report_resume_and_errors(fixture, use_generator, capsys):
     fake = FakeGenerate()
-    assert caption.main(_argv(fixture), generate_fn=fake) == 0
+    use_generator(fake)
+    assert main(_argv(fixture)) == 0
     assert len(fake.calls) == 6  # 3 good images x 2 variants; the corrupt one is an error
     out = fixture / "out"
     records = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
@@ -92,31 +95,35 @@ def test_end_to_end_report_resume_and_errors(fixture, capsys):
     assert skip1["close_edit_similarity"] == pytest.approx((1 + 5 / 6 + 5 / 8) / 3)
     assert none["close_identical"] is None
     assert none["speedup"] == pytest.approx(1.0) and skip1["speedup"] == pytest.approx(2.0)
-    assert none["tok_per_s"] == pytest.approx(10.0)
+    assert none["tokens_per_s"] == pytest.approx(10.0)
     assert 0 < none["Bleu_1"] <= 1 and "CIDEr" in none and "ROUGE_L" in none
-    details = json.loads((out / "caption_chair_details.json").read_text())
-    assert details["skip1"]["3"]["hallucinated"] == [["dog", "dog"]]
+    assert report["meta"]["run"]["prompt"] == "Please describe this image in detail."
+    details = json.loads((out / "caption_report_details.json").read_text())
+    assert details["chair"]["skip1"]["3"]["hallucinated"] == [["dog", "dog"]]
     md = (out / "caption_report.md").read_text()
     assert "| skip1" in md and "CHAIR_S" in md
     printed = capsys.readouterr().out
     assert "skip1" in printed and "close_edit_similarity" in printed
 
-    # resume: nothing new is generated, the report is rebuilt identically
+    # resume: the errored image is retried (and fails again), the report is rebuilt identically
     fake2 = FakeGenerate()
-    assert caption.main(_argv(fixture), generate_fn=fake2) == 0
+    use_generator(fake2)
+    assert main(_argv(fixture)) == 0
     assert fake2.calls == []
     assert json.loads((out / "caption_report.json").read_text())["rows"] == report["rows"]
     # score-only needs no image dir and no model
-    assert caption.main(["--captions", str(fixture / "captions.json"), "--out", str(out),
-                         "--variants", "none,skip1", "--metrics", "bleu", "--score-only"]) == 0
+    assert main(["caption", "--captions", str(fixture / "captions.json"), "--out", str(out),
+                 "--variants", "none,skip1", "--metrics", "bleu", "--score-only"]) == 0
 
 
-def test_resume_after_partial_run(fixture):
+def test_resume_after_partial_run(fixture, use_generator):
     fake = FakeGenerate()
-    assert caption.main(_argv(fixture, "--variants", "none", "--limit", "2"), generate_fn=fake) == 0
+    use_generator(fake)
+    assert main(_argv(fixture, "--variants", "none", "--limit", "2")) == 0
     assert len(fake.calls) == 2
     fake2 = FakeGenerate()
-    assert caption.main(_argv(fixture, "--limit", "3"), generate_fn=fake2) == 0
+    use_generator(fake2)
+    assert main(_argv(fixture, "--limit", "3")) == 0  # more items and a new variant: a legitimate extension
     assert sorted(fake2.calls) == [("none", 3), ("skip1", 1), ("skip1", 2), ("skip1", 3)]
 
 
@@ -125,40 +132,53 @@ def test_resume_after_partial_run(fixture):
     (lambda root: (root / "captions.json").write_text("{oops"), "corrupt JSON"),
     (lambda root: (root / "instances.json").write_text("[]"), "instances"),
 ])
-def test_bad_input_exit_2(fixture, capsys, mutate, needle):
+def test_bad_input_exit_2(fixture, use_generator, capsys, mutate, needle):
+    use_generator(FakeGenerate())
     mutate(fixture)
-    assert caption.main(_argv(fixture), generate_fn=FakeGenerate()) == 2
+    with pytest.raises(SystemExit) as info:
+        main(_argv(fixture))
+    assert info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert needle in err and "\n" not in err and "Traceback" not in err
+    assert needle in err and "\n" not in err and err.startswith("lvlm-skip: error: ")
 
 
-def test_bad_arguments_exit_2(fixture, capsys):
-    assert caption.main(_argv(fixture, "--mode", "fast"), generate_fn=FakeGenerate()) == 2
-    assert caption.main(_argv(fixture, "--variants", ""), generate_fn=FakeGenerate()) == 2
-    assert caption.main(_argv(fixture, "--image-dir", str(fixture / "nope"))) == 2
-    # no generate_fn and no model folder
-    assert caption.main(_argv(fixture, "--model", str(fixture / "no-model"))) == 2
+@pytest.mark.parametrize("extra, needle", [
+    (["--mode", "fast"], "--mode"),
+    (["--variants", ""], "no variant"),
+    (["--image-dir", "nope"], "--image-dir"),
+    (["--metrics", "bleu,blue"], "blue"),
+    (["--model", "no-model-here"], "no-model-here"),
+])
+def test_bad_arguments_exit_2(fixture, capsys, extra, needle):
+    with pytest.raises(SystemExit) as info:
+        main(_argv(fixture, *extra))
+    assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("error:") for line in err)
+    assert len(err) == 1 and err[0].startswith("lvlm-skip: error: ") and needle in err[0], err
 
 
-class _FakeState:
-    device = "cpu"
+def test_sharded_run_merges_on_rank0(fixture, use_generator, monkeypatch):
+    """Two processes of one run, simulated in-process: rank 1 runs inside rank 0's barrier."""
+    from lvlm_skip.evaluation import runner
 
-    def wait_for_everyone(self):
-        pass
+    calls = {0: FakeGenerate(), 1: FakeGenerate()}
 
+    class Rank0(Processes):
+        rank1_ran = False
 
-def test_sharded_run_merges_on_rank0(fixture, monkeypatch):
-    """Simulates `accelerate launch` with 2 processes, run one after the other."""
-    calls = {}
-    for rank in (1, 0):
-        monkeypatch.setattr(caption, "_dist_info", lambda r=rank: (r, 2, _FakeState()))
-        fake = FakeGenerate()
-        assert caption.main(_argv(fixture), generate_fn=fake) == 0
-        calls[rank] = sorted(fake.calls)
-    assert calls[0] == [("none", 1), ("none", 3), ("skip1", 1), ("skip1", 3)]
-    assert calls[1] == [("none", 2), ("skip1", 2)]
+        def barrier(self):  # the first barrier (every rank has read the folder): rank 1 runs to its end
+            if not self.rank1_ran:
+                self.rank1_ran = True
+                monkeypatch.setattr(runner, "current_processes", lambda: Processes(rank=1, world=2))
+                use_generator(calls[1])
+                assert main(_argv(fixture)) == 0
+                use_generator(calls[0])
+
+    monkeypatch.setattr(runner, "current_processes", lambda: Rank0(rank=0, world=2))
+    use_generator(calls[0])
+    assert main(_argv(fixture)) == 0
+    assert sorted(calls[0].calls) == [("none", 1), ("none", 3), ("skip1", 1), ("skip1", 3)]
+    assert sorted(calls[1].calls) == [("none", 2), ("skip1", 2)]
     out = fixture / "out"
     assert not list(out.glob("responses.rank*.jsonl"))
     assert len((out / "responses.jsonl").read_text().splitlines()) == 8

@@ -226,7 +226,6 @@ def test_image_objects_from_instances_dict_and_file(tmp_path):
      r"annotations\[0\] needs the keys image_id, category_id"),
     ('{"categories": [{"id": 1, "name": "person"}], "annotations": [{"image_id": 1, "category_id": 7}]}',
      "unknown category_id 7"),
-    ('{"categories": [{"id": 1, "name": "unicorn"}], "annotations": []}', "not in the CHAIR synonyms table: unicorn"),
     ('{"categories": [], "annotations": [], "images": [{"file_name": "x.jpg"}]}', r"images\[0\] needs the keys id"),
 ])
 def test_malformed_instances_raise_one_line_input_errors(tmp_path, content, message):
@@ -235,6 +234,13 @@ def test_malformed_instances_raise_one_line_input_errors(tmp_path, content, mess
     with pytest.raises(InputError, match=message) as caught:
         chair.image_objects_from_instances(path)
     assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+
+
+def test_categories_outside_the_table_are_left_out_with_a_warning(caplog):
+    data = {"categories": [{"id": 1, "name": "unicorn"}, {"id": 2, "name": "dog"}],
+            "annotations": [{"image_id": 5, "category_id": 1}, {"image_id": 5, "category_id": 2}, {"image_id": 6, "category_id": 1}]}
+    assert chair.image_objects_from_instances(data) == {5: {"dog"}, 6: set()}
+    assert "not scored: unicorn" in caplog.text
 
 
 def test_missing_instances_file(tmp_path):

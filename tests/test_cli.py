@@ -12,6 +12,7 @@ from lvlm_skip.cli.trace import FIGURE_NAMES
 TRACE_ARGS = ["trace", "--model", "tiny", "--image", "demo", "--prompt", "describe this image .", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_trace_writes_the_trace_and_four_figures(tmp_path):
     out = tmp_path / "run"
     status = main(TRACE_ARGS + ["--out", str(out), "--max-new-tokens", "4", "--watch", "red,black", "--layer", "3", "--top-k", "4"])
@@ -159,6 +160,7 @@ def model_folders(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_local_folders_vision_and_text_only(model_folders, tmp_path, capsys):
     from lvlm_skip import Trace
 

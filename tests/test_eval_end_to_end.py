@@ -1,4 +1,4 @@
-"""The evaluators end to end on a real (tiny, random) LLaVA saved to disk: no fake generator."""
+"""``lvlm-skip amber`` / ``caption`` end to end on a real (tiny, random) LLaVA saved to disk: no fake generator."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval import amber, caption
-from eval.generation import VariantSpec, parse_variant_spec, resolve_variant_options
-from eval.results import read_jsonl
+from lvlm_skip.cli import main
+from lvlm_skip.errors import InputError
+from lvlm_skip.evaluation.records import read_answers
+from lvlm_skip.evaluation.variants import VariantSpec, parse_variant_spec, resolve_variant_options
 
 AMBER_VARIANTS = "none,skip1,skip2,skip3,exit,skip2:online"
 #: skip3 from layer 2 keeping the last 5 of 8 layers skips exactly layer 3 at every step.
@@ -64,9 +65,8 @@ def amber_data(tmp_path: Path) -> dict[str, Path]:
 
 
 def _amber_args(data: dict[str, Path], model: Path | str, *extra: str) -> list[str]:
-    return ["--model", str(model), "--amber-root", str(data["root"]), "--image-dir", str(data["images"]),
-            "--out", str(data["out"]), "--backend", "offline", "--max-new-tokens", "6",
-            "--device-map", "auto", *extra]
+    return ["amber", "--model", str(model), "--amber-root", str(data["root"]), "--image-dir", str(data["images"]),
+            "--out", str(data["out"]), "--backend", "offline", "--max-new-tokens", "6", "--no-progress", *extra]
 
 
 @pytest.fixture()
@@ -84,17 +84,18 @@ def coco(tmp_path: Path) -> Path:
 
 
 def _caption_args(root: Path, model: Path | str, *extra: str) -> list[str]:
-    return ["--model", str(model), "--captions", str(root / "captions.json"), "--image-dir", str(root / "images"),
-            "--out", str(root / "out"), "--metrics", "bleu,rouge", "--max-new-tokens", "6",
-            "--device-map", "auto", *extra]
+    return ["caption", "--model", str(model), "--captions", str(root / "captions.json"), "--image-dir",
+            str(root / "images"), "--out", str(root / "out"), "--metrics", "bleu,rouge", "--max-new-tokens", "6",
+            "--device-map", "auto", "--no-progress", *extra]
 
 
+@pytest.mark.slow
 def test_amber_end_to_end_real_model(model_dir, amber_data, tmp_path, capsys):
     options = tmp_path / "options.json"
     options.write_text(json.dumps(SKIP3_OPTIONS))
     argv = _amber_args(amber_data, model_dir, "--variants", AMBER_VARIANTS, "--task", "a",
                        "--variant-options", str(options))
-    assert amber.main(argv) == 0
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     print(printed)  # the report table, visible with -s
     report = json.loads((amber_data["out"] / "amber_a.json").read_text())
@@ -106,20 +107,22 @@ def test_amber_end_to_end_real_model(model_dir, amber_data, tmp_path, capsys):
         assert row["layers_skipped"] is not None
     assert rows["none"]["speedup"] == 1.0 and rows["none"]["layers_skipped"] == 0.0
     assert rows["skip3"]["layers_skipped"] == 1.0  # layer 3, at every step
-    assert report["meta"]["variants"]["skip2:online"] == {"variant": "skip2", "mode": "online"}
+    assert report["meta"]["variants"]["skip2:online"]["mode"] == "online"
+    assert report["meta"]["run"]["model_sha256"] and report["meta"]["run"]["max_new_tokens"] == 6
     assert "layers_skipped" in printed and "skip2:online" in printed
-    records = read_jsonl(amber_data["out"] / "responses.jsonl")
-    assert len(records) == 6 * 6 and all(0 < r["new_tokens"] <= 6 for r in records)
+    records = read_answers(amber_data["out"] / "responses.jsonl")
+    assert len(records) == 6 * 6 and all(0 < r.new_tokens <= 6 for r in records)
 
 
+@pytest.mark.slow
 def test_caption_end_to_end_real_model(model_dir, coco, capsys):
     argv = _caption_args(coco, model_dir, "--variants", "none,skip3,exit:online",
                          "--variant-options", json.dumps(SKIP3_OPTIONS))
-    assert caption.main(argv) == 0
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     rows = {r["variant"]: r for r in json.loads((coco / "out" / "caption_report.json").read_text())["rows"]}
     assert list(rows) == ["none", "skip3", "exit:online"]
-    assert all(r["errors"] == 0 and r["n"] == 3 and r["tok_per_s"] > 0 for r in rows.values())
+    assert all(r["errors"] == 0 and r["n"] == 3 and r["tokens_per_s"] > 0 for r in rows.values())
     assert rows["none"]["speedup"] == 1.0 and rows["none"]["layers_skipped"] == 0.0
     assert rows["skip3"]["layers_skipped"] == 1.0
     assert "layers_skipped" in printed and "Bleu_1" in printed
@@ -128,9 +131,9 @@ def test_caption_end_to_end_real_model(model_dir, coco, capsys):
 def test_parse_variant_spec():
     assert parse_variant_spec("skip2:online") == VariantSpec("skip2:online", "skip2", "online")
     assert parse_variant_spec(" skip1 ", "online") == VariantSpec("skip1", "skip1", "online")
-    with pytest.raises(ValueError, match="unknown variant 'skip9'"):
+    with pytest.raises(InputError, match="unknown variant 'skip9'"):
         parse_variant_spec("skip9")
-    with pytest.raises(ValueError, match="unknown mode 'fast'"):
+    with pytest.raises(InputError, match="unknown mode 'fast'"):
         parse_variant_spec("skip2:fast")
     specs = [parse_variant_spec("skip1"), parse_variant_spec("skip1:online")]
     resolved = resolve_variant_options(specs, {"skip1": {"critical_layer": 18, "mutation_layers": [27, 28]},
@@ -148,37 +151,37 @@ def test_parse_variant_spec():
     (["--variants", "skip3", "--variant-options", '{"skip_3": {}}'], "skip_3"),
 ])
 def test_bad_variant_specs_exit_2_one_line(model_dir, amber_data, coco, capsys, extra, needle):
-    with pytest.raises(SystemExit) as exc:
-        amber.main(_amber_args(amber_data, model_dir, *extra))
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert needle in err[-1] and "Traceback" not in "\n".join(err)
-    assert caption.main(_caption_args(coco, model_dir, *extra)) == 2
-    err = capsys.readouterr().err.strip()
-    assert needle in err and "\n" not in err and err.startswith("error:")
+    for argv in (_amber_args(amber_data, model_dir, *extra), _caption_args(coco, model_dir, *extra)):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("lvlm-skip: error: ") and needle in err[0], err
 
 
-def test_layer_out_of_range_exit_2(model_dir, coco, capsys):
+@pytest.mark.slow
+def test_layer_out_of_range_exit_2_before_any_answer(model_dir, coco, capsys):
     argv = _caption_args(coco, model_dir, "--variants", "none,skip3",
                          "--variant-options", '{"skip3": {"critical_layer": 99}}')
-    assert caption.main(argv) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error:") and "skip3" in last and "99" in last
-    assert not (coco / "out" / "responses.jsonl").exists()
+    assert last.startswith("lvlm-skip: error: ") and "skip3" in last and "99" in last
+    assert not read_answers(coco / "out" / "responses.jsonl")
 
 
+@pytest.mark.slow
 def test_unsupported_model_exit_2(amber_data, coco, tmp_path, capsys):
     from transformers import BertConfig, BertModel
 
     bert = tmp_path / "bert"
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=37, vocab_size=99)).save_pretrained(bert)
-    with pytest.raises(SystemExit) as exc:
-        amber.main(_amber_args(amber_data, bert, "--variants", "none,skip2"))
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "unsupported model" in err.strip().splitlines()[-1] and "Traceback" not in err
-    assert caption.main(_caption_args(coco, bert, "--variants", "none")) == 2
-    err = capsys.readouterr().err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: cannot load model") and "unsupported model" in last and "Traceback" not in err
+    for argv in (_amber_args(amber_data, bert, "--variants", "none,skip2"), _caption_args(coco, bert, "--variants", "none")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "unsupported model" in err.strip().splitlines()[-1] and "Traceback" not in err

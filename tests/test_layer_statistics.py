@@ -2,7 +2,7 @@
 
 import json
 
-from eval.scenes.generator import generate
+from lvlm_skip.scenes import generate
 from lvlm_skip.tiny import build_tiny_llava
 from recipes.layer_statistics import content_labels, main
 
@@ -10,7 +10,7 @@ from recipes.layer_statistics import content_labels, main
 def test_content_labels_mark_absent_objects_and_colours():
     scene = generate("test-consistent", 5, 1)[0]
     present = scene.objects[0]
-    from eval.scenes.generator import COLORS, OBJECTS
+    from lvlm_skip.scenes import COLORS, OBJECTS
 
     absent_kind = next(k for k in OBJECTS if k not in {o.kind for o in scene.objects})
     absent_colour = next(c for c in COLORS if c not in {o.color for o in scene.objects})

@@ -28,7 +28,7 @@ def tiny_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_images(tmp_path_factory):
-    from eval.scenes.generator import generate
+    from lvlm_skip.scenes import generate
 
     folder = tmp_path_factory.mktemp("images")
     paths = []
@@ -65,6 +65,7 @@ def test_format_layers():
     assert sx.format_layers([]) == "none"
 
 
+@pytest.mark.slow
 def test_fig5_outputs(fig5_run):
     out, _ = fig5_run
     md = (out / "fig5_skip_table.md").read_text()
@@ -90,6 +91,7 @@ def test_fig5_outputs(fig5_run):
         assert (out / "analysis" / entry["stem"] / "fig2_token_probabilities.png").is_file()
 
 
+@pytest.mark.slow
 def test_rerun_generates_nothing(fig5_run, monkeypatch):
     out, argv = fig5_run
     calls = []

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from eval.scenes import make_scene
+from lvlm_skip.scenes import make_scene
 from recipes.evaluate_scene_llava import caption_metrics, mentions
 from recipes.pretrain_scene_vision import pretrain_vision, targets
 from recipes.scene_llava import IMAGE, SceneLlavaSpec, build_model, build_processor, prompt

@@ -1,31 +1,7 @@
-"""Procedurally generated scenes: a hallucination benchmark with exactly known ground truth.
+"""The scene benchmark, from a checkout: ``python -m eval.scenes ...`` = ``lvlm-skip scenes ...``.
 
-See :mod:`eval.scenes.generator` for the scene model and its language priors and
-:mod:`eval.scenes.export` for the AMBER/COCO-format export
-(``python -m eval.scenes --out DIR --n-images N --seed S --split test-breaking``).
+The implementation is :mod:`lvlm_skip.scenes`; this package only re-exports it.
 """
 
-from eval.scenes.generator import (
-    COLORS,
-    IMAGE_SIZE,
-    KINDS,
-    OBJECTS,
-    POSITIONS,
-    PRIOR_P,
-    SPLITS,
-    Question,
-    Scene,
-    SceneObject,
-    generate,
-    make_scene,
-    split_words,
-    vocabulary,
-    vqa_questions,
-    yes_no_questions,
-)
-
-__all__ = [
-    "COLORS", "IMAGE_SIZE", "KINDS", "OBJECTS", "POSITIONS", "PRIOR_P", "SPLITS", "Question",
-    "Scene", "SceneObject", "generate", "make_scene", "split_words", "vocabulary",
-    "vqa_questions", "yes_no_questions",
-]
+from lvlm_skip.scenes import *  # noqa: F401,F403
+from lvlm_skip.scenes import __all__  # noqa: F401

@@ -15,7 +15,8 @@ are instant; the work (torch, transformers, the benchmark code) is imported insi
 
 One error style: bad input (a wrong path, a corrupt file, an unsupported model, an option out of
 range) ends with one line ``lvlm-skip: error: <message>`` on stderr and exit status 2, before any
-model is loaded where it can be checked before. Option defaults are shown in ``--help``.
+model is loaded where it can be checked before. Ctrl-C ends with one line (for evaluations: how
+much is saved and how to resume) and exit status 130. Option defaults are shown in ``--help``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except (CliError, InputError) as error:
         _fail(one_line(error))
+    except KeyboardInterrupt as interrupt:
+        sys.stderr.write(f"{PROG}: {one_line(interrupt) if str(interrupt) else 'interrupted'}\n")
+        raise SystemExit(130) from None
 
 
 def _fail(message: str):

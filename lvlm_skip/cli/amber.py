@@ -1,17 +1,39 @@
-"""``lvlm-skip amber``: interim forwarder to ``python -m eval.amber`` while the evaluation moves into the package."""
+"""``lvlm-skip amber``: the AMBER hallucination benchmark, one report row per variant.
+
+Generates (resumable, shardable under ``torchrun`` / ``accelerate launch``) and scores like AMBER's
+official ``inference.py``: CHAIR, Cover, Hal, Cog for descriptions (``--task g``), Accuracy,
+Precision, Recall, F1 for yes/no questions (``--task d``, ``de``, ``da``, ``dr``), both for ``a``.
+Writes ``responses.jsonl``, ``run.json`` (the fingerprint) and ``amber_<task>.json`` / ``.md`` into ``--out``.
+"""
 
 from __future__ import annotations
 
-import argparse
+from .options import add_evaluation_arguments
 
-HELP = "Interim: runs python -m eval.amber with the remaining arguments."
+HELP = "AMBER hallucination benchmark (generative and yes/no), one row per variant."
+#: AMBER tasks (``lvlm_skip.evaluation.amber_data.TASK_FILES``), repeated so that --help imports nothing.
+TASKS = ("g", "d", "a", "de", "da", "dr")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("arguments", nargs=argparse.REMAINDER, help="Arguments of python -m eval.amber.")
+    """The amber subcommand's options."""
+    p.add_argument("--amber-root", required=True,
+                   help="AMBER's data folder: annotations.json, query/query_*.json, relation.json, safe_words.txt.")
+    p.add_argument("--task", default="g", choices=TASKS,
+                   help="g generative, d discriminative, a all; de / da / dr: existence / attribute / relation.")
+    p.add_argument("--backend", default="auto", choices=("auto", "official", "offline"),
+                   help="Language backend of the generative metric: official (nltk + spaCy en_core_web_lg), "
+                   "offline (vocabulary match), auto (official when installed).")
+    add_evaluation_arguments(p, default_out="runs/amber", max_new_tokens=512)
 
 
 def run(args) -> int:
-    from importlib import import_module
+    """The ``amber`` subcommand."""
+    from ._evaluation import run_task
 
-    return import_module("eval.amber").main(args.arguments) or 0
+    def load_task():
+        from ..evaluation.amber import AmberTask
+
+        return AmberTask.load(args.amber_root, args.task, backend=args.backend)
+
+    return run_task(args, load_task)

@@ -1,17 +1,37 @@
-"""``lvlm-skip caption``: interim forwarder to ``python -m eval.caption`` while the evaluation moves into the package."""
+"""``lvlm-skip caption``: caption quality, CHAIR and closeness to the stock model, one row per variant.
+
+Every image of a COCO-format caption file is described once per variant. Per variant: the COCO
+caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE when installed), CHAIR_S / CHAIR_I with
+``--instances``, and the closeness of each caption to the ``none`` variant's. Writes
+``responses.jsonl``, ``run.json`` and ``caption_report.json`` / ``.md`` into ``--out``.
+"""
 
 from __future__ import annotations
 
-import argparse
+from .options import add_evaluation_arguments
 
-HELP = "Interim: runs python -m eval.caption with the remaining arguments."
+HELP = "Caption metrics, CHAIR and closeness to the stock model, one row per variant."
+DEFAULT_PROMPT = "Please describe this image in detail."
+#: COCO scorer groups (``lvlm_skip.evaluation.coco_metrics.SCORER_GROUPS``), repeated so that --help imports nothing.
+METRICS = "bleu,meteor,rouge,cider,spice"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("arguments", nargs=argparse.REMAINDER, help="Arguments of python -m eval.caption.")
+    """The caption subcommand's options."""
+    p.add_argument("--captions", required=True, help="COCO-format caption file (images with file_name; annotations with captions).")
+    p.add_argument("--instances", default=None, help="COCO instances file (instances_*.json): enables CHAIR.")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="The instruction every image gets.")
+    p.add_argument("--metrics", default=METRICS, help="COCO metric groups to compute, among " + METRICS + ".")
+    add_evaluation_arguments(p, default_out="runs/caption", max_new_tokens=512, default_variants="none,skip1,skip2,skip3")
 
 
 def run(args) -> int:
-    from importlib import import_module
+    """The ``caption`` subcommand."""
+    from ._evaluation import run_task
 
-    return import_module("eval.caption").main(args.arguments) or 0
+    def load_task():
+        from ..evaluation.caption import CaptionTask
+
+        return CaptionTask.load(args.captions, prompt=args.prompt, metrics=args.metrics.split(","), instances=args.instances)
+
+    return run_task(args, load_task)

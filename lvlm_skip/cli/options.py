@@ -7,6 +7,8 @@ name, meaning and default everywhere:
 * variants: ``--variants``, ``--variant-options``, ``--mode``, ``--profile``;
 * output: ``--out``, ``--overwrite``;
 * generation: ``--max-new-tokens``, ``--limit``;
+* data: ``--image-dir``;
+* evaluation (amber, caption, pope): all of the above and ``--score-only``;
 * common to all (added by the dispatcher): ``--log-level``, ``--no-progress``.
 
 This module imports only the standard library: ``--help`` must stay instant.
@@ -108,3 +110,26 @@ def add_generation_arguments(parser: argparse.ArgumentParser, *, max_new_tokens:
     """``--max-new-tokens`` and ``--limit``."""
     parser.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="Generation length limit.")
     parser.add_argument("--limit", type=positive_int, default=None, help="Only the first N items.")
+
+
+def add_image_dir_argument(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--image-dir``: the folder that the image names of a data file are relative to."""
+    parser.add_argument(
+        "--image-dir", required=required, default=None,
+        help="Folder of the images named in the data file; names that lead outside it are refused. "
+        "Needed unless --score-only.",
+    )
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser, *, default_out: str, max_new_tokens: int,
+                             default_variants: str = "none") -> None:
+    """The options of every evaluation subcommand (amber, caption, pope), besides its data files."""
+    add_model_arguments(parser, required=False)
+    add_image_dir_argument(parser)
+    add_variant_arguments(parser, default=default_variants)
+    add_output_arguments(parser, default=default_out)
+    add_generation_arguments(parser, max_new_tokens=max_new_tokens)
+    parser.add_argument(
+        "--score-only", action="store_true",
+        help="Score the answers already in --out (no model, no --image-dir needed); generate nothing.",
+    )

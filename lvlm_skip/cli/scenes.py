@@ -1,17 +1,40 @@
-"""``lvlm-skip scenes``: interim forwarder to ``python -m eval.scenes`` while the evaluation moves into the package."""
+"""``lvlm-skip scenes``: generate the procedural scene benchmark (AMBER and COCO format).
+
+Writes images with exactly known content (objects, colours, counts, positions) and their
+annotations: an AMBER folder (``annotations.json``, ``query/``, ``relation.json``,
+``safe_words.txt``), COCO ``captions.json`` / ``instances.json``, ``vqa.json`` and ``scenes.json``
+(see :mod:`lvlm_skip.scenes.export`).
+"""
 
 from __future__ import annotations
 
-import argparse
+import logging
 
-HELP = "Interim: runs python -m eval.scenes with the remaining arguments."
+from .options import add_output_arguments, positive_int
+
+logger = logging.getLogger("lvlm_skip.cli")
+
+HELP = "Generate the procedural scene benchmark (AMBER / COCO format) with known ground truth."
+#: The scene splits (:data:`lvlm_skip.scenes.SPLITS`), repeated here so that --help imports nothing.
+SPLITS = ("train", "test", "test-consistent", "test-breaking", "uniform")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("arguments", nargs=argparse.REMAINDER, help="Arguments of python -m eval.scenes.")
+    """The scenes subcommand's options."""
+    add_output_arguments(p, default="runs/scenes", resumable=False)
+    p.add_argument("--n-images", type=positive_int, default=200, help="Number of scenes.")
+    p.add_argument("--seed", type=int, default=1000, help="Seed of the split (scene i is a pure function of split, seed, i).")
+    p.add_argument("--split", default="test", choices=SPLITS,
+                   help="test / train: with the language priors; test-consistent / test-breaking: priors always "
+                   "kept / always broken; uniform: no priors.")
 
 
 def run(args) -> int:
-    from importlib import import_module
+    """The ``scenes`` subcommand."""
+    from ..paths import check_output_dir
 
-    return import_module("eval.scenes.__main__").main(args.arguments) or 0
+    out = check_output_dir(args.out)
+    from ..scenes.export import export
+
+    export(out, args.n_images, args.seed, args.split)
+    return 0

@@ -1,1 +1,21 @@
-"""Evaluation of generated text: caption metrics and benchmarks."""
+"""Benchmark evaluation of layer-skipping variants: one runner, tasks plugged into it.
+
+The harness (each module one concept; dependencies point down this list):
+
+* :mod:`~lvlm_skip.evaluation.runner`: :func:`~lvlm_skip.evaluation.runner.evaluate`, the one
+  generate -> store -> merge -> score -> report loop;
+* :mod:`~lvlm_skip.evaluation.task`: what a benchmark provides (items, request, score);
+* :mod:`~lvlm_skip.evaluation.run_folder`, :mod:`~lvlm_skip.evaluation.fingerprint`,
+  :mod:`~lvlm_skip.evaluation.lock`, :mod:`~lvlm_skip.evaluation.records`: run integrity (never mix
+  runs, one writer per folder, answers that survive crashes);
+* :mod:`~lvlm_skip.evaluation.variants`, :mod:`~lvlm_skip.evaluation.generation`: what a variant
+  is and how it answers; :mod:`~lvlm_skip.evaluation.processes`: sharding over processes;
+* :mod:`~lvlm_skip.evaluation.report`: the typed report row and the one Markdown / JSON writer;
+* :mod:`~lvlm_skip.evaluation.json_files`: the one reader of JSON data files.
+
+Tasks and their metrics: AMBER (:mod:`~lvlm_skip.evaluation.amber`, ``amber_data``,
+``amber_metrics``, ``language``) and captions (:mod:`~lvlm_skip.evaluation.caption`,
+``caption_data``, ``coco_metrics``, ``closeness``, CHAIR). :mod:`~lvlm_skip.evaluation.speed` is
+the decoding-speed benchmark. The command line is ``lvlm-skip amber|caption|speed``
+(:mod:`lvlm_skip.cli`). Importing this package imports nothing heavy.
+"""

@@ -300,8 +300,11 @@ def image_objects_from_instances(
         annotation), and any image that only annotations name.
 
     Raises:
-        lvlm_skip.errors.InputError: unreadable file, malformed content, or a category name that
-            is not in the synonyms table.
+        lvlm_skip.errors.InputError: unreadable file or malformed content.
+
+    A category that the synonyms table does not name (a dataset that is not COCO, such as the scene
+    benchmark's moons and candles) cannot be mentioned in CHAIR's sense either: it is left out of the
+    ground truth, with a warning naming it, and captions are scored on the table's objects only.
     """
     data = instances if isinstance(instances, Mapping) else _read_instances(instances)
     if not isinstance(data, Mapping):
@@ -310,15 +313,17 @@ def image_objects_from_instances(
     names = {c["id"]: c["name"] for c in _records(data, "categories", ("id", "name"))}
     unknown = sorted(str(n) for n in names.values() if n not in vocabulary.category)
     if unknown:
-        raise InputError(f"COCO categories not in the CHAIR synonyms table: {', '.join(unknown)}")
+        logger.warning("CHAIR: categories outside its synonyms table are not scored: %s", ", ".join(unknown))
     images = _records(data, "images", ("id",)) if "images" in data else []
     objects: dict[int, set[str]] = {image["id"]: set() for image in images}
     for i, annotation in enumerate(_records(data, "annotations", ("image_id", "category_id"))):
         if annotation["category_id"] not in names:
             raise InputError(f"malformed COCO instances data: annotations[{i}] has an unknown category_id "
                              f"{annotation['category_id']!r}")
-        category = vocabulary.category[names[annotation["category_id"]]]
-        objects.setdefault(annotation["image_id"], set()).add(category)
+        image = objects.setdefault(annotation["image_id"], set())
+        category = vocabulary.category.get(names[annotation["category_id"]])
+        if category is not None:
+            image.add(category)
     return objects
 
 

@@ -1,4 +1,4 @@
-"""Loading COCO-format caption (and instance) annotations for the caption benchmark.
+"""Loading COCO-format caption files for the caption benchmark.
 
 Caption files follow the COCO captions layout, for any split (train/val/Karpathy
 test, NoCaps, Flickr30k converted to COCO format, ...)::
@@ -6,8 +6,9 @@ test, NoCaps, Flickr30k converted to COCO format, ...)::
     {"images": [{"id": 1, "file_name": "a.jpg"}, ...],
      "annotations": [{"image_id": 1, "caption": "A dog on a couch."}, ...]}
 
-Every problem with an input file is reported as a :class:`CaptionDataError` whose
-message is a single line, so CLIs can print it without a traceback.
+Every problem with an input file is reported as a :class:`CaptionDataError` (an
+:class:`~lvlm_skip.errors.InputError`) whose message is a single line. The ground-truth objects
+of CHAIR (COCO ``instances_*.json``) are read by the CHAIR module, through the caption task.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from eval.results import read_json as _read_json
+from .json_files import DataFileError, read_json
 
 logger = logging.getLogger(__name__)
 
 
-class CaptionDataError(ValueError):
+class CaptionDataError(DataFileError):
     """A caption/instance annotation file is missing, unreadable or malformed."""
 
 
@@ -61,11 +62,6 @@ class CaptionDataset:
         return len(self.images)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Reads a JSON file, raising :class:`CaptionDataError` with a one-line message."""
-    return _read_json(path, CaptionDataError)
-
-
 def load_captions(path: str | os.PathLike, limit: int | None = None) -> CaptionDataset:
     """Loads a COCO-format caption annotation file.
 
@@ -82,13 +78,15 @@ def load_captions(path: str | os.PathLike, limit: int | None = None) -> CaptionD
         CaptionDataError: missing/corrupt file, missing keys, duplicate image ids, or
             a caption referring to an unknown image.
     """
-    data = read_json(path)
+    data = read_json(path, CaptionDataError)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CaptionDataError(f"{path}: not a COCO caption file (no 'images' list)")
     images: dict[Any, CaptionImage] = {}
     for k, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             raise CaptionDataError(f"{path}: images[{k}] lacks 'id' or 'file_name'")
+        if isinstance(img["id"], bool) or not isinstance(img["id"], (int, str)):
+            raise CaptionDataError(f"{path}: images[{k}] has an id that is neither an int nor a string")
         if img["id"] in images:
             raise CaptionDataError(f"{path}: duplicate image id {img['id']!r}")
         images[img["id"]] = CaptionImage(img["id"], str(img["file_name"]))
@@ -108,20 +106,3 @@ def load_captions(path: str | os.PathLike, limit: int | None = None) -> CaptionD
     logger.info("loaded %d images (%d captions) from %s", len(items),
                 sum(len(i.references) for i in items), path)
     return CaptionDataset(items, str(path))
-
-
-def load_instances(path: str | os.PathLike) -> dict[Any, set[str]]:
-    """Ground-truth object categories per image from a COCO ``instances_*.json``.
-
-    Thin wrapper over :func:`eval.caption_metrics.image_objects_from_instances`.
-
-    Raises:
-        CaptionDataError: missing, corrupt or malformed file.
-    """
-    from eval.caption_metrics import image_objects_from_instances
-
-    data = read_json(path)
-    if not isinstance(data, dict) or "annotations" not in data or "categories" not in data:
-        raise CaptionDataError(f"{path}: not a COCO instances file "
-                               "(needs 'annotations' and 'categories')")
-    return image_objects_from_instances(data)

@@ -29,15 +29,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from eval.scenes.generator import (
-    IMAGE_SIZE,
-    KINDS,
-    OBJECTS,
-    Scene,
-    generate,
-    vqa_questions,
-    yes_no_questions,
-)
+from .catalogue import IMAGE_SIZE, KINDS, OBJECTS
+from .questions import vqa_questions, yes_no_questions
+from .sampling import generate
+from .scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +156,7 @@ def export(out: str | Path, n_images: int, seed: int, split: str = "test") -> Pa
         out: Output folder (created).
         n_images: Number of images.
         seed: Split seed.
-        split: Scene split (see ``eval.scenes.generator.SPLITS``).
+        split: Scene split (see :data:`~lvlm_skip.scenes.catalogue.SPLITS`).
 
     Returns:
         The output folder.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.results import read_json
+from .json_files import DataFileError, read_json
 
 #: ``--task`` value -> query file stem (the official ``--evaluation_type`` values).
 TASK_FILES: dict[str, str] = {
@@ -43,7 +43,7 @@ DISCRIMINATIVE_TYPES = (
 )
 
 
-class AmberFormatError(ValueError):
+class AmberFormatError(DataFileError):
     """An AMBER file is missing or does not have the expected format."""
 
 

@@ -14,13 +14,14 @@ Two implementations exist:
   ``en_core_web_lg`` vector similarity. Imported lazily; usable only when nltk, its
   data packages and the spaCy model are installed.
 * :class:`OfflineBackend`: a deterministic, dependency-free approximation. Tokens
-  are ``[A-Za-z]+(?:-[A-Za-z]+)*`` runs; a token is lemmatized by a small suffix
-  lemmatizer (plural -> singular, a few irregular plurals) and is a noun when its
-  lemma belongs to the annotation vocabulary. Matching is case-sensitive as in the
-  official scorer. Similarity is 1.0 for equal words and 0.0 otherwise, so
-  near-synonyms only count through ``relation.json``. Scores from this backend
-  can therefore differ slightly from the official ones; the report names the
-  backend used.
+  are ``[A-Za-z]+(?:-[A-Za-z]+)*`` runs; a token is lemmatized the way nltk's
+  ``WordNetLemmatizer`` does for nouns (:func:`singular_candidates`: WordNet's morphy
+  rules), with the annotation vocabulary standing in for WordNet's lexicon, and is
+  a noun when its lemma belongs to that vocabulary (there is no POS tagger).
+  Matching is case-sensitive as in the official scorer. Similarity is 1.0 for equal
+  words and 0.0 otherwise, so near-synonyms only count through ``relation.json``.
+  Scores from this backend can therefore differ slightly from the official ones; the
+  report names the backend used.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 @runtime_checkable
 class LanguageBackend(Protocol):
-    """What :func:`eval.amber_metrics.score_generative` needs from a language toolkit."""
+    """What :func:`lvlm_skip.evaluation.amber_metrics.score_generative` needs from a language toolkit."""
 
     def extract_nouns(self, text: str) -> list[str]:
         """Returns the lemmas of the nouns of ``text`` in order."""
@@ -78,32 +79,34 @@ class OfficialBackend:
 
 
 _TOKEN_RE = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
-_IRREGULAR = {
-    "men": "man", "women": "woman", "children": "child", "feet": "foot", "teeth": "tooth",
-    "mice": "mouse", "geese": "goose", "oxen": "ox", "knives": "knife", "wives": "wife",
-    "leaves": "leaf", "shelves": "shelf", "wolves": "wolf", "loaves": "loaf", "halves": "half",
+#: WordNet's noun detachment rules (``morphy``), in nltk's order: suffix -> replacement.
+NOUN_SUFFIX_RULES: tuple[tuple[str, str], ...] = (
+    ("s", ""), ("ses", "s"), ("ves", "f"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
+    ("men", "man"), ("ies", "y"),
+)
+#: An excerpt of WordNet's noun exception list (``noun.exc``): irregular plurals of everyday objects.
+NOUN_EXCEPTIONS: dict[str, tuple[str, ...]] = {
+    "children": ("child",), "feet": ("foot",), "teeth": ("tooth",), "mice": ("mouse",), "geese": ("goose",),
+    "oxen": ("ox",), "knives": ("knife",), "wives": ("wife",), "lives": ("life",), "people": ("person",),
+    "dice": ("die",), "lice": ("louse",), "calves": ("calf",), "halves": ("half",), "loaves": ("loaf",),
+    "shelves": ("shelf",), "wolves": ("wolf",), "leaves": ("leaf",), "scarves": ("scarf",), "hooves": ("hoof",),
 }
 
 
 def singular_candidates(word: str) -> list[str]:
-    """Returns candidate lemmas of ``word``, most specific first, ``word`` itself first.
+    """The lemma candidates of a noun, as WordNet's ``morphy`` (nltk's ``WordNetLemmatizer``) builds them.
 
-    Rules: irregular table; ``-ies`` -> ``-y``; ``-ves`` -> ``-f``/``-fe``;
-    ``-ses/-xes/-zes/-ches/-shes`` -> drop ``es``; ``-s`` (not ``-ss``) -> drop ``s``.
+    ``word`` itself first; then, if ``word`` is in :data:`NOUN_EXCEPTIONS`, its listed lemmas
+    (and no rule); otherwise one application of each of :data:`NOUN_SUFFIX_RULES` whose suffix
+    ``word`` ends with (``"glasses"`` -> ``"glasse"``, ``"glass"``). The lemmatizer keeps the
+    candidates found in its lexicon and returns the shortest (:meth:`OfflineBackend.lemmatize`).
+    This reproduces nltk's noun lemmatization, which AMBER's official scorer uses, up to the
+    lexicon (the annotation vocabulary instead of WordNet) and morphy's rarely reached step 3
+    (rules applied repeatedly when one application finds nothing).
     """
-    lower = word.lower()
-    cands = [word]
-    if lower in _IRREGULAR:
-        cands.append(word[0] + _IRREGULAR[lower][1:] if word[0].isupper() else _IRREGULAR[lower])
-    if lower.endswith("ies") and len(lower) > 4:
-        cands.append(word[:-3] + "y")
-    if lower.endswith("ves") and len(lower) > 4:
-        cands += [word[:-3] + "f", word[:-3] + "fe"]
-    if lower.endswith(("ses", "xes", "zes", "ches", "shes")):
-        cands.append(word[:-2])
-    if lower.endswith("s") and not lower.endswith("ss") and len(lower) > 3:
-        cands.append(word[:-1])
-    return cands
+    if word in NOUN_EXCEPTIONS:
+        return [word, *NOUN_EXCEPTIONS[word]]
+    return [word] + [word[: -len(old)] + new for old, new in NOUN_SUFFIX_RULES if word.endswith(old)]
 
 
 class OfflineBackend:
@@ -118,12 +121,9 @@ class OfflineBackend:
         self.vocabulary = frozenset(vocabulary)
 
     def lemmatize(self, word: str) -> str:
-        """Returns the first candidate of :func:`singular_candidates` in the vocabulary, else the last one."""
-        cands = singular_candidates(word)
-        for cand in cands:
-            if cand in self.vocabulary:
-                return cand
-        return cands[-1]
+        """The shortest candidate of :func:`singular_candidates` in the vocabulary, else ``word`` (as nltk)."""
+        found = [c for c in singular_candidates(word) if c in self.vocabulary]
+        return min(found, key=len) if found else word
 
     def extract_nouns(self, text: str) -> list[str]:
         lemmas = (self.lemmatize(tok) for tok in _TOKEN_RE.findall(text))
@@ -157,5 +157,5 @@ def pick_backend(prefer: str = "auto", vocabulary: Iterable[str] = ()) -> tuple[
         except RuntimeError as exc:
             if prefer == "official":
                 raise
-            logger.warning("%s; using the offline backend", exc)
+            logger.info("%s; using the offline backend (the report names it)", exc)
     return OfflineBackend(vocabulary), "offline (vocabulary match, exact similarity)"

@@ -2,9 +2,9 @@
 
 Usage from code::
 
-    from eval.amber_data import load_amber
-    from eval.amber_metrics import score_generative, score_discriminative
-    from eval.language import pick_backend
+    from lvlm_skip.evaluation.amber_data import load_amber
+    from lvlm_skip.evaluation.amber_metrics import score_generative, score_discriminative
+    from lvlm_skip.evaluation.language import pick_backend
 
     data = load_amber("AMBER/data")
     backend, name = pick_backend("auto", data.vocabulary())
@@ -51,8 +51,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eval.amber_data import GENERATIVE
-from eval.language import LanguageBackend
+from .amber_data import GENERATIVE
+from .language import LanguageBackend
 
 _INIT_NUM = 0.001
 
@@ -110,7 +110,7 @@ def score_generative(
         annotations: Id -> ``{type, truth, hallu}`` records (``AmberData.annotations``).
         relation: Word -> associated words (``relation.json``).
         safe_words: Words never counted as hallucinations.
-        backend: Noun extraction and word similarity (see :mod:`eval.language`).
+        backend: Noun extraction and word similarity (see :mod:`lvlm_skip.evaluation.language`).
         sim_threshold: Words are near-synonyms when ``similarity > sim_threshold``.
 
     Returns:

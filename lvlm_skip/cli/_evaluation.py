@@ -1,0 +1,70 @@
+"""What the evaluation subcommands (amber, caption, pope) share: running a task from their arguments.
+
+A subcommand adds its options with :func:`lvlm_skip.cli.options.add_evaluation_arguments` plus its
+data files, and its ``run`` calls :func:`run_task` with a function that loads its task. The order
+of checks is the same everywhere, cheapest first, so that bad input never waits for a model:
+
+1. ``--out`` is a writable folder (:func:`lvlm_skip.paths.check_output_dir`);
+2. the variants, their options and ``--profile`` (:func:`lvlm_skip.evaluation.variants.plan_variants`);
+3. ``--model`` and ``--image-dir`` are given (unless ``--score-only``), the device and dtype resolve;
+4. the task's data files load;
+5. the runner claims the folder (lock, fingerprint) before it loads the model.
+
+Like the subcommand modules, this one imports only the standard library at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .options import BUILTIN_MODELS, CliError, progress_enabled
+
+logger = logging.getLogger("lvlm_skip.cli")
+
+
+def run_task(args: Any, load_task: Callable[[], Any]) -> int:
+    """Run the evaluation task that ``load_task()`` returns, with the shared options of ``args``.
+
+    Prints the report's table on stdout (rank 0). Returns 0; bad input raises
+    :class:`~lvlm_skip.errors.InputError` / :class:`CliError` (one line, exit status 2).
+    """
+    from ..paths import check_output_dir
+
+    out = check_output_dir(args.out)
+    from ..evaluation.runner import RunSettings, evaluate
+    from ..evaluation.variants import WRAP_TAKES_PROFILE, plan_variants
+
+    plan = plan_variants(args.variants, args.mode, args.variant_options, args.profile)
+    if plan.profile is not None and not WRAP_TAKES_PROFILE:
+        logger.warning("--profile %s is checked and recorded, but lvlm_skip.wrap does not take a profile yet: "
+                       "it does not change the answers", plan.profile)
+    generation = image_dir = None
+    if not args.score_only:
+        if not args.model:
+            raise CliError("--model is required (unless --score-only)")
+        if not args.image_dir:
+            raise CliError("--image-dir is required (unless --score-only)")
+        image_dir = Path(args.image_dir)
+        if not image_dir.is_dir():
+            raise CliError(f"--image-dir {args.image_dir!r} is not a folder")
+        from ..evaluation.generation import GenerationSettings
+        from ..loading import resolve_device, resolve_dtype
+
+        device = resolve_device(args.device)
+        dtype = str(resolve_dtype(args.dtype, device)).replace("torch.", "")
+        generation = GenerationSettings(model=args.model, device=str(device), dtype=dtype, device_map=args.device_map,
+                                        max_new_tokens=args.max_new_tokens)
+    task = load_task()
+    settings = RunSettings(out=out, plan=plan, generation=generation, image_dir=image_dir,
+                           builtin_model=bool(args.model) and args.model in BUILTIN_MODELS, limit=args.limit,
+                           overwrite=args.overwrite, score_only=args.score_only, progress=progress_enabled(args))
+    report = evaluate(task, settings)
+    if report is not None:
+        sys.stdout.write(report.table() + "\n")
+        for name, reason in (report.meta.get("skipped_metrics") or {}).items():
+            logger.info("%s skipped: %s", name, reason)
+    return 0

@@ -1,0 +1,304 @@
+"""The one evaluation runner: items x variants -> stored answers -> scored report.
+
+:func:`evaluate` runs a task (:class:`~lvlm_skip.evaluation.task.EvalTask`) for every variant of a
+:class:`~lvlm_skip.evaluation.variants.VariantPlan`:
+
+1. claim ``--out`` (rank 0 only): take its lock, check and record the fingerprint of what changes
+   answers (:mod:`~lvlm_skip.evaluation.run_folder`), all before the model is loaded;
+2. load the generator (:func:`lvlm_skip.evaluation.generation.load_generator`, looked up at call
+   time so that tests can replace it);
+3. answer every (variant, item) of this process's shard that has no answer yet (errored items are
+   retried), appending each record durably (:mod:`~lvlm_skip.evaluation.records`). An item whose
+   image is missing, unreadable, outside ``--image-dir`` or not a regular file becomes an error
+   record. Any other exception (a bug, out of memory) aborts the run: what is finished is saved,
+   and a rerun resumes. Ctrl-C raises :class:`RunInterrupted` (the console script exits 130 with
+   the resume hint);
+4. merge the processes' answers (rank 0), check that every (variant, item) has a record, score
+   them with the task and write ``<report>.json`` / ``<report>.md`` (:mod:`~lvlm_skip.evaluation.report`).
+
+``score_only`` skips 2 and 3 and scores what the folder holds, reporting the stored fingerprint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, one_line
+from ..images import load_image
+from ..paths import resolve_under
+from . import generation
+from .fingerprint import RunFingerprint, data_identity, file_sha256, model_identity, package_versions
+from .generation import GenerationSettings
+from .processes import Processes, current_processes, shard_items
+from .records import AnswerRecord, AnswerStore, merge_answers
+from .report import RUN_COLUMNS, VariantRow, build_rows, markdown_table, write_report
+from .run_folder import RunFolder
+from .task import EvalItem, EvalTask
+from .variants import VariantPlan, variant_fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during generation; the message says how much is saved and how to resume."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything an evaluation run needs besides the task.
+
+    Attributes:
+        out: The run folder (checked with :func:`lvlm_skip.paths.check_output_dir`).
+        plan: The variants and their options.
+        generation: How answers are generated; ``None`` with ``score_only``.
+        image_dir: The folder the items' image names are relative to; ``None`` with ``score_only``.
+        builtin_model: ``generation.model`` names a built-in model (identified by name, not by hash).
+        limit: Only the first ``limit`` items.
+        overwrite: Discard answers made with other settings instead of refusing (see ``run_folder``).
+        score_only: Score the folder's answers; generate nothing.
+        progress: Show a progress bar (on a terminal).
+    """
+
+    out: Path
+    plan: VariantPlan
+    generation: GenerationSettings | None = None
+    image_dir: Path | None = None
+    builtin_model: bool = False
+    limit: int | None = None
+    overwrite: bool = False
+    score_only: bool = False
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """The outcome of :func:`evaluate`.
+
+    Attributes:
+        rows: One row per variant, in plan order.
+        columns: The table's columns.
+        meta: Report metadata (task, variants, fingerprint, the task's own).
+        json_path: ``<out>/<report>.json``.
+        md_path: ``<out>/<report>.md``.
+    """
+
+    rows: list[VariantRow]
+    columns: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    json_path: Path | None = None
+    md_path: Path | None = None
+
+    def table(self) -> str:
+        """The rows as a Markdown table."""
+        return markdown_table([r.to_dict() for r in self.rows], self.columns)
+
+
+def select_items(task: EvalTask, limit: int | None) -> list[EvalItem]:
+    """The task's first ``limit`` items, after checking that ids are unique.
+
+    Raises:
+        InputError: no items, or a duplicate id.
+    """
+    items = list(task.items())
+    seen: set = set()
+    for item in items:
+        if item.id in seen:
+            raise InputError(f"{task.name}: duplicate item id {item.id!r}")
+        seen.add(item.id)
+    items = items[:limit] if limit is not None else items
+    if not items:
+        raise InputError(f"{task.name}: no items to evaluate")
+    return items
+
+
+def run_fingerprint(task: EvalTask, settings: RunSettings) -> RunFingerprint:
+    """What changes the answers of this run (see :mod:`~lvlm_skip.evaluation.fingerprint`); hashes files."""
+    gen = settings.generation
+    assert gen is not None and settings.image_dir is not None
+    run: dict[str, Any] = {"task": task.name, **task.settings()}
+    run.update(model_identity(gen.model, builtin=(gen.model,) if settings.builtin_model else ()))
+    run.update(gen.fingerprint())
+    run.update(data_identity(task.data_files))
+    run["image_dir"] = str(Path(settings.image_dir).resolve())
+    run.update(package_versions())
+    profile_sha = file_sha256(settings.plan.profile) if settings.plan.profile is not None else None
+    variants = {label: variant_fingerprint(settings.plan, label, profile_sha) for label in settings.plan.labels}
+    return RunFingerprint(run=run, variants=variants)
+
+
+def _claim(folder: RunFolder, task: EvalTask, settings: RunSettings, processes: Processes) -> RunFingerprint | None:
+    """Rank 0 claims the folder and tells the other ranks whether to go on (they raise its error)."""
+    outcome: tuple[str, str] | None = None
+    fingerprint = None
+    if processes.is_main:
+        try:
+            fingerprint = folder.claim(run_fingerprint(task, settings), settings.overwrite)
+        except BaseException as error:  # every rank must learn that rank 0 stopped
+            outcome = ("input" if isinstance(error, InputError) else "other", one_line(error))
+            processes.broadcast(outcome)
+            raise
+    outcome = processes.broadcast(outcome)
+    if outcome is not None:
+        if outcome[0] == "input":
+            raise InputError(outcome[1])
+        raise RuntimeError(f"rank 0 stopped: {outcome[1]}")
+    return fingerprint
+
+
+def _answer(item: EvalItem, label: str, task: EvalTask, image_dir: Path,
+            generator: Callable[[], generation.Generator]) -> AnswerRecord:
+    """The record of one (variant, item): an answer, or an error when the image cannot be used.
+
+    ``generator()`` gives the generator, loading the model on first use: a rerun whose remaining
+    items all have broken images never loads it.
+    """
+    request = task.request(item)
+    try:
+        image = load_image(resolve_under(image_dir, request.image))
+    except InputError as error:  # per-item data: missing, unreadable, outside --image-dir, not a regular file
+        return AnswerRecord(variant=label, id=item.id, error=one_line(error))
+    result = generator()(image, request.prompt, label)
+    return AnswerRecord(variant=label, id=item.id, response=result.text, new_tokens=int(result.new_tokens),
+                        seconds=float(result.seconds),
+                        layers_skipped=None if result.layers_skipped is None else float(result.layers_skipped))
+
+
+def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, processes: Processes) -> None:
+    """Answer this process's shard of every (variant, item) that has no answer yet."""
+    from tqdm.auto import tqdm
+
+    gen = settings.generation
+    assert gen is not None and settings.image_dir is not None
+    if processes.world > 1:  # one full model copy per process, on its own device
+        gen = replace(gen, device=processes.device or gen.device, device_map=None)
+    with AnswerStore(settings.out, processes.rank, processes.world) as store:
+        processes.barrier()  # every rank has read the folder before any rank appends to it
+        answered = store.answered()
+        mine = shard_items(items, processes.rank, processes.world)
+        todo = [(label, item) for label in settings.plan.labels for item in mine if (label, item.id) not in answered]
+        if not todo:
+            logger.info("rank %d: every answer is already in %s", processes.rank, settings.out)
+            return
+        retried = sum(1 for r in store.records() if not r.ok and r.variant in settings.plan.labels)
+        logger.info("rank %d: %d answer(s) to generate%s", processes.rank, len(todo),
+                    f" ({retried} earlier error(s) retried)" if retried else "")
+        loaded: list[generation.Generator] = []
+
+        def generator() -> generation.Generator:
+            if not loaded:
+                loaded.append(generation.load_generator(gen, settings.plan, progress=settings.progress and processes.is_main))
+            return loaded[0]
+
+        done = 0
+        bar = tqdm(todo, desc="answers", unit="answer", disable=not (settings.progress and processes.is_main))
+        try:
+            for label, item in bar:
+                bar.set_postfix_str(label, refresh=False)
+                record = _answer(item, label, task, settings.image_dir, generator)
+                if not record.ok:
+                    logger.warning("%s / %s: %s", label, item.id, record.error)
+                store.append(record)
+                done += 1
+        except KeyboardInterrupt:
+            raise RunInterrupted(
+                f"interrupted: {done} of {len(todo)} answer(s) of this run are saved in {settings.out}; "
+                "rerun the same command to resume"
+            ) from None
+        except InputError:  # a model or option that cannot be used: its one line says it all
+            raise
+        except BaseException as error:
+            logger.error("aborting on %s: the %d answer(s) finished by this run are saved in %s, and a rerun "
+                         "resumes after them", type(error).__name__, done, settings.out)
+            raise
+        finally:
+            bar.close()
+
+
+def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None = None) -> EvaluationReport | None:
+    """Run ``task`` for every variant and write its report (see the module docstring).
+
+    Args:
+        task: The benchmark.
+        settings: Where, what and how.
+        processes: This process's place among the run's processes (default: from the environment).
+
+    Returns:
+        The report on rank 0; ``None`` on the other ranks.
+
+    Raises:
+        InputError: a folder held by another run or made with other settings, an answer missing after
+            the merge, a model or option that cannot be used (one line each).
+        RunInterrupted: Ctrl-C during generation.
+    """
+    processes = processes or current_processes()
+    items = select_items(task, settings.limit)
+    labels = settings.plan.labels
+    expected = [(label, item.id) for label in labels for item in items]
+    folder = RunFolder(settings.out)
+    try:
+        # 1-3. claim the folder and generate (or, with score_only, just lock it)
+        if settings.score_only:
+            if processes.is_main:
+                folder.lock.acquire()
+            fingerprint = _stored_fingerprint(settings)
+        else:
+            fingerprint = _claim(folder, task, settings, processes)
+            _generate(task, items, settings, processes)
+            processes.barrier()
+        if not processes.is_main:
+            return None
+        # 4. merge, score, report
+        merged = merge_answers(settings.out, expected)
+        if merged.missing:
+            label, item_id = merged.missing[0]
+            hint = "run without --score-only first" if settings.score_only else "rerun the same command to generate them"
+            raise InputError(f"{len(merged.missing)} answer(s) missing in {settings.out} (e.g. {label} / {item_id!r}): {hint}")
+        return _report(task, items, settings, merged.records, fingerprint)
+    finally:
+        folder.release()
+
+
+def _stored_fingerprint(settings: RunSettings) -> RunFingerprint:
+    try:
+        stored = RunFingerprint.load(settings.out)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if stored is None:
+        raise InputError(f"--out {str(settings.out)!r} holds no run fingerprint: run without --score-only first")
+    absent = [label for label in settings.plan.labels if label not in stored.variants]
+    if absent:
+        raise InputError(f"--out {str(settings.out)!r} has no answers of {', '.join(absent)}: run without --score-only first")
+    return stored
+
+
+def _report(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, records: Sequence[AnswerRecord],
+            fingerprint: RunFingerprint | None) -> EvaluationReport:
+    labels = settings.plan.labels
+    by_label = {label: [r for r in records if r.variant == label] for label in labels}
+    answers = {label: {r.id: r.response for r in recs if r.ok} for label, recs in by_label.items()}
+    scores = task.score(answers, items, settings.plan.reference)
+    names = list(dict.fromkeys([*scores.columns, *(k for m in scores.metrics.values() for k in m)]))
+    metrics = {label: {k: scores.metrics.get(label, {}).get(k) for k in names} for label in labels}  # same keys in every row
+    rows = build_rows(by_label, metrics, settings.plan.reference)
+    run = dict(fingerprint.run) if fingerprint else {}
+    run.pop("model_files", None)
+    meta: dict[str, Any] = {
+        "task": task.name, "items": len(items),
+        "variants": {label: dict(fingerprint.variants[label]) if fingerprint else {} for label in labels},
+        "run": run, **scores.meta,
+    }
+    columns = ["variant", *scores.columns, *RUN_COLUMNS]
+    if all(r.layers_skipped is None for r in rows):
+        columns.remove("layers_skipped")
+    json_path, md_path = write_report([r.to_dict() for r in rows], settings.out, task.report_name, meta, columns)
+    if scores.details is not None:
+        import json
+
+        details_path = settings.out / f"{task.report_name}_details.json"
+        details_path.write_text(json.dumps(scores.details, indent=1, default=str) + "\n", encoding="utf-8")
+    logger.info("wrote %s and %s", json_path, md_path)
+    return EvaluationReport(rows=rows, columns=columns, meta=meta, json_path=json_path, md_path=md_path)

@@ -1,0 +1,287 @@
+"""Variant specs, their ``wrap`` options and layer profile: what each evaluated variant is.
+
+A *variant spec* is ``name`` or ``name:mode`` (``none``, ``skip2``, ``skip2:online``,
+``exit:online``): ``name`` is one of ``lvlm_skip.VARIANTS``, ``mode`` one of ``lvlm_skip.MODES``
+(default: ``--mode``). The spec as written is the variant's *label*: the key of its answers and
+its row in the reports.
+
+*Variant options* (``--variant-options``, a JSON object or the path of a JSON file) are
+``lvlm_skip.wrap`` options per variant name (``"skip1"``) or label (``"skip1:online"``, which
+overrides the name's entry key by key), e.g. the paper's layers for LLaVA-1.5-7B::
+
+    {"skip1": {"critical_layer": 18, "mutation_layers": [27, 28, 29, 30]}, "skip3": {"critical_layer": 18}}
+
+Variants without options calibrate their layers per prompt (static) or per step (online).
+Everything is checked before any work: unknown variants and modes, duplicate labels, options
+for a variant that was not asked for, unknown options, and values of the wrong type (the message
+names the key). Layer numbers are checked against the model when it is loaded.
+
+A *layer profile* (``--profile``, ``profile.json`` from ``lvlm-skip profile``) gives the
+variants' critical and mutation layers; :func:`wrap_arguments` is the one place that passes it
+to ``lvlm_skip.wrap``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, one_line
+
+#: ``lvlm_skip.wrap(..., profile=path)`` arrives with the profile issue. Until it does, ``--profile``
+#: is validated (an existing JSON file) and fingerprinted, and a warning says it is not applied.
+#: When ``wrap`` takes it, set this to True: :func:`wrap_arguments` is the only place that reads it.
+WRAP_TAKES_PROFILE = False
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One requested variant.
+
+    Attributes:
+        label: The spec as written (``"skip2:online"``); keys answers and report rows.
+        variant: ``lvlm_skip`` variant name.
+        mode: ``lvlm_skip.wrap`` mode.
+    """
+
+    label: str
+    variant: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """Every variant of a run with its checked ``wrap`` options.
+
+    Attributes:
+        specs: The variants in report order.
+        options: Label -> ``lvlm_skip.wrap`` options (lists as tuples), checked against ``SkipConfig``.
+        profile: The layer profile file given to every variant except ``none``, or ``None``.
+    """
+
+    specs: tuple[VariantSpec, ...]
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    profile: Path | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return [s.label for s in self.specs]
+
+    def spec(self, label: str) -> VariantSpec:
+        return next(s for s in self.specs if s.label == label)
+
+    @property
+    def reference(self) -> str | None:
+        """The label of the first ``none`` variant (the reference of speedup and closeness), if any."""
+        return next((s.label for s in self.specs if s.variant == "none"), None)
+
+
+def parse_variant_spec(spec: str, default_mode: str = "static") -> VariantSpec:
+    """Parses ``name`` or ``name:mode``.
+
+    Raises:
+        InputError: unknown variant or mode, or a malformed spec.
+    """
+    from .. import MODES, VARIANTS
+
+    label = spec.strip()
+    name, sep, mode = label.partition(":")
+    name, mode = name.strip(), (mode.strip() if sep else default_mode)
+    if name not in VARIANTS:
+        raise InputError(f"unknown variant {name!r} in variant spec {label!r}; known: {', '.join(VARIANTS)}")
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r} in variant spec {label!r}; known: {', '.join(MODES)}")
+    return VariantSpec(label=label, variant=name, mode=mode)
+
+
+def parse_variant_specs(specs: str | Iterable[str], default_mode: str = "static") -> list[VariantSpec]:
+    """Parses a comma-separated string (or a list) of specs; rejects an empty list and duplicate labels."""
+    parts = specs.split(",") if isinstance(specs, str) else list(specs)
+    parsed = [parse_variant_spec(p, default_mode) for p in parts if p.strip()]
+    if not parsed:
+        raise InputError("no variant given; e.g. --variants none,skip1,skip2:online")
+    labels = [s.label for s in parsed]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise InputError(f"duplicate variant spec(s) {', '.join(duplicates)}")
+    return parsed
+
+
+def load_variant_options(text: str | None) -> dict[str, dict[str, Any]]:
+    """Reads ``--variant-options``: a JSON object, or the path of a file holding one.
+
+    Returns:
+        ``{variant name or label: {wrap option: value}}`` (empty for ``None`` / ``""``).
+
+    Raises:
+        InputError: not JSON, not an existing file, or not an object of objects.
+    """
+    if not text or not text.strip():
+        return {}
+    source = "--variant-options"
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise InputError(f"--variant-options {text!r} is neither a JSON object nor an existing file")
+        source, text = str(path), path.read_text(encoding="utf-8")
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise InputError(f"{source}: expected an object of objects, e.g. {{\"skip3\": {{\"critical_layer\": 18}}}}")
+    return options
+
+
+# ---------------------------------------------------------------------------------- type checks
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether a JSON ``value`` fits a ``SkipConfig`` field annotation (``int | None``, ``tuple[int, ...]``, ...)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(h, value) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis] or [Any]
+        return isinstance(value, (list, tuple)) and all(_accepts(args[0], v) for v in value)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    return True  # an annotation this check does not know: SkipConfig itself decides
+
+
+_JSON_NAMES = {int: "an int", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+
+
+def _type_name(hint: Any) -> str:
+    """A field annotation in JSON words: ``int | None`` -> ``"an int or null"``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = sorted(typing.get_args(hint), key=lambda a: a is type(None))
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return f"a list of {_type_name(args[0]).split(' ', 1)[-1]}s" if args else "a list"
+    if dataclasses.is_dataclass(hint):
+        return "an object"
+    return _JSON_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_option_types(config_class: type, options: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`InputError` naming the first option whose JSON value does not fit its field.
+
+    Nested dataclass fields (``detection``) are checked against their own fields.
+    """
+    try:
+        hints = typing.get_type_hints(config_class)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: leave the check to the class
+        return
+    for key, value in options.items():
+        if key not in hints:
+            continue  # unknown keys are reported by SkipConfig.from_kwargs with the known ones
+        hint = hints[key]
+        if not _accepts(hint, value):
+            raise InputError(f"{where}: option {key!r} must be {_type_name(hint)}, got {json.dumps(value)}")
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            check_option_types(hint, value, f"{where}, {key}")
+
+
+def resolve_variant_options(specs: Iterable[VariantSpec],
+                            variant_options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """The ``wrap`` options of every spec, by label, checked against ``SkipConfig`` (no model needed).
+
+    The entry of the variant name is overridden key by key by the entry of the full label. List
+    values become tuples.
+
+    Raises:
+        InputError: an entry for a variant that was not asked for, an unknown option, a value of the
+            wrong type or out of range (one line naming the label and the key).
+    """
+    from .. import SkipConfig
+
+    specs = list(specs)
+    variant_options = dict(variant_options or {})
+    asked = {s.label for s in specs} | {s.variant for s in specs}
+    stray = sorted(k for k in variant_options if k not in asked)
+    if stray:
+        raise InputError(f"--variant-options has entries for {', '.join(stray)}, which --variants "
+                         f"({', '.join(s.label for s in specs)}) does not ask for")
+    resolved: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        options = {**variant_options.get(spec.variant, {}), **variant_options.get(spec.label, {})}
+        if spec.variant == "none" and options:
+            raise InputError(f"variant {spec.label!r} takes no options (got {sorted(options)})")
+        check_option_types(SkipConfig, options, f"variant {spec.label!r}")
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        try:
+            SkipConfig.from_kwargs(variant=spec.variant, mode=spec.mode, **options)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"variant {spec.label!r}: {one_line(exc)}") from None
+        resolved[spec.label] = options
+    return resolved
+
+
+def check_profile(path: str | None) -> Path | None:
+    """``--profile`` as a path, after checking that it is an existing JSON file.
+
+    Raises:
+        InputError: the file does not exist or is not JSON.
+    """
+    if not path:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"--profile {path!r} does not exist")
+    try:
+        json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--profile {path!r} is not a JSON file ({one_line(exc)})") from None
+    return file
+
+
+def plan_variants(variants: str, mode: str = "static", variant_options: str | None = None,
+                  profile: str | None = None) -> VariantPlan:
+    """The checked :class:`VariantPlan` of ``--variants``, ``--mode``, ``--variant-options`` and ``--profile``.
+
+    Raises:
+        InputError: see :func:`parse_variant_specs`, :func:`resolve_variant_options` and :func:`check_profile`.
+    """
+    specs = parse_variant_specs(variants, mode)
+    options = resolve_variant_options(specs, load_variant_options(variant_options))
+    return VariantPlan(specs=tuple(specs), options=options, profile=check_profile(profile))
+
+
+def wrap_arguments(plan: VariantPlan, label: str) -> dict[str, Any]:
+    """The keyword arguments of ``lvlm_skip.wrap`` for the variant ``label`` (the one place that builds them)."""
+    spec = plan.spec(label)
+    arguments: dict[str, Any] = {"variant": spec.variant, "mode": spec.mode, **plan.options.get(label, {})}
+    if plan.profile is not None and spec.variant != "none" and WRAP_TAKES_PROFILE:
+        arguments["profile"] = str(plan.profile)
+    return arguments
+
+
+def variant_fingerprint(plan: VariantPlan, label: str, profile_sha256: str | None) -> dict[str, Any]:
+    """The answer-changing settings of one variant: variant, mode, options, profile digest.
+
+    ``none`` is the stock model whatever its mode, so its mode is not recorded.
+    """
+    spec = plan.spec(label)
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(plan.options.get(label, {}).items())}
+    stock = spec.variant == "none"
+    return {"variant": spec.variant, "mode": None if stock else spec.mode, "options": options,
+            "profile_sha256": profile_sha256 if plan.profile is not None and not stock else None}
