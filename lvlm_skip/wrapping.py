@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .anatomy import ModelAnatomy
+from .errors import InputError
 from .hooks import HeadRouting, LayerRouting
 from .peers import PEERS, PeerController, PeerReport, peer_config
 from .skips import MODES as SKIP_MODES
@@ -44,7 +45,7 @@ class _WrapState:
     last_report: SkipReport | PeerReport | None = None
 
 
-def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **options):
+def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, profile=None, **options):
     """Install a layer intervention on ``model`` (in place) and return it.
 
     Args:
@@ -53,6 +54,9 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **opti
             (dola, deco, vcd: :mod:`lvlm_skip.peers`), or a whole :class:`~lvlm_skip.skips.SkipConfig`
             (then no other option is accepted).
         mode: static or online (the skips); the peers act at every step whatever the mode.
+        profile: A layer profile (``profile.json`` from :func:`lvlm_skip.profile`) giving the skips'
+            ``critical_layer`` and ``mutation_layers`` (:mod:`lvlm_skip.profiles`); options given
+            explicitly win. Static mode without layers or a profile measures them on each prompt.
         **options: Other :class:`~lvlm_skip.skips.SkipConfig` fields (``layers``, ``critical_layer``,
             ``mutation_layers``, ``exit_layer``, ``keep_last``, ``positions``, ``decide``, ``detection``,
             ``readout``, ``candidates``, ``window_start``, ``kv_fill``), or the peer's options
@@ -70,6 +74,8 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **opti
         raise ValueError("this model is already wrapped by lvlm_skip; call lvlm_skip.unwrap(model) first")
     anatomy = ModelAnatomy.from_model(model)
     if isinstance(variant, str) and variant in PEERS:
+        if profile is not None:
+            raise TypeError(f"{variant} takes no layer profile: its layers are its own options")
         if mode not in SKIP_MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(SKIP_MODES)}")
         controller = PeerController(model, anatomy, variant, peer_config(variant, **options))
@@ -77,10 +83,12 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **opti
         routings = controller.install()
     else:
         if isinstance(variant, SkipConfig):
-            if options or mode != "static":
+            if options or mode != "static" or profile is not None:
                 raise TypeError("wrap(model, config): pass the options inside the SkipConfig, not beside it")
             config = variant
         else:
+            if profile is not None:
+                options = _profile_options(variant, profile, anatomy.num_layers, options)
             config = SkipConfig.from_kwargs(variant=variant, mode=mode, **options)
         controller = SkipController(anatomy, config)
         # nothing above touched the model: from here on it is modified
@@ -106,6 +114,25 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", **opti
     model.generate = generate
     setattr(model, _STATE_ATTR, state)
     return model
+
+
+def _profile_options(variant: str, path, num_layers: int, options: dict) -> dict:
+    """``options`` completed with the profile's layers (explicit options win), checked against the model."""
+    from .profiles import LayerProfile
+
+    profile = LayerProfile.load(path)
+    profile.check_model(num_layers, path)
+    options = dict(options, profile=str(path))
+    if variant in ("skip1", "skip3") and "critical_layer" not in options:
+        if not profile.critical_layer:
+            raise InputError(f"profile {str(path)!r} found no critical layer: {variant} has nothing to skip from")
+        options["critical_layer"] = profile.critical_layer
+    if variant in ("skip1", "skip2", "exit") and "mutation_layers" not in options and "exit_layer" not in options:
+        if not profile.mutation_layers:
+            raise InputError(f"profile {str(path)!r} found no mutation layer that recurs across tokens: "
+                             f"{variant} would do nothing (give mutation_layers explicitly)")
+        options["mutation_layers"] = profile.mutation_layers
+    return options
 
 
 def unwrap(model):

@@ -199,7 +199,7 @@ def test_only_broken_images_left_means_no_model_is_loaded(amber):
      "variant 'skip2', detection: option 'rel_low' must be a number, got \"low\""),
     (["--variants", "skip2", "--variant-options", '{"skip2": {"critical": 2}}'], "unknown option(s) ['critical']"),
     (["--variants", "none", "--variant-options", '{"none": {"critical_layer": 2}}'], "takes no options"),
-    (["--profile", "no-such-profile.json"], "--profile 'no-such-profile.json' does not exist"),
+    (["--profile", "no-such-profile.json"], "--profile: profile 'no-such-profile.json' does not exist"),
 ])
 def test_arguments_are_checked_before_any_work(amber, capsys, extra, needle):
     message = _fails(_args(amber, *extra), capsys)
@@ -207,31 +207,35 @@ def test_arguments_are_checked_before_any_work(amber, capsys, extra, needle):
     assert not amber["loads"] and not (amber["out"] / "run.json").exists()
 
 
-def test_profile_is_checked_and_fingerprinted(amber, capsys, caplog):
+def _write_profile(path: Path, critical: int, mutations: tuple[int, ...], num_layers: int = 16) -> Path:
+    from lvlm_skip.profiles import LayerProfile
+
+    return LayerProfile(critical, mutations, num_layers, statistics={}).save(path)
+
+
+def test_profile_is_checked_and_fingerprinted(amber, capsys):
     profile = amber["tmp"] / "profile.json"
     profile.write_text("{not json")
-    assert "is not a JSON file" in _fails(_args(amber, "--profile", str(profile)), capsys)
+    assert "--profile: cannot read profile" in _fails(_args(amber, "--profile", str(profile)), capsys)
     profile.write_text(json.dumps({"critical_layer": 3}))
-    with caplog.at_level(logging.WARNING, logger="lvlm_skip"):
-        assert main(_args(amber, "--variants", "none,skip1", "--profile", str(profile))) == 0
-    assert "does not take a profile yet" in caplog.text
+    assert "is not a layer profile" in _fails(_args(amber, "--profile", str(profile)), capsys)
+    _write_profile(profile, 3, (9,))
+    assert main(_args(amber, "--variants", "none,skip1", "--profile", str(profile))) == 0
     stored = json.loads((amber["out"] / "run.json").read_text())["variants"]
     assert stored["skip1"]["profile_sha256"] == fp.file_sha256(profile) and stored["none"]["profile_sha256"] is None
-    profile.write_text(json.dumps({"critical_layer": 4}))
+    _write_profile(profile, 4, (9,))
     assert "skip1 answers made with profile_sha256=" in _fails(
         _args(amber, "--variants", "none,skip1", "--profile", str(profile)), capsys)
 
 
-def test_wrap_arguments_pass_the_profile_in_one_place(monkeypatch, tmp_path):
+def test_wrap_arguments_pass_the_profile_in_one_place(tmp_path):
     from lvlm_skip.evaluation import variants
 
-    profile = tmp_path / "p.json"
-    profile.write_text("{}")
-    plan = variants.plan_variants("none,skip2:online", profile=str(profile))
-    assert variants.wrap_arguments(plan, "skip2:online") == {"variant": "skip2", "mode": "online"}
-    monkeypatch.setattr(variants, "WRAP_TAKES_PROFILE", True)
-    assert variants.wrap_arguments(plan, "skip2:online")["profile"] == str(profile)
+    profile = _write_profile(tmp_path / "p.json", 5, (12,))
+    plan = variants.plan_variants("none,skip2:online,dola", profile=str(profile))
+    assert variants.wrap_arguments(plan, "skip2:online") == {"variant": "skip2", "mode": "online", "profile": str(profile)}
     assert "profile" not in variants.wrap_arguments(plan, "none")
+    assert "profile" not in variants.wrap_arguments(plan, "dola")  # the peers choose their own layers
 
 
 def test_folder_held_by_another_run_is_refused_with_its_pid(amber, capsys):

@@ -36,12 +36,9 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
 
     out = check_output_dir(args.out)
     from ..evaluation.runner import RunSettings, evaluate
-    from ..evaluation.variants import WRAP_TAKES_PROFILE, plan_variants
+    from ..evaluation.variants import plan_variants
 
     plan = plan_variants(args.variants, args.mode, args.variant_options, args.profile)
-    if plan.profile is not None and not WRAP_TAKES_PROFILE:
-        logger.warning("--profile %s is checked and recorded, but lvlm_skip.wrap does not take a profile yet: "
-                       "it does not change the answers", plan.profile)
     generation = image_dir = None
     if not args.score_only:
         if not args.model:

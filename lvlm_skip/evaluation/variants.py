@@ -34,10 +34,8 @@ from typing import Any
 
 from ..errors import InputError, one_line
 
-#: ``lvlm_skip.wrap(..., profile=path)`` arrives with the profile issue. Until it does, ``--profile``
-#: is validated (an existing JSON file) and fingerprinted, and a warning says it is not applied.
-#: When ``wrap`` takes it, set this to True: :func:`wrap_arguments` is the only place that reads it.
-WRAP_TAKES_PROFILE = False
+#: The variants that take their layers from ``--profile`` (``lvlm_skip.wrap(..., profile=path)``).
+PROFILE_VARIANTS = ("skip1", "skip2", "skip3", "exit")
 
 
 @dataclass(frozen=True)
@@ -201,9 +199,28 @@ def check_option_types(config_class: type, options: Mapping[str, Any], where: st
             check_option_types(hint, value, f"{where}, {key}")
 
 
+def _config_class(variant: str) -> type:
+    """The dataclass whose fields are ``variant``'s ``wrap`` options: SkipConfig, or the peer's config."""
+    from ..peers import PEER_CONFIGS
+    from ..skips import SkipConfig
+
+    return PEER_CONFIGS.get(variant, SkipConfig)
+
+
+def _check_options(spec: VariantSpec, options: Mapping[str, Any]) -> None:
+    """Build the variant's config from ``options`` once, so a bad option fails before any work."""
+    from ..peers import PEER_CONFIGS, peer_config
+    from ..skips import SkipConfig
+
+    if spec.variant in PEER_CONFIGS:
+        peer_config(spec.variant, **options)
+    else:
+        SkipConfig.from_kwargs(variant=spec.variant, mode=spec.mode, **options)
+
+
 def resolve_variant_options(specs: Iterable[VariantSpec],
                             variant_options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    """The ``wrap`` options of every spec, by label, checked against ``SkipConfig`` (no model needed).
+    """The ``wrap`` options of every spec, by label, checked against its config class (no model needed).
 
     The entry of the variant name is overridden key by key by the entry of the full label. List
     values become tuples.
@@ -212,8 +229,6 @@ def resolve_variant_options(specs: Iterable[VariantSpec],
         InputError: an entry for a variant that was not asked for, an unknown option, a value of the
             wrong type or out of range (one line naming the label and the key).
     """
-    from .. import SkipConfig
-
     specs = list(specs)
     variant_options = dict(variant_options or {})
     asked = {s.label for s in specs} | {s.variant for s in specs}
@@ -226,10 +241,10 @@ def resolve_variant_options(specs: Iterable[VariantSpec],
         options = {**variant_options.get(spec.variant, {}), **variant_options.get(spec.label, {})}
         if spec.variant == "none" and options:
             raise InputError(f"variant {spec.label!r} takes no options (got {sorted(options)})")
-        check_option_types(SkipConfig, options, f"variant {spec.label!r}")
+        check_option_types(_config_class(spec.variant), options, f"variant {spec.label!r}")
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
         try:
-            SkipConfig.from_kwargs(variant=spec.variant, mode=spec.mode, **options)
+            _check_options(spec, options)
         except (TypeError, ValueError) as exc:
             raise InputError(f"variant {spec.label!r}: {one_line(exc)}") from None
         resolved[spec.label] = options
@@ -237,21 +252,20 @@ def resolve_variant_options(specs: Iterable[VariantSpec],
 
 
 def check_profile(path: str | None) -> Path | None:
-    """``--profile`` as a path, after checking that it is an existing JSON file.
+    """``--profile`` as a path, after checking that it is a layer profile file (:mod:`lvlm_skip.profiles`).
 
     Raises:
-        InputError: the file does not exist or is not JSON.
+        InputError: the file does not exist or is not a profile.
     """
     if not path:
         return None
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"--profile {path!r} does not exist")
+    from ..profiles import LayerProfile
+
     try:
-        json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"--profile {path!r} is not a JSON file ({one_line(exc)})") from None
-    return file
+        LayerProfile.load(path)
+    except InputError as exc:
+        raise InputError(f"--profile: {one_line(exc)}") from None
+    return Path(path)
 
 
 def plan_variants(variants: str, mode: str = "static", variant_options: str | None = None,
@@ -270,7 +284,7 @@ def wrap_arguments(plan: VariantPlan, label: str) -> dict[str, Any]:
     """The keyword arguments of ``lvlm_skip.wrap`` for the variant ``label`` (the one place that builds them)."""
     spec = plan.spec(label)
     arguments: dict[str, Any] = {"variant": spec.variant, "mode": spec.mode, **plan.options.get(label, {})}
-    if plan.profile is not None and spec.variant != "none" and WRAP_TAKES_PROFILE:
+    if plan.profile is not None and spec.variant in PROFILE_VARIANTS:
         arguments["profile"] = str(plan.profile)
     return arguments
 
@@ -283,5 +297,6 @@ def variant_fingerprint(plan: VariantPlan, label: str, profile_sha256: str | Non
     spec = plan.spec(label)
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(plan.options.get(label, {}).items())}
     stock = spec.variant == "none"
+    uses_profile = plan.profile is not None and spec.variant in PROFILE_VARIANTS
     return {"variant": spec.variant, "mode": None if stock else spec.mode, "options": options,
-            "profile_sha256": profile_sha256 if plan.profile is not None and not stock else None}
+            "profile_sha256": profile_sha256 if uses_profile else None}

@@ -52,7 +52,8 @@ class VariantPolicy:
 
     @staticmethod
     def _mutations(config: SkipConfig, mutations: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(config.mutation_layers) if config.mutation_layers else tuple(mutations)
+        # given (possibly empty: a profile that found none) beats measured
+        return tuple(config.mutation_layers) if config.mutation_layers is not None else tuple(mutations)
 
 
 class NonePolicy(VariantPolicy):
@@ -66,7 +67,7 @@ class Skip1Policy(VariantPolicy):
     online = "span"
 
     def layers_given(self, config):
-        return config.critical_layer is not None and bool(config.mutation_layers)
+        return config.critical_layer is not None and config.mutation_layers is not None
 
     def static_layers(self, config, num_layers, critical, mutations):
         c, mutation = self._critical(config, critical), self._mutations(config, mutations)
@@ -83,7 +84,7 @@ class Skip2Policy(VariantPolicy):
     online = "discard"
 
     def layers_given(self, config):
-        return bool(config.mutation_layers)
+        return config.mutation_layers is not None
 
     def static_layers(self, config, num_layers, critical, mutations):
         return list(self._mutations(config, mutations))
@@ -113,7 +114,7 @@ class ExitPolicy(VariantPolicy):
     online = "exit"
 
     def layers_given(self, config):
-        return config.exit_layer is not None or bool(config.mutation_layers)
+        return config.exit_layer is not None or config.mutation_layers is not None
 
     def static_layers(self, config, num_layers, critical, mutations):
         if config.exit_layer is not None:
