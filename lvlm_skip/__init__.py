@@ -30,6 +30,9 @@ _EXPORTS = {
     "unwrap": "wrapping",
     "wrap": "wrapping",
     "MutationExitLogitsProcessor": "processors",
+    "LayerProfile": "profiles",
+    "profile": "profiling",
+    "PRESETS": "presets",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -19,9 +19,10 @@ by a documented rule, so that static skipping does not rest on one position's cu
 * ``c`` = the median critical layer of the tokens that have one (robust to the skew of the
   histogram; the paper reads one layer off its Fig. 4 the same way);
 * ``M`` = the layers after ``c`` whose mutation frequency is at least ``mutation_share`` (default
-  0.10) and at least twice the mean frequency over the layers after ``c``, at most ``max_mutations``
-  (default 4) of them, the most frequent first. ``M`` may be empty: the model then shows no
-  mutation layer that recurs across tokens, and skip.2 has nothing to skip.
+  0.10) and at least ``peak_share`` (default 0.5) of the most frequent layer's, at most
+  ``max_mutations`` (default 4) of them, the most frequent first: the peak of the frequency curve,
+  where mutations recur. ``M`` may be empty: the model then shows no mutation layer that recurs
+  across tokens, and skip.2 has nothing to skip.
 
 ``wrap(model, variant, profile="profile.json")`` takes ``c`` and ``M`` from the file (explicit
 ``critical_layer`` / ``mutation_layers`` still win) and checks that the profile was made on a model
@@ -161,6 +162,7 @@ def choose_layers(
     *,
     min_tokens: int = 50,
     mutation_share: float = 0.10,
+    peak_share: float = 0.5,
     max_mutations: int = 4,
 ) -> tuple[int, tuple[int, ...], dict]:
     """The model's ``c`` and ``M`` from its statistics (the rule of the module docstring).
@@ -174,10 +176,10 @@ def choose_layers(
     critical = stats.median_critical()
     frequency = np.asarray(stats.mutation_frequency)
     after = frequency[critical:] if critical else np.zeros(0)
-    mean = float(after.mean()) if after.size else 0.0
+    peak = float(after.max()) if after.size else 0.0
     candidates = [(float(frequency[j - 1]), j) for j in range(critical + 1, stats.num_layers + 1)
-                  if frequency[j - 1] >= mutation_share and frequency[j - 1] >= 2 * mean]
-    chosen = sorted(j for _, j in sorted(candidates, reverse=True)[:max_mutations])
+                  if frequency[j - 1] >= mutation_share and frequency[j - 1] >= peak_share * peak]
+    chosen = sorted(j for _, j in sorted(candidates, key=lambda fj: (-fj[0], fj[1]))[:max_mutations])
     rule = {"basis": basis, "min_tokens": min_tokens, "critical": "median critical layer of the tokens that have one",
-            "mutation_share": mutation_share, "mutation_vs_mean": 2.0, "max_mutations": max_mutations}
+            "mutation_share": mutation_share, "peak_share": peak_share, "max_mutations": max_mutations}
     return critical, tuple(chosen), rule

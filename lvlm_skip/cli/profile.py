@@ -1,15 +1,65 @@
-"""``lvlm-skip profile``: arrives with its issue."""
+"""``lvlm-skip profile``: a model's critical and mutation layers over many prompts (``profile.json``).
+
+Answers the first N prompts of an AMBER-, COCO- or POPE-format folder (the scene benchmark that
+``lvlm-skip scenes`` writes is AMBER format), detects every generated token's critical and
+mutation layers, and writes the aggregate (:mod:`lvlm_skip.profiles`): ``profile.json`` (the model's
+``c`` and ``M`` by the documented rule, the statistics, the provenance), ``profile.md`` and the
+supplementary's Fig. 2 for this model (``profile.png`` / ``.svg``). Use the file with
+``--profile`` in every evaluation command, or ``lvlm_skip.wrap(model, variant, profile=...)``.
+"""
 
 from __future__ import annotations
 
-from .options import CliError
+import json
 
-HELP = "Not implemented yet."
+from .options import CliError, add_model_arguments, add_output_arguments, positive_int, progress_enabled
+
+HELP = "Measure a model's critical / mutation layers over N prompts and write profile.json."
 
 
 def add_arguments(p) -> None:
-    pass
+    add_model_arguments(p)
+    p.add_argument("--data", required=True, help="An AMBER-, COCO- or POPE-format folder (the scene benchmark is AMBER format).")
+    p.add_argument("--format", default="auto", choices=("auto", "amber", "coco", "pope"), help="The folder's format.")
+    p.add_argument("--image-dir", default=None, help="Folder of the images the data names (default: DATA/images, else DATA).")
+    p.add_argument("-n", "--limit", type=positive_int, default=50, help="Profile the first N prompts.")
+    p.add_argument("--prompt", default=None, help="Replace the data's prompts (AMBER, POPE) or set COCO's "
+                   "(default: the paper's 'Please describe this image in detail.').")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="Generation length per prompt.")
+    p.add_argument("--readout", default="normed", choices=("normed", "raw"),
+                   help="normed: lm_head(norm(h_j)); raw: lm_head(h_j) as the authors' code.")
+    p.add_argument("--detection", default=None, help="DetectionConfig fields as a JSON object, e.g. '{\"rel_low\": 0.25}'.")
+    add_output_arguments(p, default="runs/profile", resumable=False)
 
 
 def run(args) -> int:
-    raise CliError("lvlm-skip profile is not implemented yet")
+    from ..paths import check_output_dir
+
+    out = check_output_dir(args.out)
+    detection = None
+    if args.detection:
+        from ..detection import DetectionConfig
+
+        try:
+            detection = DetectionConfig.from_dict(json.loads(args.detection))
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise CliError(f"--detection: {error}") from None
+    from ..loading import load_model, resolve_device, resolve_dtype
+    from ..profiling import load_profile_data, profile
+    from ..profile_report import write_profile_outputs
+
+    data = load_profile_data(args.data, data_format=args.format, image_dir=args.image_dir, limit=args.limit,
+                             prompt=args.prompt)
+    device = resolve_device(args.device)
+    model, processor = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device,
+                                  device_map=args.device_map, progress=progress_enabled(args))
+    result = profile(model, processor, data, max_new_tokens=args.max_new_tokens, detection=detection,
+                     readout=args.readout, progress=progress_enabled(args))
+    from ..evaluation.fingerprint import model_identity
+    from ..loading import BUILTIN_MODELS
+
+    result.provenance["model"].update(model_identity(args.model, builtin=BUILTIN_MODELS))
+    paths = write_profile_outputs(result, out, title=str(args.model))
+    print(f"critical layer {result.critical_layer}, mutation layers {list(result.mutation_layers) or 'none'} "
+          f"({result.rule['basis']} tokens); wrote {', '.join(str(p) for p in paths)}")
+    return 0
