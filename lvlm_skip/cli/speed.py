@@ -28,8 +28,10 @@ def add_arguments(p) -> None:
     p.add_argument("--candidates", type=int, default=256, help="Online candidate vocabulary size (0: exact full vocabulary).")
     p.add_argument("--only", default=None, help="Comma-separated configuration names or variant prefixes (stock always runs).")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
+    p.add_argument("--profile", default=None, help="A layer profile giving the static rows' layers (default: the model's plan).")
     p.add_argument("--skip-approximation", action="store_true",
-                   help="Skip the measurement of the candidate-vocabulary JSD against the exact one.")
+                   help="Skip the measurements of the candidate-vocabulary JSD against the exact one and of the "
+                   "lagged decisions' agreement.")
     add_output_arguments(p, default="runs/speed", resumable=False)
 
 
@@ -60,8 +62,17 @@ def run(args) -> int:
                                   device_map=args.device_map, progress=progress_enabled(args))
     inputs = encode_inputs(processor, [chat_prompt(processor, args.prompt)], [image], model)
     anatomy = ModelAnatomy.from_model(model)
-    configs = speed.select_configs(speed.default_configs(anatomy.num_layers, args.candidates), args.only)
-    setting = {"model": args.model, "model_class": type(model).__name__, "layers": anatomy.num_layers,
+    profile = None
+    if args.profile:
+        from ..profiles import LayerProfile
+
+        profile = LayerProfile.load(args.profile)
+        profile.check_model(anatomy.num_layers, args.profile)
+    plan = speed.layer_plan(args.model, anatomy.num_layers, profile)
+    configs = speed.select_configs(speed.default_configs(plan, anatomy.num_layers, args.candidates), args.only)
+    setting = {"model": args.model, "model_class": type(model).__name__, "num_layers": anatomy.num_layers,
+               "layer_plan": {"critical_layer": plan.critical_layer, "mutation_layers": list(plan.mutation_layers),
+                              "source": plan.source},
                "hidden_size": anatomy.hidden_size, "vocab_size": anatomy.vocab_size,
                "prompt_tokens": int(inputs["input_ids"].shape[1]), "new_tokens": args.new_tokens,
                "device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
@@ -69,7 +80,11 @@ def run(args) -> int:
     logger.info("%s", ", ".join(f"{k} {v}" for k, v in setting.items()))
     rows = speed.measure(model, inputs, configs, args.runs, args.new_tokens, progress=progress_enabled(args))
     table = markdown_table([r.to_dict() for r in rows])
-    approximation = None
+    noisy = speed.noisy_rows(rows)
+    if noisy:
+        logger.warning("the decode rate of %s spread by more than 10%% over the runs: the machine was busy, "
+                       "those rows are noise", ", ".join(noisy))
+    approximation = agreement = None
     if not args.skip_approximation and args.candidates:
         approximation = speed.approximation_error(model, inputs, args.candidates, min(args.new_tokens, 24))
         logger.info("candidate-vocabulary JSD (k=%d) vs exact over the same steps: mean |error| %.2e nats, max %.2e "
@@ -77,9 +92,14 @@ def run(args) -> int:
                     "of mutation flags", approximation["candidates"], approximation["mean_abs_error_nats"],
                     approximation["max_abs_error_nats"], approximation["mean_exact_jsd_nats"],
                     100 * approximation["critical_agreement"], 100 * approximation["mutation_agreement"])
+        agreement = speed.lagged_agreement(model, inputs, args.candidates, min(args.new_tokens, 24))
+        logger.info("lagged decisions (step t acts on step t-1's confirmation layer) equal per-step decisions at %.1f%% "
+                    "of %d steps (%.1f%% within one layer)", 100 * agreement["exact"], agreement["steps"],
+                    100 * agreement["within_one_layer"])
     (out / "speed.md").write_text(table + "\n")
-    (out / "speed.json").write_text(json.dumps({"setting": setting, "rows": [r.to_dict() for r in rows],
-                                                "approximation": approximation}, indent=1) + "\n")
+    result = {"setting": setting, "num_layers": anatomy.num_layers, "rows": [r.to_dict() for r in rows],
+              "noisy_rows": noisy, "approximation": approximation, "lagged_agreement": agreement}
+    (out / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
     sys.stdout.write(table + "\n")
     logger.info("wrote %s and %s", out / "speed.md", out / "speed.json")
     return 0
