@@ -12,8 +12,9 @@ Two reductions of the same pointwise terms, both in nats:
 
   in float64. ``F.kl_div(input, target)`` is ``target * (log target - input)``, so this is
   ``1/2 (KL(m || p) + KL(m || q)) / V``: the *reverse* KL direction (mixture first), averaged over
-  the ``V`` vocabulary entries instead of summed. It is not ``JSD / V``: the two curves of one
-  scene-llava step peak at different layers (2 against 14). It exists to reproduce their figures.
+  the ``V`` vocabulary entries instead of summed. It is not ``JSD / V``: with the raw readout, the
+  two curves of one scene-llava step peak at different layers (2 against 14). It exists to
+  reproduce their figures.
 """
 
 from __future__ import annotations
