@@ -183,7 +183,7 @@ def _tokenizer_of(processor_or_tokenizer):
     return getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
 
 
-def watch_token_ids(watch_tokens, tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
+def resolve_watch_tokens(watch_tokens, tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     """Names and ids of watch tokens given as words (first token watched) or token ids.
 
     Raises:
@@ -293,7 +293,7 @@ def trace_readouts(
     if not isinstance(max_competitors, int) or max_competitors < 1:
         raise ValueError(f"`max_competitors` (={max_competitors}) has to be a positive int")
     tokenizer = _tokenizer_of(processor)
-    watch_names, watch_ids = watch_token_ids(watch_tokens, tokenizer, anatomy.vocab_size)
+    watch_names, watch_ids = resolve_watch_tokens(watch_tokens, tokenizer, anatomy.vocab_size)
     prompt_length = inputs["input_ids"].shape[1]
 
     # 2. greedy generation with the model's own generate, recording the last position per forward

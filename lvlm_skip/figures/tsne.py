@@ -193,7 +193,7 @@ def plot_tsne_tokens(
         _draw_paths(ax, xy)
         _annotate_clusters(ax, xy[:, -1], [token_label(trace, row, t) for t in range(n)])
     _draw_groups(ax, xy, layer_groups(trace.num_layers, c), last_state)
-    ax.legend(title=c_text, fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.legend(title=c_text, fontsize=8, title_fontsize=8, loc="outside right upper")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"t-SNE of per-layer states: {n} tokens x {trace.num_layers} layers\n"
@@ -256,10 +256,9 @@ def plot_tsne_images(
     if paths:
         _draw_paths(ax, xy)
     _draw_groups(ax, xy, layer_groups(trace.num_layers, c), last_state, markers=[marker_of[a] for a in labels])
-    groups_legend = ax.legend(title=c_text, fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.add_artist(groups_legend)
+    fig.legend(title=c_text, fontsize=8, title_fontsize=8, loc="outside right upper")
     handles = [plt.Line2D([], [], ls="", marker=marker_of[a], color="black", label=f"{a} ({labels.count(a)})") for a in answers]
-    ax.legend(handles=handles, title="answer (images)", fontsize=8, title_fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0.0))
+    fig.legend(handles=handles, title="answer (images)", fontsize=8, title_fontsize=8, loc="outside right lower")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"t-SNE of the answer's per-layer states across {images} images (step {step})\n"
