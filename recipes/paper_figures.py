@@ -165,26 +165,39 @@ def scene_watch_words(scene, tokenizer) -> list[str]:
 def scene_contrasts(result, scene, limit: int = 4) -> list[tuple[int, str, str]]:
     """Fig. 3 pairs from a scene's truth: ``(step, correct, hallucinated)`` for each wrong object or colour word.
 
-    A wrong object word (a kind absent from the scene) is paired with the present kind, in the same
-    number, that is likeliest at some layer of that step; a wrong colour word with the true colour of
-    the next object word when that object is present. Only recorded tokens (watch words) qualify.
+    Descriptions follow the scenes' caption form "<count> <colour> <object> <position phrase>", so the
+    object a word is about is the scene's object at the next position word (left, top, ...). A wrong
+    object word is paired with that object's kind (in the emitted number), a wrong colour word with
+    that object's colour. Where no position follows, a wrong object word is paired with the present
+    kind likeliest at some layer of its step, and a colour word with the next object word's colour.
+    Only recorded tokens (watch words) qualify.
     """
-    objects = scene_generator().OBJECTS
-    colors = scene_generator().COLORS
+    generator = scene_generator()
+    objects = generator.OBJECTS
     kind_of = {w: k for k, (plural, _, _) in objects.items() for w in (k, plural)}
     words = [t.strip().lower() for t in result.tokens[0]]
+    by_position = {o.position: o for o in scene.objects}
+
+    def described(t):
+        """The scene object that the phrase around step ``t`` describes (next position word), or None."""
+        position = next((w for w in words[t + 1: t + 5] if w in generator.POSITIONS), None)
+        if position is not None:
+            return by_position.get(position)
+        noun = next((w for w in words[t + 1:] if w in kind_of), None)
+        return scene.get(kind_of[noun]) if noun else None
+
     pairs = []
     for t, word in enumerate(words):
         if word in kind_of and scene.get(kind_of[word]) is None:
             plural = word != kind_of[word]
-            options = [objects[o.kind][0] if plural else o.kind for o in scene.objects]
-            recorded = [w for w in options if w in result.watch_tokens]
+            truth = described(t)
+            options = [truth] if truth is not None else list(scene.objects)
+            recorded = [w for w in (objects[o.kind][0] if plural else o.kind for o in options) if w in result.watch_tokens]
             if recorded:
                 best = max(recorded, key=lambda w: float(result.probabilities(w, t).max()))
                 pairs.append((t, best, word))
-        elif word in colors:
-            noun = next((w for w in words[t + 1:] if w in kind_of), None)
-            truth = scene.get(kind_of[noun]) if noun else None
+        elif word in generator.COLORS:
+            truth = described(t)
             if truth is not None and truth.color != word and truth.color in result.watch_tokens:
                 pairs.append((t, truth.color, word))
     return pairs[:limit]

@@ -95,16 +95,18 @@ def test_scene_contrasts_pair_wrong_words_with_the_truth():
     from test_figures import synthetic_trace
 
     generator = pf.scene_generator()
-    scene = next(s for s in generator.generate("test-breaking", 0, 20) if len(s.objects) >= 1)
-    truth = scene.objects[0]
+    scene = next(s for s in generator.generate("test-breaking", 0, 20) if len(s.objects) >= 2)
+    first, second = scene.objects[:2]
     wrong_kind = next(k for k in generator.OBJECTS if scene.get(k) is None)
-    wrong_color = next(c for c in generator.COLORS if c != truth.color)
-    trace = synthetic_trace(steps=4)
-    trace.tokens = [["a", wrong_color, wrong_kind, "."]]
-    trace.watch_tokens = [truth.kind, truth.color]
-    trace.watch_token_ids = [0, 1]
-    trace.watch_probs = np.random.default_rng(0).random((1, 4, trace.num_layers, 2))
-    # the colour word is followed by an absent kind: no colour contrast; the kind is paired with the present one
-    assert pf.scene_contrasts(trace, scene) == [(2, truth.kind, wrong_kind)]
-    trace.tokens = [["a", wrong_color, truth.kind, "."]]
-    assert pf.scene_contrasts(trace, scene) == [(1, truth.color, wrong_color)]
+    wrong_color = next(c for c in generator.COLORS if c not in (first.color, second.color))
+    trace = synthetic_trace(steps=6)
+    trace.watch_tokens = [first.kind, first.color, second.kind, second.color]
+    trace.watch_token_ids = [0, 1, 2, 3]
+    trace.watch_probs = np.random.default_rng(0).random((1, 6, trace.num_layers, 4))
+    # "a <wrong colour> <wrong kind> at <second's position>": both words are about the second object
+    trace.tokens = [["a", wrong_color, wrong_kind, "at", "the", second.position]]
+    assert pf.scene_contrasts(trace, scene) == [(1, second.color, wrong_color), (2, second.kind, wrong_kind)]
+    # no position: the colour of the next object word, the likeliest present kind
+    trace.tokens = [["a", wrong_color, first.kind, ".", wrong_kind, "."]]
+    likeliest = max((first.kind, second.kind), key=lambda w: trace.probabilities(w, 4).max())
+    assert pf.scene_contrasts(trace, scene) == [(1, first.color, wrong_color), (4, likeliest, wrong_kind)]
