@@ -1,4 +1,21 @@
-"""Divergences between next-token distributions (paper eq. 3-4). Pure tensor math, no transformers."""
+"""Divergences between next-token distributions (paper eq. 3-4). Pure tensor math, no transformers.
+
+Two reductions of the same pointwise terms, both in nats:
+
+* ``"sum"`` (default): the Jensen-Shannon divergence of eq. 3-4,
+  ``JSD(p || q) = 1/2 KL(p || m) + 1/2 KL(q || m)`` with ``m = (p + q) / 2``; symmetric, 0 for
+  identical inputs, in ``[0, ln 2]``.
+* ``"paper"``: exactly what the authors' released ``heatmap.py`` computes (MIT,
+  github.com/XIAO4579/Vlm-interpretability)::
+
+      0.5 * (F.kl_div(log p, m, reduction="none").mean(-1) + F.kl_div(log q, m, reduction="none").mean(-1))
+
+  in float64. ``F.kl_div(input, target)`` is ``target * (log target - input)``, so this is
+  ``1/2 (KL(m || p) + KL(m || q)) / V``: the *reverse* KL direction (mixture first), averaged over
+  the ``V`` vocabulary entries instead of summed. It is not ``JSD / V``: with the raw readout, the
+  two curves of one scene-llava step peak at different layers (2 against 14). It exists to
+  reproduce their figures.
+"""
 
 from __future__ import annotations
 
@@ -7,53 +24,81 @@ import math
 import torch
 
 LN2 = math.log(2.0)
+REDUCTIONS = ("sum", "paper")
+
+
+def check_reduction(reduction: str) -> str:
+    """Validate a ``reduction`` name (one of :data:`REDUCTIONS`).
+
+    Raises:
+        ValueError: an unknown name; ``"mean"`` (removed: it was ``JSD / V``, not the authors'
+            formula) says what to use instead.
+    """
+    if reduction == "mean":
+        raise ValueError(
+            "`reduction` 'mean' was removed: it was JSD / vocabulary size, not the authors' formula; "
+            "use 'paper' for their heatmap.py formula or 'sum' for the JSD"
+        )
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` (={reduction!r}) has to be one of {REDUCTIONS}")
+    return reduction
 
 
 def js_divergence(logp: torch.Tensor, logq: torch.Tensor, dim: int = -1, reduction: str = "sum") -> torch.Tensor:
-    """Jensen-Shannon divergence between distributions given as log-probabilities, in nats.
-
-    ``JSD(p || q) = 1/2 KL(p || m) + 1/2 KL(q || m)`` with ``m = (p + q) / 2`` (eq. 3-4). Computed in
-    float32 in log space (``log m = logsumexp(log p, log q) - ln 2``), so it is stable for near-one-hot
-    inputs and for half-precision models.
+    """Divergence between distributions given as log-probabilities, in nats (module docstring).
 
     Args:
         logp: Log-probabilities, any shape; normalised along ``dim`` (e.g. ``log_softmax`` output).
         logq: Same shape as ``logp``.
         dim: The vocabulary axis.
-        reduction: ``"sum"`` (default) is the JSD, symmetric, 0 for identical inputs and in
-            ``[0, ln 2]``. ``"mean"`` averages the pointwise KL terms over the vocabulary instead of
-            summing them, as the authors' released plotting code does (``F.kl_div(..., reduction="mean")``):
-            it equals the JSD divided by the vocabulary size, and
-            exists only to reproduce their figures.
+        reduction: ``"sum"``: the JSD, computed in float32 in log space
+            (``log m = logaddexp(log p, log q) - ln 2``), stable for near-one-hot inputs and
+            half-precision models. ``"paper"``: the authors' ``1/2 (KL(m || p) + KL(m || q)) / V``,
+            computed in float64 as their code does (pass float64 log-probabilities for bit parity).
 
     Returns:
-        The divergence with ``dim`` reduced, float32.
+        The divergence with ``dim`` reduced: float32 for ``"sum"``, float64 for ``"paper"``.
     """
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"`reduction` (={reduction!r}) has to be 'sum' or 'mean'")
+    check_reduction(reduction)
+    if reduction == "paper":
+        return _paper_divergence(logp, logq, dim)
     logp = logp.float()
     logq = logq.float()
-    # shape: like logp; log of the mixture m = (p + q) / 2
-    log_m = torch.logaddexp(logp, logq) - LN2
+    # 1. log of the mixture m = (p + q) / 2, without leaving log space
+    log_m = torch.logaddexp(logp, logq) - LN2  # shape: like logp
+    # 2. pointwise KL(p || m) and KL(q || m) terms; p == 0 contributes 0 (where() avoids 0 * -inf = nan)
     p = logp.exp()
     q = logq.exp()
-    # xlogy-style: terms with p == 0 contribute 0 (where() avoids 0 * -inf = nan)
     kl_p = torch.where(p > 0, p * (logp - log_m), torch.zeros_like(p))
     kl_q = torch.where(q > 0, q * (logq - log_m), torch.zeros_like(q))
-    pointwise = 0.5 * (kl_p + kl_q)
-    jsd = pointwise.sum(dim) if reduction == "sum" else pointwise.mean(dim)
-    return jsd.clamp_min(0.0)
+    # 3. sum over the vocabulary
+    return (0.5 * (kl_p + kl_q)).sum(dim).clamp_min(0.0)
+
+
+def _paper_divergence(logp: torch.Tensor, logq: torch.Tensor, dim: int) -> torch.Tensor:
+    """``1/2 (mean_k m_k (log m_k - log p_k) + mean_k m_k (log m_k - log q_k))`` in float64."""
+    logp = logp.double()
+    logq = logq.double()
+    # 1. the mixture m = (p + q) / 2 (their M = 0.5 * (softmax + softmax))
+    m = 0.5 * (logp.exp() + logq.exp())  # shape: like logp
+    log_m = m.log()
+    # 2. F.kl_div(log p, m, reduction="none") = m * (log m - log p), 0 where m == 0 (xlogy)
+    kl_m_p = torch.where(m > 0, m * (log_m - logp), torch.zeros_like(m))
+    kl_m_q = torch.where(m > 0, m * (log_m - logq), torch.zeros_like(m))
+    # 3. averaged (not summed) over the vocabulary, then the two halves averaged
+    return 0.5 * (kl_m_p.mean(dim) + kl_m_q.mean(dim))
 
 
 def adjacent_js_divergence(layer_logprobs: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-    """JSD between every pair of adjacent layers' distributions.
+    """The divergence between every pair of adjacent layers' distributions.
 
     Args:
         layer_logprobs: `(layers, ..., vocab)` log-probabilities of readouts ``j = 0..J``.
-        reduction: See :func:`js_divergence`.
+        reduction: ``"sum"`` (the JSD) or ``"paper"`` (the authors' formula), see :func:`js_divergence`.
 
     Returns:
-        `(layers - 1, ...)`: entry ``i`` is ``JSD(p_i || p_{i+1})``, the change made by layer ``i + 1``.
+        `(layers - 1, ...)`: entry ``i`` is ``JSD(p_i || p_{i+1})``, the change made by layer ``i + 1``
+        (``d_{i+1}`` in :mod:`lvlm_skip.anatomy`'s convention; the authors' heatmap column ``i``).
     """
     return js_divergence(layer_logprobs[:-1], layer_logprobs[1:], reduction=reduction)
 

@@ -12,20 +12,25 @@ from lvlm_skip.cli.trace import FIGURE_NAMES
 TRACE_ARGS = ["trace", "--model", "tiny", "--image", "demo", "--prompt", "describe this image .", "--no-progress"]
 
 
+ANSWER_FIGURES = [n for n in FIGURE_NAMES if not n.startswith(("fig3", "fig7"))]
+
+
 @pytest.mark.slow
-def test_trace_writes_the_trace_and_four_figures(tmp_path):
+def test_trace_writes_the_trace_and_the_answer_figures(tmp_path):
     out = tmp_path / "run"
     status = main(TRACE_ARGS + ["--out", str(out), "--max-new-tokens", "4", "--watch", "red,black", "--layer", "3", "--top-k", "4"])
     assert status == 0
-    for name in ["trace.json", "trace.npz", "summary.txt", "cli_args.json"] + [f"{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "svg")]:
+    for name in ["trace.json", "trace.npz", "summary.txt", "cli_args.json"] + [f"{n}.{ext}" for n in ANSWER_FIGURES for ext in ("png", "svg")]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not (out / "fig3_contrast.png").exists() and not (out / "fig7_tsne_images.png").exists()
     from lvlm_skip import Trace
 
     result = Trace.load(out)
     assert result.num_layers == 16 and result.watch_tokens == ["red", "black"] and result.topk_ids.shape[-1] == 4
-    assert result.hidden is not None
+    assert result.hidden is not None and result.competitor_ids is not None
+    assert result.meta["readout"] == "normed" and result.meta["reduction"] == "sum"
     summary = (out / "summary.txt").read_text()
-    assert summary.startswith("generated: ") and "critical" in summary and "p(3)" in summary
+    assert summary.startswith("generated: ") and "critical" in summary and "p(3)" in summary and "competitors" in summary
     assert json.loads((out / "cli_args.json").read_text())["layer"] == 3
 
 
@@ -99,46 +104,6 @@ def test_corrupt_json_config_is_a_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("lvlm-skip: error: cannot read the config"), err
 
 
-def _synthetic_trace(steps=4, layers=5, hidden=8, keep_hidden=True):
-    import numpy as np
-
-    from lvlm_skip import Trace
-
-    rng = np.random.default_rng(0)
-    mutation = np.zeros((1, steps, layers), dtype=bool)
-    mutation[0, 1, 4] = True
-    return Trace(
-        token_ids=np.arange(steps)[None], lengths=np.array([steps]), tokens=[[f"w{t}" for t in range(steps)]],
-        texts=["w0 w1"], token_probs=rng.random((1, steps, layers)), topk_ids=np.zeros((1, steps, layers, 2), dtype=np.int64),
-        topk_probs=rng.random((1, steps, layers, 2)), watch_probs=rng.random((1, steps, layers, 2)), jsd=rng.random((1, steps, layers)),
-        top1_changed=np.zeros((1, steps, layers), dtype=bool), critical=np.array([[2, 0, 3, 2]])[:, :steps], mutation=mutation,
-        watch_tokens=["red", "black"], watch_token_ids=[0, 1], meta={"num_layers": layers, "first_layer": 1, "readout": "raw", "reduction": "mean"},
-        hidden=rng.standard_normal((1, steps, layers + 1, hidden)).astype("float16") if keep_hidden else None,
-    )
-
-
-def test_figure_functions_on_plain_arrays(tmp_path):
-    import numpy as np
-
-    from lvlm_skip import figures
-
-    trace = _synthetic_trace()
-    paths = figures.plot_token_probabilities(trace, tmp_path / "fig2.png", tokens=[0, 2])
-    assert [p.name for p in paths] == ["fig2.png", "fig2.svg"] and all(p.stat().st_size > 0 for p in paths)
-    assert all(p.is_file() for p in figures.plot_jsd_heatmap(trace, tmp_path / "fig4", highlight_layer=2))
-    assert all(p.is_file() for p in figures.plot_tsne_tokens(trace, tmp_path / "fig6"))
-    hidden = np.random.default_rng(1).standard_normal((3, 6, 8))
-    assert all(p.is_file() for p in figures.plot_tsne_images(hidden, tmp_path / "fig7", labels=["a: x", "b: x", "c: y"]))
-    with pytest.raises(ValueError, match="keep_hidden"):
-        figures.plot_tsne_tokens(_synthetic_trace(keep_hidden=False), tmp_path / "nope")
-    with pytest.raises(ValueError, match="labels"):
-        figures.plot_tsne_images(hidden, tmp_path / "nope", labels=["a"])
-    with pytest.raises(ValueError, match="row"):
-        figures.plot_jsd_heatmap(trace, tmp_path / "nope", row=1)
-    with pytest.raises(ValueError, match="tokens"):
-        figures.plot_token_probabilities(trace, tmp_path / "nope", tokens=[9])
-
-
 @pytest.fixture(scope="module")
 def model_folders(tmp_path_factory):
     """A saved tiny LLaVA (model + processor) and a saved tiny text-only Llama (model + tokenizer)."""
@@ -167,12 +132,12 @@ def test_local_folders_vision_and_text_only(model_folders, tmp_path, capsys):
     assert main(["trace", "--model", str(model_folders / "llava"), "--image", "demo", "--out", str(tmp_path / "v"),
                  "--max-new-tokens", "2", "--no-progress"]) == 0
     assert Trace.load(tmp_path / "v").meta["model_class"] == "LlavaForConditionalGeneration"
-    assert (tmp_path / "v" / f"{FIGURE_NAMES[3]}.png").is_file()
+    assert (tmp_path / "v" / "fig6_tsne_tokens.png").is_file()
     # text-only: no image needed, and no across-images figure
     assert main(["trace", "--model", str(model_folders / "llama"), "--prompt", "what color is the sky ?", "--out", str(tmp_path / "t"),
                  "--max-new-tokens", "2", "--no-progress"]) == 0
     assert Trace.load(tmp_path / "t").meta["model_class"] == "LlamaForCausalLM"
-    assert (tmp_path / "t" / f"{FIGURE_NAMES[2]}.png").is_file() and not (tmp_path / "t" / f"{FIGURE_NAMES[3]}.png").exists()
+    assert (tmp_path / "t" / "fig6_tsne_tokens.png").is_file() and not (tmp_path / "t" / "fig7_tsne_images.png").exists()
     # a vision-language model without an image is a one-line error
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
@@ -180,3 +145,103 @@ def test_local_folders_vision_and_text_only(model_folders, tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pass --image" in err[0], err
+    # --images needs a vision-language model
+    with pytest.raises(SystemExit) as info:
+        main(["trace", "--model", str(model_folders / "llama"), "--images", f"{_demo_png(tmp_path)},{_demo_png(tmp_path)}",
+              "--out", str(tmp_path / "y"), "--no-progress"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "text-only: --images needs a vision-language model" in err[0], err
+
+
+def _demo_png(folder):
+    from lvlm_skip.tiny import demo_image
+
+    path = folder / "demo.png"
+    if not path.exists():
+        demo_image(64).save(path)
+    return path
+
+
+def test_paper_choices_and_contrast(tmp_path):
+    from lvlm_skip import Trace
+
+    out = tmp_path / "paper"
+    assert main(TRACE_ARGS + ["--out", str(out), "--max-new-tokens", "3", "--paper", "--contrast", "0:red,black",
+                              "--contrast", "1:cup,dog", "--competitor-window", "12", "--critical", "5"]) == 0
+    result = Trace.load(out)
+    assert result.meta["readout"] == "raw" and result.meta["reduction"] == "paper" and result.jsd.dtype.name == "float64"
+    assert result.meta["choices"] == {"readout": "raw", "reduction": "paper", "normalize": "layer", "axis": "paper",
+                                      "tsne_scale": "maxabs", "last_state": "normed"}
+    assert result.watch_tokens == ["red", "black", "cup", "dog"] and (result.window_start == 12).all()
+    assert all((out / f"{name}.png").is_file() for name in [*ANSWER_FIGURES, "fig3_contrast"])
+    # an explicit option wins over --paper
+    assert main(TRACE_ARGS + ["--out", str(tmp_path / "mixed"), "--max-new-tokens", "2", "--paper", "--readout", "normed"]) == 0
+    assert Trace.load(tmp_path / "mixed").meta["readout"] == "normed"
+
+
+@pytest.fixture(scope="module")
+def scene_folder(tmp_path_factory):
+    from lvlm_skip.scenes import generate
+
+    folder = tmp_path_factory.mktemp("scenes")
+    for scene in generate("test", 0, 3):
+        scene.image.save(folder / f"scene{scene.index}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_images_make_fig7(scene_folder, tmp_path):
+    from lvlm_skip import Trace
+
+    out = tmp_path / "fig7"
+    assert main(["trace", "--model", "tiny", "--images", str(scene_folder), "--prompt", "what color is the cup ?",
+                 "--out", str(out), "--max-new-tokens", "2", "--no-progress", "--paper"]) == 0
+    result = Trace.load(out)
+    assert result.token_ids.shape[0] == 3 and result.meta["images"][0].endswith("scene0.png")
+    assert (out / "fig7_tsne_images.png").is_file() and not (out / "fig2_token_probabilities.png").exists()
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert len(summary) == 2 + 3 and summary[2].startswith("scene0.png")
+    # a text file of paths, relative to its folder
+    (scene_folder / "list.txt").write_text("# two scenes\nscene2.png\n\nscene1.png\n")
+    assert main(["trace", "--model", "tiny", "--images", str(scene_folder / "list.txt"), "--prompt", "what color is it ?",
+                 "--out", str(tmp_path / "list"), "--max-new-tokens", "1", "--no-progress"]) == 0
+    assert [p.rsplit("/", 1)[-1] for p in Trace.load(tmp_path / "list").meta["images"]] == ["scene2.png", "scene1.png"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--images", "{missing}"], "--images '{missing}' does not exist"),
+        (["--images", "{empty}"], "is a folder without image files"),
+        (["--images", "{one}"], "names 1 image(s); at least 2 are needed"),
+        (["--images", "{one},{missing}"], "does not exist"),
+        (["--images", "{list}"], "does not exist"),
+        (["--images", "{one},{one}", "--image", "demo"], "not allowed with argument"),
+        (["--images", "{one},{one}", "--contrast", "a,b"], "--contrast needs --image"),
+        (["--image", "demo", "--contrast", "camera"], "expected [STEP:]CORRECT,HALLUCINATED"),
+        (["--image", "demo", "--contrast", "red,black,cup"], "expected [STEP:]CORRECT,HALLUCINATED"),
+        (["--image", "demo", "--contrast", ":red,black"], "expected [STEP:]CORRECT,HALLUCINATED"),
+        (["--image", "demo", "--contrast=-1:red,black"], "STEP counts from 0"),
+        (["--image", "demo", "--contrast", "9:red,black"], "--contrast step 9 is out of range: the answer has 2 tokens"),
+        (["--image", "demo", "--contrast", "zebra:red,black"], "the answer never emitted 'zebra'"),
+        (["--image", "demo", "--contrast", "0:camera,red"], "watch word 'camera' is not in the vocabulary"),
+        (["--image", "demo", "--watch", "red,camera"], "watch word 'camera' is not in the vocabulary: the tokenizer maps it to <unk>"),
+        (["--image", "demo", "--competitor-window", "17"], "--competitor-window: layer 17 is out of range"),
+        (["--image", "demo", "--critical", "17"], "--critical: layer 17 is out of range"),
+        (["--image", "demo", "--reduction", "mean"], "invalid choice: 'mean'"),
+    ],
+)
+def test_new_options_bad_input_one_line(extra, message, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    one = _demo_png(tmp_path)
+    (tmp_path / "list.txt").write_text(f"{one}\nnope.png\n")
+    names = {"missing": str(tmp_path / "nope"), "empty": str(tmp_path / "empty"), "one": str(one), "list": str(tmp_path / "list.txt")}
+    extra = [e.format(**names) for e in extra]
+    message = message.format(**names)
+    with pytest.raises(SystemExit) as info:
+        main(["trace", "--model", "tiny", "--out", str(tmp_path / "out"), "--max-new-tokens", "2", "--no-progress", *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("lvlm-skip: error: ") and message in err[0], err[0]

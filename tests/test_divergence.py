@@ -1,4 +1,4 @@
-"""js_divergence against scipy, and its properties."""
+"""js_divergence against scipy (``"sum"``) and the authors' formula (``"paper"``), and their properties."""
 
 from __future__ import annotations
 
@@ -58,12 +58,47 @@ def test_disjoint_supports_reach_ln2():
     torch.testing.assert_close(jsd, torch.full((2,), math.log(2.0)))
 
 
-def test_mean_reduction_is_sum_over_vocab():
-    logp = torch.log_softmax(_random_logits(vocab=37, seed=7), -1)
-    logq = torch.log_softmax(_random_logits(vocab=37, seed=8), -1)
-    torch.testing.assert_close(js_divergence(logp, logq, reduction="mean"), js_divergence(logp, logq) / 37)
+def _authors_formula(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """A literal re-derivation of heatmap.py's ``compute_js_divergence_between_layers`` for one pair of rows."""
+    import torch.nn.functional as F
+
+    p64, q64 = logits_p.double(), logits_q.double()
+    M = 0.5 * (F.softmax(p64, dim=-1) + F.softmax(q64, dim=-1))
+    kl1 = F.kl_div(F.log_softmax(p64, dim=-1), M, reduction="none").mean(-1)
+    kl2 = F.kl_div(F.log_softmax(q64, dim=-1), M, reduction="none").mean(-1)
+    return 0.5 * (kl1 + kl2)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 40.0])
+def test_paper_reduction_is_the_authors_formula(scale):
+    logits_p, logits_q = _random_logits(vocab=37, scale=scale, seed=7), _random_logits(vocab=37, scale=scale, seed=8)
+    ours = js_divergence(torch.log_softmax(logits_p.double(), -1), torch.log_softmax(logits_q.double(), -1), reduction="paper")
+    assert ours.dtype == torch.float64 and ours.shape == (16,)
+    torch.testing.assert_close(ours, _authors_formula(logits_p, logits_q), rtol=1e-12, atol=1e-15)
+    # float32 log-probabilities (what trace's readout gives) agree to float32 precision
+    loose = js_divergence(torch.log_softmax(logits_p, -1), torch.log_softmax(logits_q, -1), reduction="paper")
+    torch.testing.assert_close(loose, _authors_formula(logits_p, logits_q), rtol=1e-4, atol=1e-9)
+
+
+def test_paper_reduction_is_reverse_kl_averaged_not_jsd_over_vocab():
+    logp = torch.log_softmax(_random_logits(vocab=37, seed=7), -1).double()
+    logq = torch.log_softmax(_random_logits(vocab=37, seed=8), -1).double()
+    m = 0.5 * (logp.exp() + logq.exp())
+    reverse_kl = lambda a: (m * (m.log() - a)).sum(-1)  # noqa: E731 - KL(m || a)
+    torch.testing.assert_close(js_divergence(logp, logq, reduction="paper"), 0.5 * (reverse_kl(logp) + reverse_kl(logq)) / 37)
+    jsd_over_vocab = js_divergence(logp, logq).double() / 37
+    assert (js_divergence(logp, logq, reduction="paper") - jsd_over_vocab).abs().min() > 1e-6
+    # symmetric, and 0 on identical inputs, like the JSD
+    torch.testing.assert_close(js_divergence(logp, logq, reduction="paper"), js_divergence(logq, logp, reduction="paper"))
+    assert js_divergence(logp, logp, reduction="paper").abs().max() < 1e-15
+
+
+def test_unknown_and_removed_reductions():
+    logp = torch.log_softmax(_random_logits(seed=7), -1)
+    with pytest.raises(ValueError, match="'mean' was removed.*'paper'"):
+        js_divergence(logp, logp, reduction="mean")
     with pytest.raises(ValueError, match="reduction"):
-        js_divergence(logp, logq, reduction="max")
+        js_divergence(logp, logp, reduction="max")
 
 
 def test_dim_argument_and_adjacent_layers():
@@ -73,3 +108,6 @@ def test_dim_argument_and_adjacent_layers():
     assert adjacent.shape == (4, 3)
     torch.testing.assert_close(adjacent[2], js_divergence(logp[2], logp[3]))
     torch.testing.assert_close(js_divergence(logp.transpose(0, 2), logp.flip(0).transpose(0, 2), dim=0), js_divergence(logp, logp.flip(0)).T)
+    paper = adjacent_js_divergence(logp, reduction="paper")
+    assert paper.shape == (4, 3) and paper.dtype == torch.float64
+    torch.testing.assert_close(paper[2], _authors_formula(logits[2], logits[3]), rtol=1e-5, atol=1e-12)

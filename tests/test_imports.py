@@ -36,7 +36,7 @@ def _imported(path: Path) -> list[tuple[str, int]]:
 
 
 def test_modules_found():
-    assert {p.name for p in MODULES} >= {"__init__.py", "anatomy.py", "tracing.py", "figures.py", "options.py"}
+    assert {p.name for p in MODULES} >= {"__init__.py", "anatomy.py", "tracing.py", "heatmap.py", "options.py"}
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
