@@ -8,6 +8,8 @@
   puts several traces side by side (the §6 text-only control), :func:`plot_jsd_curves` their curves.
 * :func:`plot_tsne_tokens` (Fig. 6) and :func:`plot_tsne_images` (Fig. 7): t-SNE of the per-layer
   states, coloured by the authors' four layer groups.
+* :func:`plot_profile` (supplementary Fig. 2): a model's layer profile, critical-layer histogram and
+  mutation frequency over many tokens.
 
 Layer numbers follow :mod:`lvlm_skip.anatomy` (1-based, 0 = embeddings). Every function writes a PNG
 and an SVG next to each other (``out_path`` with its suffix replaced) and returns both paths.
@@ -18,6 +20,7 @@ matplotlib is imported here only, with the non-interactive Agg backend, so impor
 from .common import AXES, NORMALIZATIONS, column_labels, max_abs_scale
 from .heatmap import plot_jsd_comparison, plot_jsd_curves, plot_jsd_heatmap
 from .probabilities import plot_contrasts, plot_token_probabilities
+from .profile import plot_profile
 from .tsne import (
     AUTHORS_PERPLEXITY_IMAGES,
     AUTHORS_PERPLEXITY_TOKENS,
@@ -33,6 +36,6 @@ from .tsne import (
 __all__ = [
     "AUTHORS_PERPLEXITY_IMAGES", "AUTHORS_PERPLEXITY_TOKENS", "AXES", "LAST_STATES", "NORMALIZATIONS", "SCALINGS",
     "column_labels", "dominant_critical", "layer_features", "layer_groups", "max_abs_scale", "plot_contrasts",
-    "plot_jsd_comparison", "plot_jsd_curves", "plot_jsd_heatmap", "plot_token_probabilities", "plot_tsne_images",
+    "plot_jsd_comparison", "plot_jsd_curves", "plot_jsd_heatmap", "plot_profile", "plot_token_probabilities", "plot_tsne_images",
     "plot_tsne_tokens",
 ]
