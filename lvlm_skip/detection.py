@@ -227,7 +227,7 @@ class CausalLayerDetector:
         if not self.counts_layer(layer):
             return torch.zeros_like(self.confirmed)
         # 1. the value in log space; a NaN (not observed) fails every comparison below
-        x = jsd.to(self.device, torch.float32)
+        x = jsd.detach().to(self.device, torch.float32)
         log_x = x.clamp_min(TINY).log_()  # shape: (batch,)
         level = self.log_sum / self.count  # shape: (2, batch), log S and log P; NaN while empty
         limits = level + self._log_factors  # shape: (2, batch), log(rel_low * S) and log(spike_factor * P)
@@ -287,7 +287,7 @@ def detect_layers(
         A :class:`LayerDetection` with ``critical`` `(...)` and ``mutation`` `(..., L)` on ``jsd``'s device.
     """
     config = config or DetectionConfig()
-    jsd = torch.as_tensor(jsd)
+    jsd = torch.as_tensor(jsd).detach()
     lead, num_layers = jsd.shape[:-1], jsd.shape[-1]
     curves = jsd.reshape(-1, num_layers).float()  # shape: (rows, L)
     changed = None if top1_changed is None else torch.as_tensor(top1_changed, device=jsd.device).reshape(-1, num_layers).bool()

@@ -427,31 +427,6 @@ def test_wrapping_twice_and_unsupported_model(llama):
         lvlm_skip.unwrap(llama)
 
 
-# -- the LogitsProcessor inside a stock generate -----------------------------------------------------
-
-
-def test_mutation_exit_processor_equals_online_exit_in_stock_generate(llama):
-    from lvlm_skip.detection import DetectionConfig
-    from lvlm_skip.processors import MutationExitLogitsProcessor
-
-    batch = left_padded_batch()
-    kwargs = dict(max_new_tokens=8, do_sample=False, min_new_tokens=8)
-    # window_start=1: online detection sees the whole curve d_1..d_L, as the processor does
-    lvlm_skip.wrap(llama, variant="exit", mode="online", detection=LOOSE, candidates=0, window_start=1)
-    try:
-        wrapped = llama.generate(**batch, **kwargs)
-        report = lvlm_skip.last_report(llama)
-    finally:
-        lvlm_skip.unwrap(llama)
-    assert (report.exit_layer < NUM_LAYERS).any()
-    with MutationExitLogitsProcessor(llama, DetectionConfig(**LOOSE)) as exit_on_mutation:
-        out = llama.generate(**batch, **kwargs, logits_processor=LogitsProcessorList([exit_on_mutation]))
-    assert torch.equal(out, wrapped)
-    assert (torch.stack(exit_on_mutation.exit_layers).numpy() == report.exit_layer).all()
-    # hooks removed on exit: a plain generate is stock again
-    assert all(not layer._forward_hooks for layer in llama.model.layers)
-
-
 def test_static_calibrated_reuses_calibration_and_equals_deleted_layers(llama, monkeypatch):
     """The prefill reuses calibration's outputs below the first skipped layer; tokens stay exact."""
     from lvlm_skip.skips import static

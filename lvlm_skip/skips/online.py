@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..anatomy import ModelAnatomy, drop_cache_positions_, unpack_layer_output
-from ..detection import CausalLayerDetector, detect_layers
+from ..detection import CausalLayerDetector
 from ..divergence import js_divergence
 from .config import SkipConfig
 from .kv import keep_input_at_last_position, write_skipped_kv
 from .policies import VariantPolicy
 from .report import StepRecord
-from .window import WindowReadout, window_curve
+from .window import WindowReadout, detect_window, window_curve
 
 
 @dataclass(frozen=True)
@@ -185,20 +185,17 @@ class OnlineStep:
             return logits
         ctx, record = self.ctx, self.record
         first = ctx.window_start - 1
-        layers = list(range(first, ctx.num_layers + 1))
         # 1. one readout of the whole window over the step's candidates (the model's own top-k)
-        self.readout.choose_from_logits(logits[:, -1])
-        logp = self.readout.logprobs(torch.stack([self.window[j] for j in layers]), layers)  # shape: (W + 1, batch, k)
-        jsd, changed = window_curve(logp, first, ctx.num_layers)
-        jsd = jsd.masked_fill(record.skipped, float("nan"))  # a skipped layer is not observed
-        found = detect_layers(jsd, changed, ctx.config.detection)
+        states = torch.stack([self.window[j] for j in range(first, ctx.num_layers + 1)])  # shape: (W + 1, batch, hidden)
+        jsd, found = detect_window(self.readout, states, first, logits[:, -1], ctx.config.detection,
+                                   unobserved=record.skipped)  # a skipped layer is not observed
         record.jsd, record.critical, record.mutation = jsd, found.critical.to(self.device), found.mutation.to(self.device)
         # 2. what the variant does with it
         online = ctx.policy.online
         if online == "exit":
             return self._exit(logits, found.first_mutation())
         if online == "discard":
-            return self._rerun_after_mutation(logits, found.first_mutation(), logp, jsd, changed)
+            return self._rerun_after_mutation(logits, found.first_mutation(), states, jsd)
         if online == "span":
             self._plan_next_step(found)
         return logits
@@ -230,7 +227,7 @@ class OnlineStep:
         logits[rows, -1] = new.to(logits.dtype)
         return logits
 
-    def _rerun_after_mutation(self, logits, first_mutation, logp, jsd, changed) -> torch.Tensor:
+    def _rerun_after_mutation(self, logits, first_mutation, states, jsd) -> torch.Tensor:
         """skip2, speculatively: if a row's curve spikes at ``m``, rerun layers ``m+1..L`` dropping the spikes."""
         firsts = first_mutation.tolist()
         mutated = [m for m in firsts if m]
@@ -240,6 +237,8 @@ class OnlineStep:
         L, first = ctx.num_layers, ctx.window_start - 1
         m_min = min(mutated)
         # 1. the detector and the stream as the layer-by-layer decision leaves them after layer m_min
+        logp = self.readout.logprobs(states[: m_min - first + 1], list(range(first, m_min + 1)))
+        changed = window_curve(logp, first, L)[1]
         detector = CausalLayerDetector(len(firsts), ctx.config.detection, device=self.device, num_layers=L)
         for j in range(ctx.window_start, m_min + 1):
             detector.observe(j, jsd[:, j - 1], changed[:, j - 1])

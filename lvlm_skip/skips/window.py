@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..anatomy import ModelAnatomy
+from ..detection import DetectionConfig, LayerDetection, detect_layers
 from ..divergence import adjacent_js_divergence, adjacent_top1_changes
 from ..readout import readout_logits
 
@@ -99,3 +100,36 @@ def window_curve(logp: torch.Tensor, first_layer: int, num_layers: int) -> tuple
         jsd[:, first_layer : first_layer + logp.shape[0] - 1] = adjacent_js_divergence(logp).T
         changed[:, first_layer : first_layer + logp.shape[0] - 1] = adjacent_top1_changes(logp).T
     return jsd, changed
+
+
+def detect_window(
+    readout: WindowReadout,
+    states: torch.Tensor,
+    first_layer: int,
+    final_logits: torch.Tensor,
+    detection: DetectionConfig,
+    unobserved: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, LayerDetection]:
+    """One step's detection from its window of states, read out over the final logits' top candidates.
+
+    The one implementation behind online mode's batched path and :class:`~lvlm_skip.processors.MutationExitLogitsProcessor`,
+    so that the two decide alike.
+
+    Args:
+        readout: The step's readout (its candidates are chosen here, from ``final_logits``).
+        states: `(W + 1, batch, hidden)` un-normed states of layers ``first_layer .. L``.
+        first_layer: Layer of ``states[0]`` (``window_start - 1``).
+        final_logits: `(batch, vocab)` the model's logits of the step.
+        detection: Thresholds.
+        unobserved: Optional `(batch, L)` bool, layers not observed (skipped) at this step: NaN in the curve.
+
+    Returns:
+        ``(jsd, found)``: the `(batch, L)` curve (NaN outside the window) and the detection.
+    """
+    num_layers = readout.anatomy.num_layers
+    readout.choose_from_logits(final_logits)
+    logp = readout.logprobs(states, list(range(first_layer, num_layers + 1)))  # shape: (W + 1, batch, k)
+    jsd, changed = window_curve(logp, first_layer, num_layers)
+    if unobserved is not None:
+        jsd = jsd.masked_fill(unobserved.to(jsd.device), float("nan"))
+    return jsd, detect_layers(jsd, changed, detection)
