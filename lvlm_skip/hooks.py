@@ -9,6 +9,11 @@
 Hooks are registered with ``prepend=True`` so that they run before the hooks transformers uses to
 collect ``output_hidden_states``. Patches are instance attributes: the module tree, parameters and
 state dict are untouched, and removing them restores the previous attribute exactly.
+
+``torch.compile``: every routed function is excluded from compilation (:func:`torch.compiler.disable`),
+so a wrapped model can be compiled: the compiled graph calls the routing eagerly, with its Python
+decisions, instead of tracing (and re-tracing per layer and per shape) into it. The layers a routing
+runs then run eagerly too.
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ class LayerRouting:
 
     @staticmethod
     def _patched(runner, layer: int, forward, forwards):
+        @torch.compiler.disable
         def routed(*args, **kwargs):
             if args:
                 hidden, args = args[0], args[1:]
@@ -138,6 +144,7 @@ class HeadRouting:
         self._inside = False
         self._handle = anatomy.lm_head.register_forward_hook(self._hook, prepend=True)
 
+    @torch.compiler.disable
     def _hook(self, module, args, output):
         if self._inside:
             return output
@@ -164,6 +171,7 @@ class ForwardRouting:
         stock = model.forward
 
         @functools.wraps(stock)
+        @torch.compiler.disable
         def routed(*args, **kwargs):
             return wrapper(stock, *args, **kwargs)
 
