@@ -33,9 +33,10 @@ from pathlib import Path
 
 import torch
 
+from lvlm_skip.loading import chat_prompt
 from lvlm_skip.scenes import CAPTION_PROMPTS, make_scene, vqa_questions, yes_no_questions
 from recipes.pretrain_scene_vision import pretrain_vision, standardize_projector
-from recipes.scene_llava import SceneLlavaSpec, build_model, build_processor, prompt
+from recipes.scene_llava import SceneLlavaSpec, build_model, build_processor
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def collate(processor, examples: list[tuple]) -> dict[str, torch.Tensor]:
     tok = processor.tokenizer
     ids, labels = [], []
     for image, question, answer, _ in examples:
-        p_ids = processor(text=prompt(question), images=image)["input_ids"][0]
+        p_ids = processor(text=chat_prompt(processor, question), images=image)["input_ids"][0]
         p_ids = list(p_ids)
         a_ids = tok(" " + answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         ids.append(p_ids + a_ids)

@@ -8,11 +8,15 @@ import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from lvlm_skip.loading import chat_prompt
 from lvlm_skip.scenes import make_scene
 from recipes.evaluate_scene_llava import caption_metrics, mentions
 from recipes.pretrain_scene_vision import pretrain_vision, targets
-from recipes.scene_llava import IMAGE, SceneLlavaSpec, build_model, build_processor, prompt
+from recipes.scene_llava import IMAGE, SceneLlavaSpec, build_model, build_processor
 from recipes.train_scene_llava import collate, sample_example
+
+#: The LLaVA-1.5 single-turn prompt scene-llava was trained on.
+TRAINED_PROMPT = "USER: <image>\nDescribe this image. ASSISTANT:"
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "recipes" / "models" / "scene-llava"
 TINY = SceneLlavaSpec(hidden=32, layers=2, heads=2, intermediate=64, vision_hidden=32,
@@ -30,17 +34,13 @@ def test_processor_expands_image_token(tiny):
     proc, _ = tiny
     tok = proc.tokenizer
     image_id = tok.convert_tokens_to_ids(IMAGE)
-    enc = proc(images=make_scene("test", 0, 0).image, text=prompt("Describe this image."),
-               return_tensors="pt")
+    assert chat_prompt(proc, "Describe this image.") == TRAINED_PROMPT
+    enc = proc(images=make_scene("test", 0, 0).image, text=TRAINED_PROMPT, return_tensors="pt")
     assert int((enc["input_ids"] == image_id).sum()) == TINY.num_image_tokens == 49
     assert enc["pixel_values"].shape == (1, 3, 112, 112)
     words = tok.convert_ids_to_tokens(enc["input_ids"][0])
     assert words[:3] == ["<s>", "user", ":"] and words[-2:] == ["assistant", ":"]
     assert "<unk>" not in words
-    msgs = [{"role": "user", "content": [{"type": "image"},
-                                         {"type": "text", "text": "Describe this image."}]}]
-    assert proc.apply_chat_template(msgs, add_generation_prompt=True) == prompt(
-        "Describe this image.")
 
 
 def test_tokenizer_round_trip(tiny):
@@ -58,8 +58,7 @@ def test_forward_and_generate(tiny):
     assert torch.isfinite(out.loss)
     # loss only on answers: prompt positions are masked
     assert (batch["labels"][:, :10] == -100).all()
-    enc = proc(images=make_scene("test", 0, 1).image, text=prompt("Describe this image."),
-               return_tensors="pt")
+    enc = proc(images=make_scene("test", 0, 1).image, text=TRAINED_PROMPT, return_tensors="pt")
     gen = model.generate(**enc, max_new_tokens=4, do_sample=False)
     assert gen.shape[1] <= enc["input_ids"].shape[1] + 4
 
@@ -96,7 +95,7 @@ def test_shipped_model_loads_and_captions():
     assert model.config.text_config.num_hidden_layers >= 16
     assert (MODEL_DIR / "model.safetensors").stat().st_size <= 30 * 2**20
     sc = make_scene("test-consistent", 12345, 0)
-    enc = proc(images=sc.image, text=prompt("Describe this image."), return_tensors="pt")
+    enc = proc(images=sc.image, text=chat_prompt(proc, "Describe this image."), return_tensors="pt")
     gen = model.generate(**enc, max_new_tokens=40, do_sample=False)
     text = proc.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert mentions(text), text
