@@ -70,7 +70,10 @@ def build_word_tokenizer(
     vocab = {token: i for i, token in enumerate(dict.fromkeys([*special_tokens, *words]))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
-    pieces = pre_tokenizers.Punctuation() if split == "punctuation" else pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), "isolated")
+    if split == "punctuation":
+        pieces = pre_tokenizers.Punctuation()
+    else:
+        pieces = pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), "isolated")
     core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pieces])
     if add_bos:
         core.post_processor = processors.TemplateProcessing(

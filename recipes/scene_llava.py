@@ -1,11 +1,12 @@
 """Builders for *scene-llava*: a small LLaVA-1.5-style model for the procedural scene benchmark.
 
 Everything is built from configs (no downloads): a word-level tokenizer over the scene
-vocabulary (:func:`lvlm_skip.tiny.build_word_tokenizer`), a CLIP image processor, a ``LlavaProcessor`` with the LLaVA-1.5 chat template, and a
-``LlavaForConditionalGeneration`` with a small CLIP vision tower and a deep, narrow Llama decoder.
-Saved with ``save_pretrained``, the model and processor load with
-``LlavaForConditionalGeneration.from_pretrained(dir)`` / ``AutoProcessor.from_pretrained(dir)``
-exactly like ``llava-hf/llava-1.5-7b-hf``.
+vocabulary (:func:`lvlm_skip.tiny.build_word_tokenizer`), a CLIP image processor, a
+``LlavaProcessor`` with the LLaVA-1.5 chat template, and a ``LlavaForConditionalGeneration`` with a
+small CLIP vision tower and a deep, narrow Llama decoder. Saved with ``save_pretrained``, the model
+and processor load with ``LlavaForConditionalGeneration.from_pretrained(dir)`` /
+``AutoProcessor.from_pretrained(dir)`` exactly like ``llava-hf/llava-1.5-7b-hf``; prompts are
+formatted by the chat template (:func:`lvlm_skip.loading.chat_prompt`).
 """
 
 from __future__ import annotations
