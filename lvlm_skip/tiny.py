@@ -24,24 +24,72 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_word_tokenizer(words=DEMO_WORDS):
-    """A ``PreTrainedTokenizerFast`` over whole words (lower-cased, punctuation split), built offline."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+#: How :func:`build_word_tokenizer` splits text after whitespace.
+WORD_SPLITS = ("punctuation", "regex")
+
+
+def build_word_tokenizer(
+    words=DEMO_WORDS,
+    *,
+    special_tokens=SPECIAL_TOKENS,
+    split: str = "punctuation",
+    add_bos: bool = False,
+    model_max_length: int | None = None,
+):
+    """A word-level ``PreTrainedTokenizerFast``, built offline: one id per whole word.
+
+    Text is lower-cased, split on whitespace, then split again by ``split``; a piece that is not
+    in the vocabulary becomes ``<unk>``. Decoding joins words with spaces and attaches punctuation
+    to the word before it.
+
+    Args:
+        words: The vocabulary after the special tokens, in id order (repeats and special tokens
+            among them are dropped).
+        special_tokens: ``<unk>``, ``<pad>``, ``<s>``, ``</s>`` and ``<image>`` in the order of their
+            ids (0, 1, ...); their roles go by name, not position.
+        split: ``"punctuation"``: every punctuation character is a piece of its own (tokenizers'
+            ``Punctuation``); ``"regex"``: the pieces are the matches of ``\\w+|[^\\w\\s]`` (runs of
+            word characters, and every other character alone).
+        add_bos: Prepend ``<s>`` when encoding with special tokens, as the Llama tokenizer does.
+        model_max_length: The tokenizer's ``model_max_length``; ``None`` leaves transformers' default.
+
+    Returns:
+        The tokenizer, padding on the left.
+
+    Raises:
+        ValueError: ``split`` is not one of :data:`WORD_SPLITS`, or a special token is missing.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(list(SPECIAL_TOKENS) + [w for w in words if w not in SPECIAL_TOKENS])}
+    if split not in WORD_SPLITS:
+        raise ValueError(f"`split` (={split!r}) has to be one of {WORD_SPLITS}")
+    missing = sorted(set(SPECIAL_TOKENS) - set(special_tokens))
+    if missing:
+        raise ValueError(f"`special_tokens` lacks {missing}")
+    vocab = {token: i for i, token in enumerate(dict.fromkeys([*special_tokens, *words]))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    if split == "punctuation":
+        pieces = pre_tokenizers.Punctuation()
+    else:
+        pieces = pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), "isolated")
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pieces])
+    if add_bos:
+        core.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
+        )
     core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    limits = {} if model_max_length is None else {"model_max_length": model_max_length}
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
-        unk_token="<unk>",
-        pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},
         padding_side="left",
+        **limits,
     )
 
 
@@ -212,9 +260,3 @@ def demo_image(size: int = 336):
     draw.rectangle((200 * s, 140 * s, 280 * s, 230 * s), fill=(20, 20, 20))
     draw.arc((265 * s, 160 * s, 305 * s, 205 * s), -90, 90, fill=(20, 20, 20), width=max(1, int(8 * s)))
     return image
-
-
-def llava_prompt(processor, question: str) -> str:
-    """The LLaVA-1.5 conversation prompt for one image and one question, via the chat template."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True)

@@ -18,14 +18,14 @@ Writes ``layer_statistics.json`` and ``layer_statistics.md`` into ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
+
+from recipes.command import progress_enabled, recipe_parser, run_recipe
 
 logger = logging.getLogger("recipes.layer_statistics")
 
@@ -53,7 +53,7 @@ def content_labels(words: list[str], scene) -> list[str | None]:
     return labels
 
 
-def collect(model, processor, split: str, n_images: int, seed: int, max_new_tokens: int) -> dict:
+def collect(model, processor, split: str, n_images: int, seed: int, max_new_tokens: int, progress: bool = False) -> dict:
     """Trace ``n_images`` scenes of ``split``; return the aggregated statistics."""
     from tqdm.auto import tqdm
 
@@ -67,7 +67,7 @@ def collect(model, processor, split: str, n_images: int, seed: int, max_new_toke
     words_by_label = {"hallucinated": [0, 0], "correct": [0, 0]}  # [with a mutation, total]
     curves = []
     tokens = 0
-    for scene in tqdm(generate(split, seed, n_images), desc=split, unit="image"):
+    for scene in tqdm(generate(split, seed, n_images), desc=split, unit="image", disable=not progress):
         inputs = encode_inputs(processor, [chat_prompt(processor, PROMPT)], [scene.image], model)
         result = lvlm_skip.trace(model, inputs, processor=processor, max_new_tokens=max_new_tokens)
         n = int(result.lengths[0])
@@ -117,24 +117,27 @@ def to_markdown(stats: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recipes.layer_statistics", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="local model folder (default: the shipped scene-llava)")
-    parser.add_argument("--n-images", type=int, default=40, help="scenes per split")
-    parser.add_argument("--seed", type=int, default=2000, help="scene seed (held out from training)")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--out", default="runs/layer_statistics")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from lvlm_skip.loading import ModelLoadError, UnsupportedModelError, load_model
+    """Trace the scenes, write the statistics; bad input exits with status 2 and one line."""
+    from lvlm_skip.cli.options import positive_int
 
-    try:
-        model, processor = load_model(args.model, progress=False)
-    except (ModelLoadError, UnsupportedModelError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    stats = [collect(model, processor, split, args.n_images, args.seed, args.max_new_tokens) for split in SPLITS]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    parser = recipe_parser("recipes.layer_statistics", __doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="A local model folder (default: the shipped scene-llava).")
+    parser.add_argument("--n-images", type=positive_int, default=40, help="Scenes per split.")
+    parser.add_argument("--seed", type=int, default=2000, help="Scene seed (held out from training).")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=48, help="Generation length limit.")
+    parser.add_argument("--out", default="runs/layer_statistics", help="Output folder.")
+    return run_recipe(parser, run, argv)
+
+
+def run(args) -> int:
+    """The recipe's work, after the output folder is checked."""
+    from lvlm_skip.loading import load_model
+    from lvlm_skip.paths import check_output_dir
+
+    out = check_output_dir(args.out)
+    model, processor = load_model(args.model, progress=False)
+    progress = progress_enabled(args)
+    stats = [collect(model, processor, split, args.n_images, args.seed, args.max_new_tokens, progress) for split in SPLITS]
     (out / "layer_statistics.json").write_text(json.dumps(stats, indent=1))
     table = to_markdown(stats)
     (out / "layer_statistics.md").write_text(table)

@@ -1,11 +1,12 @@
 """Builders for *scene-llava*: a small LLaVA-1.5-style model for the procedural scene benchmark.
 
 Everything is built from configs (no downloads): a word-level tokenizer over the scene
-vocabulary, a CLIP image processor, a ``LlavaProcessor`` with the LLaVA-1.5 chat template, and a
-``LlavaForConditionalGeneration`` with a small CLIP vision tower and a deep, narrow Llama decoder.
-Saved with ``save_pretrained``, the model and processor load with
-``LlavaForConditionalGeneration.from_pretrained(dir)`` / ``AutoProcessor.from_pretrained(dir)``
-exactly like ``llava-hf/llava-1.5-7b-hf``.
+vocabulary (:func:`lvlm_skip.tiny.build_word_tokenizer`), a CLIP image processor, a
+``LlavaProcessor`` with the LLaVA-1.5 chat template, and a ``LlavaForConditionalGeneration`` with a
+small CLIP vision tower and a deep, narrow Llama decoder. Saved with ``save_pretrained``, the model
+and processor load with ``LlavaForConditionalGeneration.from_pretrained(dir)`` /
+``AutoProcessor.from_pretrained(dir)`` exactly like ``llava-hf/llava-1.5-7b-hf``; prompts are
+formatted by the chat template (:func:`lvlm_skip.loading.chat_prompt`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
@@ -24,14 +24,12 @@ from transformers import (
 )
 
 from lvlm_skip.scenes import IMAGE_SIZE, vocabulary
+from lvlm_skip.tiny import build_word_tokenizer
 
 logger = logging.getLogger(__name__)
 
 PAD, UNK, BOS, EOS, IMAGE = "<pad>", "<unk>", "<s>", "</s>", "<image>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, IMAGE)
-
-PROMPT_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
-"""LLaVA-1.5 single-turn prompt, as produced by the chat template with a generation prompt."""
 
 # The chat template of llava-hf/llava-1.5-7b-hf.
 CHAT_TEMPLATE = (
@@ -90,33 +88,15 @@ class SceneLlavaSpec:
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level tokenizer over the scene vocabulary plus the LLaVA prompt words.
+    """The word-level tokenizer of scene-llava (:func:`lvlm_skip.tiny.build_word_tokenizer`).
 
-    Text is lower-cased and split on whitespace and punctuation; ``<s>`` is prepended like the
-    Llama tokenizer does. Unknown words map to ``<unk>``.
+    Its vocabulary is the scene vocabulary plus the LLaVA prompt words; text is lower-cased and
+    split on whitespace and punctuation, ``<s>`` is prepended like the Llama tokenizer does and
+    unknown words map to ``<unk>``. The arguments are those of the shipped model's tokenizer,
+    which this reproduces byte for byte (tested).
     """
-    words = list(SPECIAL_TOKENS) + vocabulary()
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), "isolated")]
-    )
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
-    )
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        unk_token=UNK,
-        pad_token=PAD,
-        extra_special_tokens={"image_token": IMAGE},
-        padding_side="left",
-        model_max_length=512,
-    )
-    return fast
+    return build_word_tokenizer(vocabulary(), special_tokens=SPECIAL_TOKENS, split="regex", add_bos=True,
+                                model_max_length=512)
 
 
 def build_image_processor(spec: SceneLlavaSpec):
@@ -205,7 +185,3 @@ def build_model(spec: SceneLlavaSpec | None = None,
     logger.info("scene-llava: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
     return model
 
-
-def prompt(text: str) -> str:
-    """The LLaVA-1.5 prompt for one image and one user turn."""
-    return PROMPT_TEMPLATE.format(prompt=text)

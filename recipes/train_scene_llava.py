@@ -2,7 +2,10 @@
 
 Usage::
 
-    python -m recipes.train_scene_llava --out recipes/models/scene-llava --seed 0 [--minutes 44]
+    python -m recipes.train_scene_llava [--out runs/scene-llava] --seed 0 [--minutes 44]
+
+The output defaults to ``runs/scene-llava``; replacing the shipped model takes an explicit
+``--out recipes/models/scene-llava``.
 
 Stage 1 (:mod:`recipes.pretrain_scene_vision`) pre-trains the CLIP vision tower on per-position
 classification of the same scenes (LLaVA starts from a pretrained CLIP; without this stage the
@@ -28,14 +31,17 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from lvlm_skip.loading import chat_prompt
 from lvlm_skip.scenes import CAPTION_PROMPTS, make_scene, vqa_questions, yes_no_questions
 from recipes.pretrain_scene_vision import pretrain_vision, standardize_projector
-from recipes.scene_llava import SceneLlavaSpec, build_model, build_processor, prompt
+from recipes.command import recipe_parser, run_recipe
+from recipes.scene_llava import SceneLlavaSpec, build_model, build_processor
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ def collate(processor, examples: list[tuple]) -> dict[str, torch.Tensor]:
     tok = processor.tokenizer
     ids, labels = [], []
     for image, question, answer, _ in examples:
-        p_ids = processor(text=prompt(question), images=image)["input_ids"][0]
+        p_ids = processor(text=chat_prompt(processor, question), images=image)["input_ids"][0]
         p_ids = list(p_ids)
         a_ids = tok(" " + answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         ids.append(p_ids + a_ids)
@@ -103,7 +109,14 @@ def save(model, processor, out: Path) -> None:
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Run the training loop; returns the summary written to ``train_summary.json``."""
+    """Run the training loop; returns the summary written to ``train_summary.json``.
+
+    Raises:
+        InputError: ``args.out`` is not a usable folder (checked before anything is built).
+    """
+    from lvlm_skip.paths import check_output_dir
+
+    out = check_output_dir(args.out)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     random.seed(args.seed)
@@ -113,8 +126,6 @@ def train(args: argparse.Namespace) -> dict:
     model = build_model(spec, processor).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("parameters: %d, device: %s, steps: %d", n_params, device, args.steps)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     vision = {}
     if args.vision_steps:
@@ -197,10 +208,11 @@ def train(args: argparse.Namespace) -> dict:
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="recipes/models/scene-llava")
+def build_parser():
+    """The options of ``python -m recipes.train_scene_llava``."""
+    ap = recipe_parser("recipes.train_scene_llava", __doc__.split("\n")[0])
+    ap.add_argument("--out", default="runs/scene-llava",
+                    help="output folder; the shipped model is replaced only by an explicit --out recipes/models/scene-llava")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--minutes", type=float, default=None, help="safety cap on wall time")
@@ -223,15 +235,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "with other busy processes)")
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--save-every", type=int, default=200)
-    return ap.parse_args(argv)
+    return ap
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    train(parse_args(argv))
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (training logs its progress in lines: ``--no-progress`` changes nothing)."""
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; an unusable ``--out`` exits with status 2 and one line."""
+    return run_recipe(build_parser(), _run, argv, log_format="%(asctime)s %(levelname)s %(message)s")
+
+
+def _run(args: argparse.Namespace) -> int:
+    train(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -31,13 +31,14 @@ def tiny_llava() -> TinyLlava:
     """A random 6-layer LLaVA (Llama decoder, CLIP tower), a PIL image and the processor's inputs."""
     from PIL import Image
 
-    from lvlm_skip.tiny import build_tiny_llava, llava_prompt
+    from lvlm_skip.loading import chat_prompt
+    from lvlm_skip.tiny import build_tiny_llava
 
     model, processor = build_tiny_llava(num_layers=TINY_LLAVA_LAYERS)
     assert count_parameters(model) < 200_000, count_parameters(model)
     assert model.config.text_config.num_hidden_layers == TINY_LLAVA_LAYERS
     image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
-    inputs = processor(images=image, text=llava_prompt(processor, "describe this image ."), return_tensors="pt")
+    inputs = processor(images=image, text=chat_prompt(processor, "describe this image ."), return_tensors="pt")
     return TinyLlava(model=model, processor=processor, image=image, inputs=dict(inputs))
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from lvlm_skip.scenes import generate
 from lvlm_skip.tiny import build_tiny_llava
 from recipes.layer_statistics import content_labels, main
@@ -20,6 +22,7 @@ def test_content_labels_mark_absent_objects_and_colours():
     ]
 
 
+@pytest.mark.slow
 def test_main_writes_statistics_for_both_splits(tmp_path):
     model, processor = build_tiny_llava(num_layers=6, hidden_size=32, intermediate_size=64, image_size=112, patch_size=16)
     model.save_pretrained(tmp_path / "model")
@@ -33,6 +36,22 @@ def test_main_writes_statistics_for_both_splits(tmp_path):
     assert "| test-breaking |" in (tmp_path / "out" / "layer_statistics.md").read_text()
 
 
-def test_missing_model_is_exit_2(tmp_path, capsys):
-    assert main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m recipes.layer_statistics: error: ") and "does not exist" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("out", ["file", "/proc/x"])
+def test_unusable_out_is_exit_2_before_the_model_loads(out, tmp_path, capsys, monkeypatch):
+    import lvlm_skip.loading
+
+    monkeypatch.setattr(lvlm_skip.loading, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / out) if out == "file" else out])
+    assert exit_info.value.code == 2
+    assert "--out" in capsys.readouterr().err

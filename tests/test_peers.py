@@ -10,8 +10,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import lvlm_skip
 from lvlm_skip import contrast
 from lvlm_skip.anatomy import ModelAnatomy
+from lvlm_skip.loading import chat_prompt
 from lvlm_skip.peers import noised_images
-from lvlm_skip.tiny import build_tiny_llava, llava_prompt
+from lvlm_skip.tiny import build_tiny_llava
 
 NUM_LAYERS = 8
 STEPS = 6
@@ -22,7 +23,7 @@ def llava():
     model, processor = build_tiny_llava(num_layers=NUM_LAYERS, hidden_size=64, intermediate_size=128, seed=3)
     model = model.double()
     images = [Image.fromarray((np.random.RandomState(s).rand(40, 40, 3) * 255).astype("uint8")) for s in (0, 1)]
-    prompts = [llava_prompt(processor, "describe this image ."), llava_prompt(processor, "what color is the cup ?")]
+    prompts = [chat_prompt(processor, "describe this image ."), chat_prompt(processor, "what color is the cup ?")]
     inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
     inputs["pixel_values"] = inputs["pixel_values"].double()
     return model, dict(inputs)

@@ -10,7 +10,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, Sto
 
 import lvlm_skip
 from lvlm_skip.anatomy import ModelAnatomy
-from lvlm_skip.tiny import build_tiny_llava, llava_prompt
+from lvlm_skip.loading import chat_prompt
+from lvlm_skip.tiny import build_tiny_llava
 
 NUM_LAYERS = 8
 # thresholds that make a random tiny model show critical and mutation layers (one shallow value
@@ -24,7 +25,7 @@ def llava():
     assert sum(p.numel() for p in model.parameters()) < 500_000
     model = model.double()
     image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
-    inputs = processor(images=image, text=llava_prompt(processor, "describe this image ."), return_tensors="pt")
+    inputs = processor(images=image, text=chat_prompt(processor, "describe this image ."), return_tensors="pt")
     inputs["pixel_values"] = inputs["pixel_values"].double()
     return model, processor, inputs
 

@@ -1,0 +1,7 @@
+"""``python -m recipes.fig5``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
