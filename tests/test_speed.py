@@ -1,39 +1,98 @@
-"""``lvlm-skip speed``: the configurations it measures, and one short run on the tiny model."""
+"""``lvlm-skip speed``: its configurations and targets, the benchmark model's curves, and one short run."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from lvlm_skip.cli import main
 from lvlm_skip.evaluation import speed
 
 
-def test_default_configs_scale_the_papers_layers():
-    configs = {c.name: c for c in speed.default_configs(32, 256)}
-    assert configs["stock"].wrap is None and list(configs)[0] == "stock"
-    assert configs["skip1 static"].wrap == dict(variant="skip1", critical_layer=18, mutation_layers=(27, 28, 29, 30))
-    assert configs["skip1 static"].skipped == len(range(19, 27))
-    assert configs["skip3 static"].skipped == len(range(19, 28))
-    names = [c.name for c in speed.select_configs(speed.default_configs(32, 256), "none,skip2")]
+def test_layer_plan_and_configurations():
+    plan = speed.layer_plan("bench-llava", 32)
+    assert (plan.critical_layer, plan.mutation_layers) == (18, (27, 30))
+    scaled = speed.layer_plan("some/folder", 40)
+    assert scaled.critical_layer == 22 and scaled.mutation_layers == (34, 35, 36, 38)
+    configs = {c.name: c for c in speed.default_configs(plan, 32, 256)}
+    assert list(configs)[0] == "stock" and configs["stock"].wrap is None
+    assert configs["skip1 static"].wrap == dict(variant="skip1", critical_layer=18, mutation_layers=(27, 30))
+    assert configs["skip3 online"].target == "online >= 4 layers, >= 90% of ideal"
+    assert configs["online detect-only (k=256)"].wrap["detection"].patience > 10**6 - 1
+    names = [c.name for c in speed.select_configs(speed.default_configs(plan, 32, 256), "none,skip2")]
     assert names == ["stock", "none", "skip2 static", "skip2 online"]
 
 
+def test_targets_are_judged_from_the_row():
+    assert speed._met("static >= 95% of ideal", {"pct_of_ideal": 95.0}) == "yes"
+    assert speed._met("static >= 95% of ideal", {"pct_of_ideal": 94.9}) == "no"
+    assert speed._met("detect <= 5%", {"overhead_pct": 5.1}) == "no"
+    assert speed._met("quiet steps <= 5%", {"quiet_overhead_pct": None}) == "-"
+    row = {"layers_skipped": 4.2, "pct_of_ideal": 91.0}
+    assert speed._met("online >= 4 layers, >= 90% of ideal", row) == "yes"
+    assert speed._met("online >= 4 layers, >= 90% of ideal", dict(row, layers_skipped=3.9)) == "no"
+
+
+def test_rows_from_samples():
+    sample = {"prefill": [1.0, 1.2], "rate": [20.0, 22.0, 24.0], "skipped": [8.0, 8.0], "steps": [0.05] * 4, "quiet": []}
+    row = speed._row(speed.SpeedConfig("x", dict(variant="layers", layers=[1]), "static >= 95% of ideal"), sample,
+                     stock_rate=16.0, stock_step=0.0625, num_layers=32)
+    assert row.speedup == 1.375 and row.ideal == pytest.approx(1.333, abs=1e-3)
+    assert row.pct_of_ideal == pytest.approx(103.1, abs=0.1) and row.met == "yes"
+    assert row.spread_pct == pytest.approx(18.2, abs=0.1)
+    assert speed.noisy_rows([row]) == ["x"]
+
+
+@pytest.mark.slow
+def test_the_benchmark_models_curves_show_the_planted_layers():
+    """bench-llava: the default detector finds critical layer 18 and the loud layers, and no mutation at L."""
+    from lvlm_skip.anatomy import ModelAnatomy
+    from lvlm_skip.detection import detect_layers
+    from lvlm_skip.divergence import adjacent_js_divergence
+    from lvlm_skip.hooks import record_last_position_states
+    from lvlm_skip.loading import chat_prompt, encode_inputs
+    from lvlm_skip.readout import stack_layer_logprobs
+    from lvlm_skip.tiny import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS, build_bench_llava
+
+    model, processor = build_bench_llava()
+    inputs = encode_inputs(processor, [chat_prompt(processor, "Please describe this image in detail.")],
+                           [speed.random_image()], model)
+    anatomy = ModelAnatomy.from_model(model)
+    with record_last_position_states(anatomy) as recorder, torch.no_grad():
+        model.generate(**inputs, max_new_tokens=10, min_new_tokens=10, do_sample=False)
+    with torch.no_grad():
+        curves = torch.stack([adjacent_js_divergence(stack_layer_logprobs(anatomy, s))[:, 0] for s in recorder.calls])
+    found = detect_layers(curves)
+    assert (found.critical == BENCH_CRITICAL_LAYER).all(), found.critical
+    flagged = found.mutation.numpy()
+    assert flagged.any(axis=0)[np.asarray(BENCH_LOUD_LAYERS[:1]) - 1].all()  # the first loud layer fires
+    assert not flagged[:, [j for j in range(32) if j + 1 not in BENCH_LOUD_LAYERS]].any()  # nowhere else, not at L
+    assert 0 < flagged[:, BENCH_LOUD_LAYERS[0] - 1].mean() <= 1.0
+    assert float(curves[:, : BENCH_CRITICAL_LAYER - 1].min()) > 10 * float(curves[:, BENCH_CRITICAL_LAYER - 1 : 26].max())
+
+
 def test_bad_arguments_exit_2(tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["speed", "--new-tokens", "1", "--out", str(tmp_path)])
-    assert info.value.code == 2
-    assert "--new-tokens must be at least 2" in capsys.readouterr().err
+    for argv, message in [(["--new-tokens", "1"], "--new-tokens must be at least 2"),
+                          (["--profile", str(tmp_path / "none.json")], "does not exist")]:
+        with pytest.raises(SystemExit) as info:
+            main(["speed", "--model", "tiny", "--out", str(tmp_path), *argv])
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_speed_run_writes_its_table(tmp_path, capsys):
-    argv = ["speed", "--model", "tiny", "--runs", "1", "--new-tokens", "2", "--only", "none", "--skip-approximation",
-            "--out", str(tmp_path), "--no-progress"]
+    argv = ["speed", "--model", "tiny", "--runs", "1", "--new-tokens", "3", "--only", "none,exit", "--out", str(tmp_path),
+            "--no-progress"]
     assert main(argv) == 0
     result = json.loads((tmp_path / "speed.json").read_text())
-    assert [r["config"] for r in result["rows"]] == ["stock", "none"]
-    assert result["rows"][1]["target"] == "<= 3% over stock" and result["rows"][0]["speedup"] == 1.0
-    assert result["setting"]["layers"] == 16 and result["approximation"] is None
+    assert [r["config"] for r in result["rows"]] == ["stock", "none", "exit static", "exit online"]
+    assert result["num_layers"] == 16 and result["rows"][0]["speedup"] == 1.0
+    assert result["rows"][1]["target"] == "overhead <= 3%" and "spread_pct" in result["rows"][1]
+    assert result["rows"][3]["quiet_steps"] is not None
+    assert set(result["lagged_agreement"]) >= {"steps", "exact", "within_one_layer"}
+    assert result["approximation"]["candidates"] == 256
     assert "| config" in capsys.readouterr().out and (tmp_path / "speed.md").is_file()
