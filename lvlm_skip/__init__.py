@@ -25,6 +25,7 @@ _EXPORTS = {
     "skipping": "wrapping",
     "Trace": "tracing",
     "trace": "tracing",
+    "trace_readouts": "tracing",
     "is_wrapped": "wrapping",
     "last_report": "wrapping",
     "unwrap": "wrapping",
