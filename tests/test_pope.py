@@ -351,6 +351,10 @@ def test_questions_and_split_are_exclusive(pope, capsys):
 
 
 def test_peer_specs():
+    import lvlm_skip
+    from lvlm_skip.evaluation.variants import PEER_VARIANTS
+
+    assert PEER_VARIANTS == lvlm_skip.PEERS and set(PEER_VARIANTS) <= set(lvlm_skip.VARIANTS)
     assert parse_variant_spec("dola").variant == "dola"
     with pytest.raises(InputError, match="'vcd:static': vcd has no mode"):
         parse_variant_spec("vcd:static")
@@ -358,6 +362,19 @@ def test_peer_specs():
     assert plan.options == {"none": {}, "dola": {"layers": (0, 2)}, "deco": {}, "vcd": {"alpha": 0.5}}
     with pytest.raises(InputError, match="'dola'.*`layers` \\(='mid'\\)"):
         plan_variants("dola", variant_options='{"dola": {"layers": "mid"}}')
+
+
+def test_fingerprinting_a_peer_imports_no_torch():
+    """The runner fingerprints before it loads a model; a fake-model run (tests/fake_eval.py) stays torch-free."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from lvlm_skip.evaluation.variants import VariantPlan, VariantSpec, variant_fingerprint; "
+             "plan = VariantPlan(specs=(VariantSpec('vcd', 'vcd', 'online'),)); "
+             "assert variant_fingerprint(plan, 'vcd', None)['mode'] is None; print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr
 
 
 # ------------------------------------------------------------------------------ a real (tiny, random) model

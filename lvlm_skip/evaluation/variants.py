@@ -38,6 +38,8 @@ from ..errors import InputError, one_line
 
 #: The variants that take their layers from ``--profile`` (``lvlm_skip.wrap(..., profile=path)``).
 PROFILE_VARIANTS = ("skip1", "skip2", "skip3", "exit")
+#: The peers (``lvlm_skip.PEERS``), which have no mode; repeated so that a fingerprint imports no torch.
+PEER_VARIANTS = ("dola", "deco", "vcd")
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,14 @@ def parse_variant_spec(spec: str, default_mode: str = "static") -> VariantSpec:
     Raises:
         InputError: unknown variant or mode, or a malformed spec.
     """
-    from .. import MODES, PEERS, VARIANTS
+    from .. import MODES, VARIANTS
 
     label = spec.strip()
     name, sep, mode = label.partition(":")
     name, mode = name.strip(), (mode.strip() if sep else default_mode)
     if name not in VARIANTS:
         raise InputError(f"unknown variant {name!r} in variant spec {label!r}; known: {', '.join(VARIANTS)}")
-    if sep and name in PEERS:
+    if sep and name in PEER_VARIANTS:
         raise InputError(f"variant spec {label!r}: {name} has no mode (it acts at every step); write {name!r}")
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r} in variant spec {label!r}; known: {', '.join(MODES)}")
@@ -298,11 +300,9 @@ def variant_fingerprint(plan: VariantPlan, label: str, profile_sha256: str | Non
 
     ``none`` is the stock model and a peer acts at every step whatever the mode, so their mode is not recorded.
     """
-    from .. import PEERS
-
     spec = plan.spec(label)
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(plan.options.get(label, {}).items())}
-    modeless = spec.variant == "none" or spec.variant in PEERS
+    modeless = spec.variant == "none" or spec.variant in PEER_VARIANTS
     uses_profile = plan.profile is not None and spec.variant in PROFILE_VARIANTS
     return {"variant": spec.variant, "mode": None if modeless else spec.mode, "options": options,
             "profile_sha256": profile_sha256 if uses_profile else None}
