@@ -48,6 +48,14 @@ class DolaConfig:
     relative_top: float = contrast.DOLA_RELATIVE_TOP
     """Plausibility filter: keep tokens with p >= relative_top * max p of the final layer."""
 
+    def __post_init__(self):  # the model-independent checks; the layers are checked against the model by wrap
+        if isinstance(self.layers, str):
+            if self.layers not in ("low", "high"):
+                raise ValueError(f"`layers` (={self.layers!r}) has to be 'low', 'high' or a list of layer indices")
+        elif not self.layers or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.layers):
+            raise ValueError(f"`layers` (={self.layers!r}) has to be 'low', 'high' or a list of layer indices >= 0")
+        contrast._check_number("relative_top", self.relative_top, 0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class DecoConfig:
@@ -62,6 +70,14 @@ class DecoConfig:
     top_k: int = contrast.DECO_TOP_K
     """Candidates: at most this many of the final layer's top tokens."""
 
+    def __post_init__(self):
+        if self.layers is not None and (not self.layers or any(
+                isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.layers)):
+            raise ValueError(f"`layers` (={self.layers!r}) has to be a non-empty list of layer indices >= 0")
+        contrast._check_number("alpha", self.alpha, 0.0)
+        contrast._check_number("top_p", self.top_p, 0.0, 1.0)
+        contrast._check_int("top_k", self.top_k, 1)
+
 
 @dataclass(frozen=True)
 class VcdConfig:
@@ -75,6 +91,11 @@ class VcdConfig:
     """Diffusion step of the noised image (of 1000)."""
     seed: int = 0
     """Seed of the image noise (mixed with a hash of each image)."""
+
+    def __post_init__(self):
+        contrast._check_number("alpha", self.alpha, 0.0)
+        contrast._check_number("beta", self.beta, 0.0, 1.0)
+        contrast._check_int("noise_step", self.noise_step, 0, contrast.VCD_DIFFUSION_STEPS - 1)
 
 
 PEER_CONFIGS = {"dola": DolaConfig, "deco": DecoConfig, "vcd": VcdConfig}

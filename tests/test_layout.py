@@ -90,14 +90,14 @@ def test_every_subcommand_has_help_with_defaults(capsys):
         assert info.value.code == 0
         text = " ".join(capsys.readouterr().out.split())
         assert f"lvlm-skip {command}" in text and "--log-level" in text
-        if command in ("amber", "caption", "speed", "scenes", "trace"):
+        if command in ("amber", "caption", "pope", "speed", "scenes", "trace"):
             assert f"(default: runs/{command})" in text
 
 
 def test_checkout_entry_modules_forward_to_the_cli():
     """``python -m eval.amber --help`` from a checkout is ``lvlm-skip amber --help``."""
-    for module, command in (("eval.amber", "amber"), ("eval.caption", "caption"), ("eval.speed", "speed"),
-                            ("eval.scenes", "scenes")):
+    for module, command in (("eval.amber", "amber"), ("eval.caption", "caption"), ("eval.pope", "pope"),
+                            ("eval.speed", "speed"), ("eval.scenes", "scenes")):
         run = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
         assert f"lvlm-skip {command}" in run.stdout

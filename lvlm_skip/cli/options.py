@@ -106,10 +106,11 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, default: str, resum
     )
 
 
-def add_generation_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+def add_generation_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int,
+                             limit_help: str = "Only the first N items.") -> None:
     """``--max-new-tokens`` and ``--limit``."""
     parser.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="Generation length limit.")
-    parser.add_argument("--limit", type=positive_int, default=None, help="Only the first N items.")
+    parser.add_argument("--limit", type=positive_int, default=None, help=limit_help)
 
 
 def add_image_dir_argument(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -122,13 +123,13 @@ def add_image_dir_argument(parser: argparse.ArgumentParser, *, required: bool = 
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser, *, default_out: str, max_new_tokens: int,
-                             default_variants: str = "none") -> None:
+                             default_variants: str = "none", limit_help: str = "Only the first N items.") -> None:
     """The options of every evaluation subcommand (amber, caption, pope), besides its data files."""
     add_model_arguments(parser, required=False)
     add_image_dir_argument(parser)
     add_variant_arguments(parser, default=default_variants)
     add_output_arguments(parser, default=default_out)
-    add_generation_arguments(parser, max_new_tokens=max_new_tokens)
+    add_generation_arguments(parser, max_new_tokens=max_new_tokens, limit_help=limit_help)
     parser.add_argument(
         "--score-only", action="store_true",
         help="Score the answers already in --out (no model, no --image-dir needed); generate nothing.",

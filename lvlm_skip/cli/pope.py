@@ -1,15 +1,61 @@
-"""``lvlm-skip pope``: arrives with its issue."""
+"""``lvlm-skip pope``: POPE object-probing questions (random / popular / adversarial), one report row per variant.
+
+Asks every question of POPE's question files (``<dataset>_pope_<split>.json`` in ``--pope-root``, or
+the files of ``--questions``) once per variant, resumable and shardable like every evaluation, and
+scores each split like POPE's official ``evaluate.py``: accuracy, precision, recall, F1 ("yes"
+positive) and the yes-ratio, in percent. Writes ``responses.jsonl``, ``run.json`` and
+``pope_<split>.json`` / ``.md`` (``pope_all`` for the three splits) into ``--out``.
+"""
 
 from __future__ import annotations
 
-from .options import CliError
+import argparse
 
-HELP = "Not implemented yet."
+from .options import CliError, add_evaluation_arguments
+
+HELP = "POPE yes/no object probing (random, popular, adversarial), one row per variant."
+#: POPE's splits (``lvlm_skip.evaluation.pope_data.POPE_SPLITS``), repeated so that --help imports nothing.
+SPLITS = ("random", "popular", "adversarial")
+#: ``lvlm_skip.evaluation.pope.PROMPT_SUFFIXES``' names, repeated for the same reason.
+SUFFIXES = ("none", "llava", "vcd")
 
 
 def add_arguments(p) -> None:
-    pass
+    """The pope subcommand's options."""
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--pope-root",
+                      help="Folder of POPE question files <dataset>_pope_<split>.json (POPE's output/coco, or the "
+                      "pope/ folder of `lvlm-skip scenes`).")
+    data.add_argument("--questions", nargs="+", metavar="FILE",
+                      help="POPE question files (JSON lines {question_id, image, text, label}) instead of --pope-root; "
+                      "a file's split is <split> of its name <dataset>_pope_<split>.json, else its stem.")
+    p.add_argument("--split", default="all", choices=(*SPLITS, "all"),
+                   help="With --pope-root: the split to answer, or all three in one run.")
+    p.add_argument("--dataset", default=None,
+                   help="With --pope-root: the file prefix (coco, aokvqa, gqa, scenes); default: the only one in the folder.")
+    p.add_argument("--prompt-suffix", default="none",
+                   help="Text appended to every question: none (POPE's question as is), llava (LLaVA-1.5's "
+                   "'\\nAnswer the question using a single word or phrase.'), vcd (' Please answer this question "
+                   "with one word.'), or any other text, appended verbatim. Part of the run's fingerprint.")
+    add_evaluation_arguments(p, default_out="runs/pope", max_new_tokens=128, default_variants="none",
+                             limit_help="Only the first N questions of each split.")
 
 
 def run(args) -> int:
-    raise CliError("lvlm-skip pope is not implemented yet")
+    """The ``pope`` subcommand."""
+    from ._evaluation import run_task
+
+    if args.questions and (args.split != "all" or args.dataset):
+        raise CliError("--split and --dataset choose files of --pope-root; with --questions, name the files")
+    splits = SPLITS if args.split == "all" else (args.split,)
+
+    def load_task():
+        from ..evaluation.pope import PopeTask, resolve_prompt_suffix
+
+        suffix = resolve_prompt_suffix(args.prompt_suffix)
+        if args.questions:
+            return PopeTask.from_files(args.questions, prompt_suffix=suffix, limit=args.limit)
+        return PopeTask.from_folder(args.pope_root, splits, args.dataset, prompt_suffix=suffix, limit=args.limit)
+
+    # --limit applies per split inside the task, so the runner must not cut the concatenated items again
+    return run_task(argparse.Namespace(**{**vars(args), "limit": None}), load_task)

@@ -14,8 +14,9 @@ The harness (each module one concept; dependencies point down this list):
 * :mod:`~lvlm_skip.evaluation.json_files`: the one reader of JSON data files.
 
 Tasks and their metrics: AMBER (:mod:`~lvlm_skip.evaluation.amber`, ``amber_data``,
-``amber_metrics``, ``language``) and captions (:mod:`~lvlm_skip.evaluation.caption`,
-``caption_data``, ``coco_metrics``, ``closeness``, CHAIR). :mod:`~lvlm_skip.evaluation.speed` is
-the decoding-speed benchmark. The command line is ``lvlm-skip amber|caption|speed``
+``amber_metrics``, ``language``), captions (:mod:`~lvlm_skip.evaluation.caption`,
+``caption_data``, ``coco_metrics``, ``closeness``, CHAIR) and POPE (:mod:`~lvlm_skip.evaluation.pope`,
+``pope_data``, ``pope_metrics``). :mod:`~lvlm_skip.evaluation.speed` is
+the decoding-speed benchmark. The command line is ``lvlm-skip amber|caption|pope|speed``
 (:mod:`lvlm_skip.cli`). Importing this package imports nothing heavy.
 """

@@ -46,6 +46,18 @@ def read_json_lines(path: str | os.PathLike, error: type[DataFileError] = DataFi
     Raises:
         DataFileError (or the subclass ``error``): the file is missing or unreadable, or a line is not JSON.
     """
+    return [value for _, value in read_numbered_json_lines(path, error)]
+
+
+def read_numbered_json_lines(path: str | os.PathLike, error: type[DataFileError] = DataFileError) -> list[tuple[int, Any]]:
+    """``(line number, parsed value)`` of every non-blank line of a JSON-lines file (numbers from 1).
+
+    The same reader as :func:`read_json_lines`, for callers whose own checks of each value must
+    name its line.
+
+    Raises:
+        DataFileError (or the subclass ``error``): the file is missing or unreadable, or a line is not JSON.
+    """
     file = Path(path)
     if not file.is_file():
         raise error(f"{file}: file not found")
@@ -55,7 +67,7 @@ def read_json_lines(path: str | os.PathLike, error: type[DataFileError] = DataFi
             for number, line in enumerate(handle, 1):
                 if line.strip():
                     try:
-                        values.append(json.loads(line))
+                        values.append((number, json.loads(line)))
                     except json.JSONDecodeError as exc:
                         raise error(f"{file}: line {number} is not JSON ({exc.msg})") from None
     except (OSError, UnicodeDecodeError) as exc:

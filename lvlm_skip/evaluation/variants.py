@@ -3,7 +3,9 @@
 A *variant spec* is ``name`` or ``name:mode`` (``none``, ``skip2``, ``skip2:online``,
 ``exit:online``): ``name`` is one of ``lvlm_skip.VARIANTS``, ``mode`` one of ``lvlm_skip.MODES``
 (default: ``--mode``). The spec as written is the variant's *label*: the key of its answers and
-its row in the reports.
+its row in the reports. The peers (``dola``, ``deco``, ``vcd``; ``lvlm_skip.PEERS``) act at every
+step and have no mode: ``dola:online`` is refused rather than run as a second copy of ``dola``,
+and ``--mode`` does not apply to them (nor to their fingerprint).
 
 *Variant options* (``--variant-options``, a JSON object or the path of a JSON file) are
 ``lvlm_skip.wrap`` options per variant name (``"skip1"``) or label (``"skip1:online"``, which
@@ -36,6 +38,8 @@ from ..errors import InputError, one_line
 
 #: The variants that take their layers from ``--profile`` (``lvlm_skip.wrap(..., profile=path)``).
 PROFILE_VARIANTS = ("skip1", "skip2", "skip3", "exit")
+#: The peers (``lvlm_skip.PEERS``), which have no mode; repeated so that a fingerprint imports no torch.
+PEER_VARIANTS = ("dola", "deco", "vcd")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ def parse_variant_spec(spec: str, default_mode: str = "static") -> VariantSpec:
     name, mode = name.strip(), (mode.strip() if sep else default_mode)
     if name not in VARIANTS:
         raise InputError(f"unknown variant {name!r} in variant spec {label!r}; known: {', '.join(VARIANTS)}")
+    if sep and name in PEER_VARIANTS:
+        raise InputError(f"variant spec {label!r}: {name} has no mode (it acts at every step); write {name!r}")
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r} in variant spec {label!r}; known: {', '.join(MODES)}")
     return VariantSpec(label=label, variant=name, mode=mode)
@@ -292,11 +298,11 @@ def wrap_arguments(plan: VariantPlan, label: str) -> dict[str, Any]:
 def variant_fingerprint(plan: VariantPlan, label: str, profile_sha256: str | None) -> dict[str, Any]:
     """The answer-changing settings of one variant: variant, mode, options, profile digest.
 
-    ``none`` is the stock model whatever its mode, so its mode is not recorded.
+    ``none`` is the stock model and a peer acts at every step whatever the mode, so their mode is not recorded.
     """
     spec = plan.spec(label)
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(plan.options.get(label, {}).items())}
-    stock = spec.variant == "none"
+    modeless = spec.variant == "none" or spec.variant in PEER_VARIANTS
     uses_profile = plan.profile is not None and spec.variant in PROFILE_VARIANTS
-    return {"variant": spec.variant, "mode": None if stock else spec.mode, "options": options,
+    return {"variant": spec.variant, "mode": None if modeless else spec.mode, "options": options,
             "profile_sha256": profile_sha256 if uses_profile else None}

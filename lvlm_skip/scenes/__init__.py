@@ -27,18 +27,21 @@ one by one and different splits/seeds give disjoint random streams.
 Modules, one concept each: :mod:`~lvlm_skip.scenes.catalogue` (kinds, colours, priors),
 :mod:`~lvlm_skip.scenes.scene` (the data model and captions), :mod:`~lvlm_skip.scenes.drawing`,
 :mod:`~lvlm_skip.scenes.sampling` (scenes per split), :mod:`~lvlm_skip.scenes.questions`,
-:mod:`~lvlm_skip.scenes.vocabulary` and :mod:`~lvlm_skip.scenes.export` (the AMBER / COCO-format
-benchmark folder that ``lvlm-skip scenes`` writes).
+:mod:`~lvlm_skip.scenes.vocabulary`, :mod:`~lvlm_skip.scenes.export` (the AMBER / COCO-format
+benchmark folder that ``lvlm-skip scenes`` writes) and :mod:`~lvlm_skip.scenes.pope` (its POPE
+question files).
 """
 
 from .catalogue import COLORS, IMAGE_SIZE, KINDS, OBJECTS, POSITIONS, PRIOR_P, SPLITS
+from .pope import POPE_STRATEGIES, pope_question, pope_questions
 from .questions import Question, relation_of, vqa_questions, yes_no_questions
 from .sampling import generate, make_scene
 from .scene import Scene, SceneObject
 from .vocabulary import CAPTION_PROMPTS, split_words, vocabulary
 
 __all__ = [
-    "CAPTION_PROMPTS", "COLORS", "IMAGE_SIZE", "KINDS", "OBJECTS", "POSITIONS", "PRIOR_P", "SPLITS", "Question",
+    "CAPTION_PROMPTS", "COLORS", "IMAGE_SIZE", "KINDS", "OBJECTS", "POPE_STRATEGIES", "POSITIONS", "PRIOR_P", "SPLITS",
+    "Question", "pope_question", "pope_questions",
     "Scene", "SceneObject", "generate", "make_scene", "relation_of", "split_words", "vocabulary",
     "vqa_questions", "yes_no_questions",
 ]

@@ -15,6 +15,8 @@ Layout written to ``out``::
                              with colour/size/position attributes
     vqa.json                 single-word questions {id, image, image_id, type, query, answer}
     scenes.json              full scene metadata (split, seed, objects, background)
+    pope/scenes_pope_<s>.json  POPE question files, s = random, popular, adversarial
+                             (:mod:`~lvlm_skip.scenes.pope`; images relative to ``images/``)
 
 The ``hallu`` list of a generative record holds plausible absent objects: the prior partners of
 the present objects first (what the co-occurrence prior suggests), then random absent kinds.
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalogue import IMAGE_SIZE, KINDS, OBJECTS
+from .pope import write_pope_files
 from .questions import vqa_questions, yes_no_questions
 from .sampling import generate
 from .scene import Scene
@@ -149,7 +152,7 @@ def _dump(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=1))
 
 
-def export(out: str | Path, n_images: int, seed: int, split: str = "test") -> Path:
+def export(out: str | Path, n_images: int, seed: int, split: str = "test", pope: bool = True) -> Path:
     """Generate ``n_images`` scenes of ``split`` and write the benchmark folder.
 
     Args:
@@ -157,6 +160,7 @@ def export(out: str | Path, n_images: int, seed: int, split: str = "test") -> Pa
         n_images: Number of images.
         seed: Split seed.
         split: Scene split (see :data:`~lvlm_skip.scenes.catalogue.SPLITS`).
+        pope: Also write the POPE question files into ``out/pope``.
 
     Returns:
         The output folder.
@@ -183,6 +187,8 @@ def export(out: str | Path, n_images: int, seed: int, split: str = "test") -> Pa
     _dump(out / "instances.json", rec["instances"])
     _dump(out / "vqa.json", rec["vqa"])
     _dump(out / "scenes.json", rec["scenes"])
+    if pope:
+        write_pope_files(out / "pope", scenes, seed, [image_name(i) for i in range(1, n_images + 1)])
     logger.info("exported %d %s scenes (seed %d, %d records) to %s", n_images, split, seed,
                 len(rec["annotations"]), out)
     return out
