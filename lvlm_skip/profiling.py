@@ -100,15 +100,15 @@ def load_profile_data(root: str | Path, *, data_format: str = "auto", image_dir:
         pairs = [(image.file_name, prompt or PAPER_PROMPT) for image in load_captions(captions).images]
         words = frozenset(w for w in chair.load_vocabulary().category if " " not in w and w.isalpha())
     else:
-        from .evaluation.pope import load_questions
+        from .evaluation.pope_data import read_pope_questions
 
         folder = root / "pope" if (root / "pope").is_dir() else root
-        files = sorted(folder.glob("*.json"))
+        files = sorted(folder.glob("*pope*.json")) or sorted(folder.glob("*.json"))
         if not files:
             raise InputError(f"{str(folder)!r} holds no POPE question file (*.json)")
-        questions = [q for path in files for q in load_questions(path)]
+        questions = [q for path in files for q in read_pope_questions(path)]
         pairs = [(q.image, prompt or q.text) for q in questions]
-        words = frozenset(q.object.lower() for q in questions)
+        words = frozenset(_probed_object(q.text) for q in questions) - {""}
     pairs = pairs[:limit] if limit else pairs
     from .paths import resolve_under
 
@@ -117,6 +117,14 @@ def load_profile_data(root: str | Path, *, data_format: str = "auto", image_dir:
     provenance = {"format": data_format, "root": str(root), "image_dir": str(images), "n": len(items),
                   "files": {str(p.relative_to(root)) if p.is_relative_to(root) else str(p): d for p, d in digests.items()}}
     return ProfileData(items=items, content_words=words, provenance=provenance)
+
+
+def _probed_object(question: str) -> str:
+    """The object a POPE question probes: "Is there a dining table in the image?" -> "table" (its last word)."""
+    words = question.lower().rstrip("?").split()
+    if "in" in words:
+        words = words[: words.index("in")]
+    return words[-1] if len(words) > 2 else ""
 
 
 def _detect_format(root: Path) -> str:

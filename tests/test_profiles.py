@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import lvlm_skip
+import lvlm_skip.scenes
 from lvlm_skip.errors import InputError
 from lvlm_skip.profiles import LayerProfile, LayerStatistics, choose_layers
 
@@ -146,6 +147,12 @@ def test_profile_of_a_tiny_model_from_items_and_from_the_cli(tmp_path):
     assert saved["provenance"]["data"]["format"] == "amber" and saved["provenance"]["data"]["n"] == 2
     assert saved["provenance"]["model"]["model_sha256"] == "builtin:tiny"
     assert all((tmp_path / "out" / name).is_file() for name in ("profile.md", "profile.png", "profile.svg"))
+    # the same export's POPE questions: the probed objects are the content words
+    from lvlm_skip.profiling import load_profile_data
+
+    pope = load_profile_data(tmp_path / "scenes" / "pope", image_dir=tmp_path / "scenes" / "images", limit=3)
+    assert pope.provenance["format"] == "pope" and len(pope.items) == 3
+    assert pope.items[0].prompt.startswith("Is there a") and pope.content_words <= set(lvlm_skip.scenes.KINDS)
 
 
 def test_profile_command_errors_are_one_line(tmp_path, capsys):
