@@ -1,4 +1,4 @@
-"""Critical and mutation layers from an adjacent-layer JSD curve. Pure tensor math, no transformers.
+"""Critical and mutation layers from an adjacent-layer JSD curve. Pure math, no transformers.
 
 Layers are 1-based; ``d_j = JSD(p_{j-1} || p_j)`` is the change made by layer ``j`` (``p_0`` is the
 embeddings' readout), and a curve is `(..., L)` with ``d_j`` at index ``j - 1`` (see
@@ -38,9 +38,15 @@ Every threshold is a ratio, so a curve scaled by any factor gives the same detec
 rounding, and for ``d_j >= 1e-30``). The defaults were chosen on synthetic curves shaped like the
 paper's Fig. 4 (``tests/synthetic_curves.py``), not on any one model's curves. The definition is causal: whether layer ``j`` is critical-confirming or a mutation depends only on
 ``d_1..d_j`` (and the top-1 changes up to ``j``). :class:`CausalLayerDetector` evaluates it one layer
-at a time on torch tensors (what online skipping uses while the forward pass runs);
-:func:`detect_layers` feeds whole curves to that same detector, layer by layer, so offline analysis
-and online decisions can never disagree. When observation starts late (online mode reads out from
+at a time (what online skipping uses while the forward pass runs); :func:`detect_layers` feeds
+whole curves to that same detector, layer by layer, so offline analysis and online decisions can
+never disagree.
+
+**Where it runs.** The state of a row is seven numbers, updated by a few scalar comparisons per
+layer, so the detector runs on the host in plain Python floats: a step's whole curve is copied from
+the device once (one device-to-host copy of ``batch x L`` floats) and evaluated in microseconds. The
+same definition as elementwise tensor ops costs ~35 kernel launches per layer, i.e. milliseconds per
+step on a CPU and tens of launches' latency on a GPU, more than the readout it judges. When observation starts late (online mode reads out from
 ``window_start - 1``, so ``d`` exists from ``window_start`` on), the shallow level is built from the
 first observed counted layers: the result is :func:`detect_layers` on the curve with the unobserved
 layers set to NaN. Observing from ``first_layer - 1`` sees the whole definition.
@@ -152,37 +158,37 @@ class LayerDetection:
         return (row.nonzero().flatten() + 1).tolist()
 
 
+class _RowState:
+    """One row's detector state: two robust levels as (sum of clipped logs, count), the current low run."""
+
+    __slots__ = ("shallow_sum", "shallow_n", "run_sum", "run_n", "run_start", "critical", "confirmed_at")
+
+    def __init__(self):
+        self.shallow_sum = self.run_sum = 0.0  # the run becomes the plateau once confirmed
+        self.shallow_n = self.run_n = 0
+        self.run_start = self.critical = self.confirmed_at = 0
+
+
 class CausalLayerDetector:
-    """Evaluates the definitions one layer at a time for a batch of rows, in torch on one device.
+    """Evaluates the definitions one layer at a time for a batch of rows.
 
-    Call :meth:`observe` for increasing layers ``j`` (not necessarily all of them: unobserved
-    layers are simply not passed, or passed as NaN for some rows). After layer ``j``,
-    :attr:`critical` holds the critical layer of the rows where it is confirmed, and
-    :meth:`observe` returned which rows flag ``j`` as a mutation layer.
-
-    Hot-path contract: ``observe`` runs a fixed sequence of about 35 small elementwise ops on
-    `(batch,)` / `(2, batch)` tensors (no host synchronisation, no ``.item()``, no Python branch on
-    tensor values; the branches are on ``layer`` and the config only), and updates preallocated
-    state tensors in place, so it can be enqueued while the forward pass runs and captured in a
-    CUDA graph. Because the state is updated in place, clone :attr:`critical` / :attr:`confirmed`
-    to keep a snapshot.
+    Call :meth:`observe` for increasing layers ``j`` (not necessarily all of them: unobserved layers
+    are simply not passed, or passed as NaN for some rows). After layer ``j``, :attr:`critical` holds
+    the critical layer of the rows where it is confirmed, :attr:`confirmed_at` the layer that
+    confirmed it, and :meth:`observe` returned which rows flag ``j`` as a mutation layer.
 
     Args:
         batch_size: Number of rows.
         config: The thresholds.
-        device: Where the state lives (default CPU); ``observe`` inputs are moved there.
+        device: Where the returned tensors live (default CPU).
         num_layers: ``L``; required unless ``config.last_layer_mutations`` (layer ``L`` is then
             ignored).
 
     Attributes:
-        critical: `(batch,)` int64, the critical layer, 0 until confirmed.
+        critical: `(batch,)` int64 tensor, the critical layer, 0 until confirmed.
         confirmed_at: `(batch,)` int64, the layer whose observation confirmed it (the last layer of the
             confirming run; 0 until confirmed): where online skipping can start.
         confirmed: `(batch,)` bool, rows whose critical layer is confirmed.
-        log_sum: `(2, batch)` float32, sums of the clipped log values of the shallow level (row 0)
-            and of the current low run, then the plateau level (row 1).
-        count: `(2, batch)` float32, how many values each sum holds.
-        run_start: `(batch,)` int64, the first layer of the current low run.
     """
 
     def __init__(self, batch_size: int, config: DetectionConfig, device=None, num_layers: int | None = None):
@@ -191,81 +197,112 @@ class CausalLayerDetector:
         self.config = config
         self.num_layers = num_layers
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.log_sum = torch.zeros(2, batch_size, device=self.device)
-        self.count = torch.zeros(2, batch_size, device=self.device)
-        self.run_start = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
-        self.critical = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
-        self.confirmed_at = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
-        self.confirmed = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
-        # views of the state rows, made once (the state is only ever updated in place)
-        self._shallow_count, self._run_count = self.count.unbind()
-        self._run_sum = self.log_sum[1]
-        # shape: (2, 1); log of the multiples of the levels that make a layer low / a spike
-        self._log_factors = torch.tensor([[math.log(config.rel_low)], [math.log(config.spike_factor)]], device=self.device)
+        self.rows = [_RowState() for _ in range(batch_size)]
+        # the thresholds in log space: low <=> log d <= log S + log(rel_low); spike <=> log d > log P + log(spike_factor)
+        self._log_low = math.log(config.rel_low)
+        self._log_spike = math.log(config.spike_factor)
         self._log_clip = math.log(config.clip_factor)
+
+    @property
+    def critical(self) -> torch.Tensor:
+        return torch.tensor([row.critical for row in self.rows], dtype=torch.int64, device=self.device)
+
+    @property
+    def confirmed_at(self) -> torch.Tensor:
+        return torch.tensor([row.confirmed_at for row in self.rows], dtype=torch.int64, device=self.device)
+
+    @property
+    def confirmed(self) -> torch.Tensor:
+        return torch.tensor([row.critical > 0 for row in self.rows], dtype=torch.bool, device=self.device)
 
     def counts_layer(self, layer: int) -> bool:
         """Whether ``layer`` takes part in the definition at all (``first_layer`` and last-layer rules)."""
         cfg = self.config
         return layer >= cfg.first_layer and (cfg.last_layer_mutations or layer != self.num_layers)
 
-    def observe(self, layer: int, jsd: torch.Tensor, top1_changed: torch.Tensor | None = None) -> torch.Tensor:
+    def observe(self, layer: int, jsd, top1_changed=None) -> torch.Tensor:
         """Feed ``d_layer`` for every row.
 
         Args:
             layer: 1-based layer number ``j``, larger than the previous call's.
-            jsd: `(batch,)` ``d_j`` in nats, any float dtype; NaN rows are not observed at this layer.
+            jsd: `(batch,)` ``d_j`` in nats (tensor, array or list); NaN rows are not observed at this layer.
+                A device tensor is copied to the host once.
             top1_changed: `(batch,)` bool, top-1 token of ``p_j`` differs from ``p_{j-1}``; needed by
                 the "top1" rules.
 
         Returns:
-            `(batch,)` bool, a new tensor: rows for which layer ``j`` is a mutation layer.
+            `(batch,)` bool tensor: rows for which layer ``j`` is a mutation layer.
         """
+        flags = self.observe_values(layer, _host_list(jsd), None if top1_changed is None else _host_list(top1_changed))
+        return torch.tensor(flags, dtype=torch.bool, device=self.device)
+
+    def observe_values(self, layer: int, values: list[float], changed: list[bool] | None = None) -> list[bool]:
+        """:meth:`observe` on host lists: ``values[b]`` is row ``b``'s ``d_layer``; returns its mutation flags."""
         cfg = self.config
-        if cfg.needs_top1 and top1_changed is None:
+        if cfg.needs_top1 and changed is None:
             raise ValueError(f"rules {cfg.critical_rule!r} / {cfg.mutation_rule!r} need `top1_changed`")
         if not self.counts_layer(layer):
-            return torch.zeros_like(self.confirmed)
-        # 1. the value in log space; a NaN (not observed) fails every comparison below
-        x = jsd.detach().to(self.device, torch.float32)
-        log_x = x.clamp_min(TINY).log_()  # shape: (batch,)
-        level = self.log_sum / self.count  # shape: (2, batch), log S and log P; NaN while empty
-        limits = level + self._log_factors  # shape: (2, batch), log(rel_low * S) and log(spike_factor * P)
-        low_jsd, not_spike = (log_x <= limits).unbind()
-        # 2. before confirmation: is the layer low? (S needs min_shallow_layers values first)
-        open_rows = (x == x) & ~self.confirmed
-        if cfg.critical_rule == "jsd":
-            low = low_jsd & open_rows
-        elif cfg.critical_rule == "top1":
-            low = ~top1_changed.to(self.device) & open_rows
-        else:
-            low = low_jsd & ~top1_changed.to(self.device) & open_rows
-        low &= self._shallow_count >= cfg.min_shallow_layers
-        ends_run = open_rows ^ low  # open and not low: enters S, empties the run
-        # 3. after confirmation: a spike over the plateau level, and the rule's mutation flag
-        spike = self.confirmed & (log_x > limits[1])
+            return [False] * len(self.rows)
+        flags = [self._observe_row(row, layer, x, None if changed is None else bool(changed[b]))
+                 for b, (row, x) in enumerate(zip(self.rows, values))]
+        return flags if layer >= cfg.min_mutation_layer else [False] * len(self.rows)
+
+    def _observe_row(self, row: _RowState, layer: int, x: float, changed: bool | None) -> bool:
+        """One row, one counted layer: update the state, return whether the layer is a mutation."""
+        cfg = self.config
+        if x != x:  # NaN: not observed
+            return False
+        # 1. the value in log space and the two levels (None while empty)
+        log_x = math.log(max(x, TINY))
+        shallow = row.shallow_sum / row.shallow_n if row.shallow_n else None
+        plateau = row.run_sum / row.run_n if row.run_n else None
+        if not row.critical:
+            # 2. before confirmation: low values extend the run, others enter the shallow level and end it
+            low_jsd = shallow is not None and log_x <= shallow + self._log_low
+            if cfg.critical_rule == "jsd":
+                low = low_jsd
+            elif cfg.critical_rule == "top1":
+                low = not changed
+            else:
+                low = low_jsd and not changed
+            low = low and row.shallow_n >= cfg.min_shallow_layers
+            if row.run_n == 0:
+                row.run_start = layer
+            if low:
+                row.run_sum += self._clip(log_x, plateau)
+                row.run_n += 1
+                if row.run_n >= cfg.patience:  # 3. confirmation: c is the run's first layer
+                    row.critical, row.confirmed_at = row.run_start, layer
+            else:
+                row.shallow_sum += self._clip(log_x, shallow)
+                row.shallow_n += 1
+                row.run_sum, row.run_n = 0.0, 0
+            return False
+        # 4. after confirmation: a spike over the plateau level; other values enter the plateau
+        spike = log_x > plateau + self._log_spike
+        if not spike:
+            row.run_sum += self._clip(log_x, plateau)
+            row.run_n += 1
         if cfg.mutation_rule == "spike":
-            mutation = spike
-        else:
-            changed = self.confirmed & (x == x) & top1_changed.to(self.device)
-            mutation = {"top1": changed, "spike_or_top1": spike | changed, "spike_and_top1": spike & changed}[cfg.mutation_rule]
-        # 4. robust levels: the value, clipped around each level, enters S (open, not low) or the
-        #    run / plateau (low, or confirmed and not a spike); a value that ends a run empties it
-        enters = torch.stack([ends_run, low | (self.confirmed & not_spike)])  # shape: (2, batch)
-        clipped = log_x.fmax(level - self._log_clip).fmin(level + self._log_clip)  # shape: (2, batch)
-        self.run_start.masked_fill_(self._run_count == 0, layer)
-        self.log_sum.add_(clipped.masked_fill_(~enters, 0.0))
-        self.count.add_(enters)
-        self._run_sum.masked_fill_(ends_run, 0.0)
-        self._run_count.masked_fill_(ends_run, 0.0)
-        # 5. confirmation once the run holds `patience` low layers; c is its first layer
-        newly = low & (self._run_count >= cfg.patience)
-        torch.where(newly, self.run_start, self.critical, out=self.critical)
-        self.confirmed_at.masked_fill_(newly, layer)
-        self.confirmed |= newly
-        if layer < cfg.min_mutation_layer:
-            return torch.zeros_like(mutation)
-        return mutation
+            return spike
+        if cfg.mutation_rule == "top1":
+            return bool(changed)
+        return spike or bool(changed) if cfg.mutation_rule == "spike_or_top1" else spike and bool(changed)
+
+    def _clip(self, log_x: float, level: float | None) -> float:
+        """``log_x`` clipped to within ``log(clip_factor)`` of ``level`` (as is while the level is empty)."""
+        if level is None:
+            return log_x
+        return min(max(log_x, level - self._log_clip), level + self._log_clip)
+
+
+def _host_list(values) -> list:
+    """A tensor, array or sequence as a flat Python list (one device-to-host copy for a device tensor)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().reshape(-1).tolist()
+    if hasattr(values, "tolist"):
+        return values.reshape(-1).tolist()
+    return list(values)
 
 
 def detect_layers(
@@ -284,20 +321,24 @@ def detect_layers(
         config: Thresholds; defaults to ``DetectionConfig()``.
 
     Returns:
-        A :class:`LayerDetection` with ``critical`` `(...)` and ``mutation`` `(..., L)` on ``jsd``'s device.
+        A :class:`LayerDetection` with ``critical`` `(...)`, ``mutation`` `(..., L)` and ``confirmed_at``
+        `(...)` on ``jsd``'s device.
     """
     config = config or DetectionConfig()
     jsd = torch.as_tensor(jsd).detach()
     lead, num_layers = jsd.shape[:-1], jsd.shape[-1]
-    curves = jsd.reshape(-1, num_layers).float()  # shape: (rows, L)
-    changed = None if top1_changed is None else torch.as_tensor(top1_changed, device=jsd.device).reshape(-1, num_layers).bool()
-    detector = CausalLayerDetector(curves.shape[0], config, device=jsd.device, num_layers=num_layers)
-    flags = [
-        detector.observe(j, curves[:, j - 1], None if changed is None else changed[:, j - 1])
+    curves = jsd.reshape(-1, num_layers).float().cpu().tolist()  # one copy: rows of L floats
+    changed = None
+    if top1_changed is not None:
+        changed = torch.as_tensor(top1_changed).detach().reshape(-1, num_layers).bool().cpu().tolist()
+    detector = CausalLayerDetector(len(curves), config, device=jsd.device, num_layers=num_layers)
+    columns = [
+        detector.observe_values(j, [curve[j - 1] for curve in curves], None if changed is None else [c[j - 1] for c in changed])
         for j in range(1, num_layers + 1)
     ]
+    mutation = torch.tensor(columns, dtype=torch.bool).T if curves else torch.zeros(0, num_layers, dtype=torch.bool)
     return LayerDetection(
         critical=detector.critical.reshape(lead),
-        mutation=torch.stack(flags, dim=-1).reshape(*lead, num_layers),
+        mutation=mutation.reshape(*lead, num_layers).to(jsd.device),
         confirmed_at=detector.confirmed_at.reshape(lead),
     )

@@ -37,12 +37,13 @@ def test_targets_are_judged_from_the_row():
 
 
 def test_rows_from_samples():
-    sample = {"prefill": [1.0, 1.2], "rate": [20.0, 22.0, 24.0], "skipped": [8.0, 8.0], "steps": [0.05] * 4, "quiet": []}
+    sample = {"prefill": [1.0, 1.2], "run_steps": [0.045, 0.05, 0.055], "skipped": [8.0, 8.0],
+              "steps": [0.05, 0.05, 0.04, 0.06, 0.05], "quiet": []}
     row = speed._row(speed.SpeedConfig("x", dict(variant="layers", layers=[1]), "static >= 95% of ideal"), sample,
-                     stock_rate=16.0, stock_step=0.0625, num_layers=32)
-    assert row.speedup == 1.375 and row.ideal == pytest.approx(1.333, abs=1e-3)
-    assert row.pct_of_ideal == pytest.approx(103.1, abs=0.1) and row.met == "yes"
-    assert row.spread_pct == pytest.approx(18.2, abs=0.1)
+                     stock_step=0.0625, num_layers=32)
+    assert row.step_ms == 50.0 and row.speedup == 1.25 and row.ideal == pytest.approx(1.333, abs=1e-3)
+    assert row.pct_of_ideal == pytest.approx(93.8, abs=0.1) and row.met == "no"
+    assert row.spread_pct == pytest.approx(20.0) and row.overhead_pct == -20.0
     assert speed.noisy_rows([row]) == ["x"]
 
 

@@ -16,12 +16,14 @@ from the model's known plan (bench-llava: critical 18, mutations 27 and 30; any 
 paper's LLaVA-1.5-7B choices, critical 18 and deep layers 27-30, scaled to its depth).
 
 **Method.** Every configuration runs ``generate`` with exactly ``--new-tokens`` tokens (EOS
-suppressed); a streamer stamps each token, giving the prefill time (call start -> first token), the
-decode rate (tokens 2..N over their time) and each step's duration. Configurations are interleaved
-run by run (stock, A, B, ..., stock, A, B, ...), ``--runs`` times after one warm-up round. Every figure
-is the median over runs, with the spread (max - min) / median of the decode rate over runs beside it;
-a spread above 10% is flagged: the machine was busy and the row is noise. Speedup is decode tokens/s
-over stock's; the ideal speedup of ``k`` layers skipped per step (mean) of ``L`` is ``L / (L - k)``.
+suppressed); a streamer stamps each token, giving the prefill time (call start -> first token) and
+the duration of every decoding step (token ``t - 1`` -> token ``t``). Configurations are interleaved
+run by run (stock, A, B, ..., stock, A, B, ...), ``--runs`` times after one warm-up round. A row's step
+time is the median of all its decoding steps over all runs (robust to the bursts of a shared
+machine), its decode rate ``1000 / step_ms``, and its spread ``(max - min) / median`` of the runs'
+own median steps; a spread above 10% is flagged: the machine was busy and the row is noise. Speedup
+is the stock model's step time over the row's; the ideal speedup of ``k`` layers skipped per step
+(mean) of ``L`` is ``L / (L - k)``.
 
 **Targets** (issue 13, checked per row in ``met``):
 
@@ -96,10 +98,10 @@ class SpeedRow:
         config: The configuration's name.
         layers_skipped: Median over runs of the mean layers skipped per decoding step.
         prefill_ms: Median time from the ``generate`` call to the first token.
-        decode_tokens_per_s: Median decode rate (tokens 2..N over their time).
-        step_ms: ``1000 / decode_tokens_per_s``.
-        speedup: Decode rate over the stock model's.
-        spread_pct: ``100 * (max - min) / median`` of the decode rate over the runs.
+        decode_tokens_per_s: ``1000 / step_ms``.
+        step_ms: Median duration of a decoding step, over every step of every run.
+        speedup: The stock model's ``step_ms`` over this row's.
+        spread_pct: ``100 * (max - min) / median`` of the runs' own median step durations.
         ideal: ``L / (L - layers_skipped)``.
         pct_of_ideal: ``100 * speedup / ideal``.
         overhead_pct: ``100 * (stock rate / rate - 1)``.
@@ -174,10 +176,9 @@ class _Stamps:
 
 @dataclass(frozen=True)
 class TimedRun:
-    """One timed ``generate``: prefill seconds, decode rate, and step ``t``'s seconds for ``t = 1..N-1``."""
+    """One timed ``generate``: prefill seconds, and step ``t``'s seconds for ``t = 1..N-1``."""
 
     prefill_s: float
-    tokens_per_s: float
     step_s: tuple[float, ...]
 
 
@@ -188,10 +189,9 @@ def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None
     start = time.perf_counter()
     model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=stamps)
     sync()
-    end = time.perf_counter()
     token_times = stamps.times[1:]  # [0] is the prompt; [t] is generated token t
     steps = tuple(b - a for a, b in zip(token_times[:-1], token_times[1:]))
-    return TimedRun(token_times[0] - start, max(1, new_tokens - 1) / (end - token_times[0]), steps)
+    return TimedRun(token_times[0] - start, steps)
 
 
 def random_image(size: int = 336):
@@ -279,7 +279,7 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         raise ValueError("the first configuration must be the stock model (wrap=None)")
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     num_layers = lvlm_skip.ModelAnatomy.from_model(model).num_layers
-    samples = {c.name: {"prefill": [], "rate": [], "skipped": [], "steps": [], "quiet": []} for c in configs}
+    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "steps": [], "quiet": []} for c in configs}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for config in configs:
             if config.wrap is None:
@@ -292,26 +292,27 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
                 continue  # warm-up
             sample = samples[config.name]
             sample["prefill"].append(timed.prefill_s)
-            sample["rate"].append(timed.tokens_per_s)
+            sample["run_steps"].append(statistics.median(timed.step_s))
             sample["skipped"].append(report.mean_layers_skipped() if report is not None else 0.0)
             sample["steps"] += timed.step_s
             if report is not None and hasattr(report, "exit_layer"):
                 acted = report.skipped.any(axis=(1, 2)) | (report.exit_layer < num_layers).any(axis=1)
                 sample["quiet"] += [s for s, a in zip(timed.step_s, acted[1:]) if not a]
-    stock = samples[configs[0].name]
-    stock_rate, stock_step = statistics.median(stock["rate"]), statistics.median(stock["steps"])
-    return [_row(config, samples[config.name], stock_rate, stock_step, num_layers) for config in configs]
+    stock_step = statistics.median(samples[configs[0].name]["steps"])
+    return [_row(config, samples[config.name], stock_step, num_layers) for config in configs]
 
 
-def _row(config: SpeedConfig, sample: dict, stock_rate: float, stock_step: float, num_layers: int) -> SpeedRow:
-    rate = statistics.median(sample["rate"])
+def _row(config: SpeedConfig, sample: dict, stock_step: float, num_layers: int) -> SpeedRow:
+    """The row of one configuration from its samples (seconds), against the stock model's median step."""
+    step = statistics.median(sample["steps"])
     skipped = statistics.median(sample["skipped"])
-    speedup = rate / stock_rate
+    speedup = stock_step / step
+    runs = sample["run_steps"]
     values: dict[str, Any] = dict(
         config=config.name, layers_skipped=round(skipped, 2), prefill_ms=round(1000 * statistics.median(sample["prefill"]), 1),
-        decode_tokens_per_s=round(rate, 2), step_ms=round(1000.0 / rate, 2), speedup=round(speedup, 3),
-        spread_pct=round(100 * (max(sample["rate"]) - min(sample["rate"])) / rate, 1),
-        overhead_pct=round(100 * (stock_rate / rate - 1), 1),
+        decode_tokens_per_s=round(1.0 / step, 2), step_ms=round(1000.0 * step, 2), speedup=round(speedup, 3),
+        spread_pct=round(100 * (max(runs) - min(runs)) / statistics.median(runs), 1),
+        overhead_pct=round(100 * (step / stock_step - 1), 1),
     )
     if skipped > 0:
         ideal = num_layers / (num_layers - skipped)
