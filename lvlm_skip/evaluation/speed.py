@@ -131,7 +131,7 @@ class SpeedRow:
 
 
 def default_configs(plan: LayerPlan, num_layers: int, candidates: int) -> list[SpeedConfig]:
-    """Stock, ``none``, the static skips, detect-only and the online variants (both decision modes)."""
+    """Stock, ``none``, the static skips, detect-only, the online variants (both decision modes) and the peers."""
     from ..detection import DetectionConfig
 
     c, mutations = plan.critical_layer, plan.mutation_layers
@@ -158,6 +158,10 @@ def default_configs(plan: LayerPlan, num_layers: int, candidates: int) -> list[S
         SpeedConfig("skip1 online", dict(variant="skip1", **resume, **online)),
         SpeedConfig("skip3 online decide=step", dict(variant="skip3", decide="step", **online)),
         SpeedConfig("skip1 online decide=step", dict(variant="skip1", decide="step", **resume, **online)),
+        # the decoding-time peers, at their papers' defaults (their cost: extra readouts, or a second pass)
+        SpeedConfig("dola", dict(variant="dola")),
+        SpeedConfig("deco", dict(variant="deco")),
+        SpeedConfig("vcd", dict(variant="vcd")),
     ]
 
 
