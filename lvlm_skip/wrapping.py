@@ -108,6 +108,8 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, pro
         try:
             return stock_generate(*args, **kwargs)
         finally:
+            if isinstance(controller, SkipController):
+                controller.end_sequence()
             state.last_report = controller.report()
 
     generate.__doc__ = stock_generate.__doc__

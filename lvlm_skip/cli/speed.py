@@ -27,7 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=positive_int, default=5, help="Timed rounds after one warm-up round (median reported).")
     p.add_argument("--candidates", type=int, default=256, help="Online candidate vocabulary size (0: exact full vocabulary).")
     p.add_argument("--only", default=None, help="Comma-separated configuration names or variant prefixes (stock always runs).")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default).")
+    p.add_argument("--clock", default="auto", choices=("auto", "wall", "cpu"),
+                   help="auto: the process's CPU time on a CPU device (robust to a shared machine), wall time on CUDA.")
     p.add_argument("--profile", default=None, help="A layer profile giving the static rows' layers (default: the model's plan).")
     p.add_argument("--skip-approximation", action="store_true",
                    help="Skip the measurements of the candidate-vocabulary JSD against the exact one and of the "
@@ -78,7 +80,11 @@ def run(args) -> int:
                "device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
                "threads": torch.get_num_threads(), "runs": args.runs}
     logger.info("%s", ", ".join(f"{k} {v}" for k, v in setting.items()))
-    rows = speed.measure(model, inputs, configs, args.runs, args.new_tokens, progress=progress_enabled(args))
+    clock = args.clock if args.clock != "auto" else ("cpu" if model.device.type == "cpu" else "wall")
+    if clock == "cpu" and model.device.type != "cpu":
+        raise CliError("--clock cpu measures host CPU time: use --clock wall on an accelerator")
+    setting["clock"] = clock
+    rows = speed.measure(model, inputs, configs, args.runs, args.new_tokens, progress=progress_enabled(args), clock=clock)
     table = markdown_table([r.to_dict() for r in rows])
     noisy = speed.noisy_rows(rows)
     if noisy:

@@ -25,6 +25,12 @@ own median steps; a spread above 10% is flagged: the machine was busy and the ro
 is the stock model's step time over the row's; the ideal speedup of ``k`` layers skipped per step
 (mean) of ``L`` is ``L / (L - k)``.
 
+**Clock.** ``--clock wall`` times elapsed time; ``--clock cpu`` (the default on a CPU device) times
+the CPU time of this process, which on a shared machine leaves out the time other processes held
+the cores: the figures are then the work each configuration does, and the spread shrinks. On a
+CPU the benchmark runs one thread by default (``--threads``), so CPU time and elapsed time agree on
+an idle machine. On CUDA the clock is the wall clock, with the device synchronised.
+
 **Targets** (issue 13, checked per row in ``met``):
 
 * static variants reach >= 95% of their ideal;
@@ -165,14 +171,23 @@ def default_configs(plan: LayerPlan, num_layers: int, candidates: int) -> list[S
     ]
 
 
-class _Stamps:
-    """A minimal streamer: the time of every ``put`` (the first put is the prompt)."""
+CLOCKS = ("wall", "cpu")
 
-    def __init__(self):
+
+class _Stamps:
+    """A minimal streamer: the time of every ``put`` (the first put is the prompt), on ``clock``.
+
+    ``"wall"`` is :func:`time.perf_counter`; ``"cpu"`` is :func:`time.process_time`, the CPU time this
+    process used (all its threads): on a shared CPU machine it leaves out the time other processes
+    held the cores, so it measures the work a configuration does, not the machine's load.
+    """
+
+    def __init__(self, clock: str = "wall"):
+        self.clock = time.process_time if clock == "cpu" else time.perf_counter
         self.times: list[float] = []
 
     def put(self, value):
-        self.times.append(time.perf_counter())
+        self.times.append(self.clock())
 
     def end(self):
         pass
@@ -186,11 +201,11 @@ class TimedRun:
     step_s: tuple[float, ...]
 
 
-def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None]) -> TimedRun:
-    """One greedy generate of exactly ``new_tokens`` tokens, timed token by token."""
-    stamps = _Stamps()
+def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None], clock: str = "wall") -> TimedRun:
+    """One greedy generate of exactly ``new_tokens`` tokens, timed token by token on ``clock`` (:class:`_Stamps`)."""
+    stamps = _Stamps(clock)
     sync()
-    start = time.perf_counter()
+    start = stamps.clock()
     model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=stamps)
     sync()
     token_times = stamps.times[1:]  # [0] is the prompt; [t] is generated token t
@@ -263,7 +278,7 @@ def lagged_agreement(model, inputs, candidates: int, new_tokens: int) -> dict:
 
 
 def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_tokens: int,
-            progress: bool = False) -> list[SpeedRow]:
+            progress: bool = False, clock: str = "wall") -> list[SpeedRow]:
     """Time every configuration ``runs`` times, interleaved, after one warm-up round; median rows.
 
     Args:
@@ -273,6 +288,7 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         runs: Timed rounds (>= 1).
         new_tokens: Tokens generated per run, exactly (>= 2: the decode rate needs two).
         progress: Show a progress bar over rounds.
+        clock: ``"wall"`` (elapsed time) or ``"cpu"`` (this process's CPU time; see :class:`_Stamps`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -281,16 +297,20 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
 
     if configs[0].wrap is not None:
         raise ValueError("the first configuration must be the stock model (wrap=None)")
+    if clock not in CLOCKS:
+        raise ValueError(f"`clock` (={clock!r}) has to be one of {CLOCKS}")
+    if clock == "cpu" and model.device.type != "cpu":
+        raise ValueError("the cpu clock measures host CPU time: use the wall clock on an accelerator")
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     num_layers = lvlm_skip.ModelAnatomy.from_model(model).num_layers
     samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "steps": [], "quiet": []} for c in configs}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for config in configs:
             if config.wrap is None:
-                timed, report = timed_generate(model, inputs, new_tokens, sync), None
+                timed, report = timed_generate(model, inputs, new_tokens, sync, clock), None
             else:
                 with lvlm_skip.skipping(model, **config.wrap) as run:
-                    timed = timed_generate(model, inputs, new_tokens, sync)
+                    timed = timed_generate(model, inputs, new_tokens, sync, clock)
                 report = run.report
             if round_index == 0:
                 continue  # warm-up

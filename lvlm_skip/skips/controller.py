@@ -9,6 +9,7 @@ import torch
 from ..anatomy import ModelAnatomy
 from .calibration import calibrate
 from .config import SkipConfig
+from .kv import DeferredKV
 from .online import OnlineContext, OnlineSequence, OnlineStep
 from .policies import policy_for, static_skip_set
 from .report import SkipReport, StepRecord
@@ -52,6 +53,11 @@ class SkipController:
         self._skip: torch.Tensor | None = None  # static: (batch, L)
         self._sequence: OnlineSequence | None = None
 
+    def end_sequence(self) -> None:
+        """The sequence is over (the wrapped ``generate`` returns): write the K/V still pending."""
+        if self._sequence is not None:
+            self._sequence.deferred.flush_all()
+
     def report(self) -> SkipReport:
         """The :class:`SkipReport` of the current / last sequence."""
         calibration = self._calibration or (self._sequence.measured if self._sequence else [])
@@ -78,7 +84,7 @@ class SkipController:
         record = StepRecord.empty(batch, self.num_layers, device, prefill)
         if self.config.mode == "online":
             if prefill:
-                self._sequence = OnlineSequence(spans=[(1, 0)] * batch, resume=[0] * batch)
+                self._sequence = OnlineSequence(spans=[(1, 0)] * batch, resume=[0] * batch, deferred=DeferredKV(self.anatomy))
             self._step = OnlineStep(self.online, self._sequence, record)
         else:
             reusable = self._calibrate(hidden, layer_kwargs, layer_forwards) if prefill and self.needs_calibration else None

@@ -31,3 +31,44 @@ def keep_input_at_last_position(out: torch.Tensor, hidden: torch.Tensor, rows: t
     keep = rows.to(out.device)[:, None]
     last = torch.where(keep, hidden[:, -1], out[:, -1])
     return torch.cat([out[:, :-1], last[:, None]], dim=1)
+
+
+class DeferredKV:
+    """Online mode's skipped-position K/V, written only when the layer runs again (or the sequence ends).
+
+    A layer that every row skips at a decoding step needs K/V at that position only if it runs at a
+    later step. Online skip1 / skip3 usually skip the same span step after step, so the projections
+    are kept aside (the span's input state and the step's rotary embedding, ``2 * hidden`` floats per
+    position) and written in one batched projection just before the layer next runs, or when the
+    sequence ends, so the cache that ``generate`` returns is complete. Positions are written in order:
+    a layer's cache never has a gap when it runs. The layer whose cache gives transformers the
+    sequence length is never deferred.
+    """
+
+    def __init__(self, anatomy: ModelAnatomy):
+        self.anatomy = anatomy
+        self._pending: dict[int, list] = {}  # layer -> [(hidden (batch, 1, d), cos, sin, cache), ...]
+
+    def defer(self, layer: int, hidden: torch.Tensor, kwargs) -> None:
+        """Keep aside what ``layer``'s K/V at this step's positions need."""
+        cos, sin = kwargs["position_embeddings"]
+        self._pending.setdefault(layer, []).append((hidden, cos, sin, kwargs.get("past_key_values")))
+
+    def flush(self, layer: int) -> None:
+        """Write ``layer``'s pending K/V, oldest position first, in one projection."""
+        pending = self._pending.pop(layer, None)
+        if not pending or pending[0][3] is None:
+            return
+        hidden = torch.cat([p[0] for p in pending], dim=1)  # shape: (batch, positions, hidden)
+        cos = torch.cat([p[1] for p in pending], dim=-2)
+        sin = torch.cat([p[2] for p in pending], dim=-2)
+        project_kv_into_cache_(self.anatomy.layers[layer - 1], hidden, (cos, sin), pending[0][3])
+
+    def flush_all(self) -> None:
+        """Write every pending K/V (end of a sequence)."""
+        for layer in sorted(self._pending):
+            self.flush(layer)
+
+    def drop(self) -> None:
+        """Forget pending K/V (a new sequence starts with a new cache)."""
+        self._pending.clear()

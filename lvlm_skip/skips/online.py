@@ -38,7 +38,7 @@ from ..anatomy import ModelAnatomy, drop_cache_positions_, unpack_layer_output
 from ..detection import CausalLayerDetector
 from ..divergence import js_divergence
 from .config import SkipConfig
-from .kv import keep_input_at_last_position, write_skipped_kv
+from .kv import DeferredKV, keep_input_at_last_position, write_skipped_kv
 from .policies import VariantPolicy
 from .report import StepRecord
 from .window import WindowReadout, detect_window, window_curve
@@ -66,11 +66,13 @@ class OnlineSequence:
         spans: Per row, the layers ``(first, last)`` that the next step skips (lagged span variants;
             ``first > last`` = none).
         resume: Per row, skip1's first mutation layer (given, or measured at step 0; 0 = none).
+        deferred: The K/V of skipped positions not written yet (:class:`~lvlm_skip.skips.kv.DeferredKV`).
         measured: Per row, step 0's critical and mutation layers (for the report).
     """
 
     spans: list[tuple[int, int]]
     resume: list[int]
+    deferred: DeferredKV
     measured: list[dict] = field(default_factory=list)
 
 
@@ -95,8 +97,9 @@ class OnlineStep:
         self.per_layer = (online == "span" and config.decide == "step" and not resume_unknown) or (
             online == "discard" and record.prefill
         )
-        self.decided = torch.zeros(batch, dtype=torch.bool)  # host: rows whose span is decided (step mode)
+        self.decided = [False] * batch  # rows whose span is decided (step mode)
         self.detector = CausalLayerDetector(batch, config.detection, device=self.device, num_layers=ctx.num_layers) if self.per_layer else None
+        self.observed: dict[int, tuple[list[float], list[bool]]] = {}  # layer -> (d, mutation) per row, layer by layer
         self.prev_logp: torch.Tensor | None = None
 
     # -- the layer call --------------------------------------------------------------------------------
@@ -115,9 +118,13 @@ class OnlineStep:
         if skip:
             record.skipped[:, layer - 1] = torch.tensor(rows, device=self.device)
         if skip and all(rows) and not record.prefill:
-            write_skipped_kv(ctx.anatomy, ctx.config.kv_fill, layer, forward, hidden, args, kwargs)
+            if ctx.config.kv_fill == "project" and layer != ctx.anatomy.cache_length_layer:
+                self.sequence.deferred.defer(layer, hidden, kwargs)
+            else:
+                write_skipped_kv(ctx.anatomy, ctx.config.kv_fill, layer, forward, hidden, args, kwargs)
             out = hidden
         else:
+            self.sequence.deferred.flush(layer)  # K/V of earlier skipped positions, before the layer reads them
             record.layers_run += 1
             self.calls[layer] = (forward, args, kwargs)
             out = unpack_layer_output(forward(hidden, *args, **kwargs))
@@ -130,41 +137,52 @@ class OnlineStep:
     def _observe(self, layer: int, state: torch.Tensor, out=None, hidden=None):
         """Keep the window state; on the layer-by-layer path, read it out and decide."""
         self.window[layer] = state
-        if not self.per_layer or (self.ctx.policy.online == "span" and bool(self.decided.all())):
+        if not self.per_layer or (self.ctx.policy.online == "span" and all(self.decided)):
             return out
         if self.prev_logp is None:  # the window's seed h_{w-1}: candidates and first readout
             self.readout.choose_from_state(state, layer)
             self.prev_logp = self.readout.logprobs(state[None], [layer])[0]
             return out
+        # 1. the readout, its JSD to the previous layer's, one device-to-host copy, the detector on the host
         logp = self.readout.logprobs(state[None], [layer])[0]
-        jsd = js_divergence(self.prev_logp, logp)  # shape: (batch,)
-        changed = logp.argmax(-1) != self.prev_logp.argmax(-1)
-        observed = ~self.record.skipped[:, layer - 1]
-        jsd = torch.where(observed, jsd, torch.full_like(jsd, float("nan")))
-        mutation = self.detector.observe(layer, jsd, changed)
-        self.record.jsd[:, layer - 1] = jsd
-        self.record.mutation[:, layer - 1] = mutation
-        self.record.critical = self.detector.critical.clone()
+        values = js_divergence(self.prev_logp, logp).tolist()  # (batch,) d_layer
+        changed = (logp.argmax(-1) != self.prev_logp.argmax(-1)).tolist() if self.ctx.config.detection.needs_top1 else None
+        if layer >= self.skip_from_layer:  # rows that skipped this layer did not observe it
+            values = [float("nan") if skipped else v for v, skipped in zip(values, self.skip_rows(layer))]
+        mutation = self.detector.observe_values(layer, values, changed)
+        self.observed[layer] = (values, mutation)
+        # 2. the decision
         if self.ctx.policy.online == "span":
             self._decide_span(layer)
             self.prev_logp = logp
-        else:  # discard: the mutation rows' update is dropped and their readout goes back to the input's
-            out = keep_input_at_last_position(out, hidden, mutation)
-            self.record.skipped[:, layer - 1] |= mutation
+        elif any(mutation):  # discard: the mutation rows' update is dropped, their readout goes back to the input's
+            rows = torch.tensor(mutation, device=logp.device)
+            out = keep_input_at_last_position(out, hidden, rows)
+            self.record.skipped[:, layer - 1] |= rows.to(self.device)
             self.window[layer] = out[:, -1]
-            self.prev_logp = torch.where(mutation[:, None], self.prev_logp, logp)
+            self.prev_logp = torch.where(rows[:, None], self.prev_logp, logp)
+        else:
+            self.prev_logp = logp
         return out
 
     def _decide_span(self, layer: int) -> None:
         """Step mode: rows that confirmed their critical layer at ``layer`` skip their span from ``layer + 1``."""
-        newly = self.detector.confirmed.cpu() & ~self.decided  # the one device-to-host copy of this layer
-        if not newly.any():
-            return
         ctx = self.ctx
-        for b in newly.nonzero().flatten().tolist():
-            self.spans[b] = ctx.policy.span(ctx.config, ctx.num_layers, layer, self._resume(b))
-        self.decided |= newly
-        self.skip_from_layer = min(self.skip_from_layer, layer + 1)
+        for b, row in enumerate(self.detector.rows):
+            if row.critical and not self.decided[b]:
+                self.spans[b] = ctx.policy.span(ctx.config, ctx.num_layers, layer, self._resume(b))
+                self.decided[b] = True
+                self.skip_from_layer = min(self.skip_from_layer, layer + 1)
+
+    def _record_observed(self) -> None:
+        """The layer-by-layer path's observations into the step's record, in one copy each."""
+        if not self.observed:
+            return
+        layers = sorted(self.observed)
+        index = torch.tensor([j - 1 for j in layers], device=self.device)
+        self.record.jsd[:, index] = torch.tensor([self.observed[j][0] for j in layers], device=self.device).T
+        self.record.mutation[:, index] = torch.tensor([self.observed[j][1] for j in layers], device=self.device).T
+        self.record.critical = self.detector.critical.to(self.device)
 
     def _resume(self, row: int) -> int:
         given = self.ctx.config.mutation_layers
@@ -181,7 +199,10 @@ class OnlineStep:
         Returns:
             The logits the model returns (new rows for exit / skip2, else the same tensor).
         """
-        if self.per_layer or len(self.window) < 2:
+        if self.per_layer:
+            self._record_observed()
+            return logits
+        if len(self.window) < 2:
             return logits
         ctx, record = self.ctx, self.record
         first = ctx.window_start - 1
