@@ -36,15 +36,35 @@ def test_targets_are_judged_from_the_row():
     assert speed._met("online >= 4 layers, >= 90% of ideal", dict(row, layers_skipped=3.9)) == "no"
 
 
+def test_step_time_takes_each_steps_least_duration_over_the_runs():
+    runs = [[0.05, 0.09, 0.04], [0.07, 0.03, 0.04], [0.05, 0.03, 0.20]]
+    assert speed.step_time(runs) == pytest.approx((0.05 + 0.03 + 0.04) / 3)
+    assert speed.step_time(runs, indices=[2]) == pytest.approx(0.04)
+    assert speed.step_time(runs, "median") == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="statistic"):
+        speed.step_time(runs, "p10")
+
+
 def test_rows_from_samples():
-    sample = {"prefill": [1.0, 1.2], "run_steps": [0.045, 0.05, 0.055], "skipped": [8.0, 8.0],
-              "steps": [0.05, 0.05, 0.04, 0.06, 0.05], "quiet": []}
+    sample = {"prefill": [1.0, 1.2], "run_steps": [[0.05, 0.06, 0.05], [0.06, 0.05, 0.07], [0.07, 0.05, 0.06]],
+              "skipped": [8.0, 8.0], "acted": []}
+    stock = [[0.0625, 0.07, 0.0625], [0.08, 0.0625, 0.0625]]
     row = speed._row(speed.SpeedConfig("x", dict(variant="layers", layers=[1]), "static >= 95% of ideal"), sample,
-                     stock_step=0.0625, num_layers=32)
+                     stock_runs=stock, num_layers=32)
     assert row.step_ms == 50.0 and row.speedup == 1.25 and row.ideal == pytest.approx(1.333, abs=1e-3)
     assert row.pct_of_ideal == pytest.approx(93.8, abs=0.1) and row.met == "no"
-    assert row.spread_pct == pytest.approx(20.0) and row.overhead_pct == -20.0
+    assert row.step_ms_median == 60.0  # every duration pooled: four 0.05, three 0.06, two 0.07
+    assert row.spread_pct == pytest.approx(100 * (0.06 - 0.05) / 0.06, abs=0.1) and row.overhead_pct == -20.0
     assert speed.noisy_rows([row]) == ["x"]
+
+
+def test_quiet_steps_are_those_quiet_in_every_run_against_stocks_same_steps():
+    sample = {"prefill": [1.0, 1.0], "run_steps": [[0.11, 0.05, 0.10], [0.10, 0.06, 0.12]], "skipped": [1.0, 1.0],
+              "acted": [[False, True, False], [False, True, True]]}
+    stock = [[0.10, 0.10, 0.08], [0.12, 0.10, 0.08]]
+    row = speed._row(speed.SpeedConfig("exit online", dict(variant="exit", mode="online"), "quiet steps <= 5%"), sample,
+                     stock_runs=stock, num_layers=32)
+    assert row.quiet_steps == 1 and row.quiet_overhead_pct == 0.0 and row.met == "yes"  # step 0 only: 0.10 vs 0.10
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 Every configuration generates exactly ``--new-tokens`` tokens (EOS suppressed); a streamer stamps
 each token, giving the prefill time and the decode rate. Configurations are interleaved run by
-run after a warm-up round, and each figure is the median over ``--runs``. Writes ``speed.md`` and
+run after a warm-up round; a row's step time is the mean over steps of each step's least duration
+over the runs (or ``--statistic median``). Writes ``speed.md`` and
 ``speed.json`` into ``--out`` (see :mod:`lvlm_skip.evaluation.speed`).
 """
 
@@ -24,7 +25,10 @@ def add_arguments(p) -> None:
     p.add_argument("--image", default=None, help="Image of the prompt (default: random pixels).")
     p.add_argument("--prompt", default="Please describe this image in detail.", help="The instruction.")
     p.add_argument("--new-tokens", type=positive_int, default=48, help="Tokens generated per run, exactly (EOS suppressed; at least 2).")
-    p.add_argument("--runs", type=positive_int, default=5, help="Timed rounds after one warm-up round (median reported).")
+    p.add_argument("--runs", type=positive_int, default=5, help="Timed rounds after one warm-up round.")
+    p.add_argument("--statistic", default="min", choices=("min", "median"),
+                   help="A row's step time. min: every step's least duration over the runs (the runs make the same "
+                   "tokens; noise only adds time), averaged over steps. median: of all steps of all runs.")
     p.add_argument("--candidates", type=int, default=256, help="Online candidate vocabulary size (0: exact full vocabulary).")
     p.add_argument("--only", default=None, help="Comma-separated configuration names or variant prefixes (stock always runs).")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default).")
@@ -83,8 +87,9 @@ def run(args) -> int:
     clock = args.clock if args.clock != "auto" else ("cpu" if model.device.type == "cpu" else "wall")
     if clock == "cpu" and model.device.type != "cpu":
         raise CliError("--clock cpu measures host CPU time: use --clock wall on an accelerator")
-    setting["clock"] = clock
-    rows = speed.measure(model, inputs, configs, args.runs, args.new_tokens, progress=progress_enabled(args), clock=clock)
+    setting.update(clock=clock, statistic=args.statistic)
+    rows = speed.measure(model, inputs, configs, args.runs, args.new_tokens, progress=progress_enabled(args), clock=clock,
+                         statistic=args.statistic)
     table = markdown_table([r.to_dict() for r in rows])
     noisy = speed.noisy_rows(rows)
     if noisy:

@@ -19,11 +19,16 @@ paper's LLaVA-1.5-7B choices, critical 18 and deep layers 27-30, scaled to its d
 suppressed); a streamer stamps each token, giving the prefill time (call start -> first token) and
 the duration of every decoding step (token ``t - 1`` -> token ``t``). Configurations are interleaved
 run by run (stock, A, B, ..., stock, A, B, ...), ``--runs`` times after one warm-up round. A row's step
-time is the median of all its decoding steps over all runs (robust to the bursts of a shared
-machine), its decode rate ``1000 / step_ms``, and its spread ``(max - min) / median`` of the runs'
-own median steps; a spread above 10% is flagged: the machine was busy and the row is noise. Speedup
-is the stock model's step time over the row's; the ideal speedup of ``k`` layers skipped per step
-(mean) of ``L`` is ``L / (L - k)``.
+time is, by ``--statistic`` (:func:`step_time`), ``min`` (the default): every run makes the same
+greedy tokens, so step ``t`` does the same work in every run; the least of its durations over the
+runs is its undisturbed cost (another process can only add time, the reasoning of :mod:`timeit`),
+and the row's step time is the mean of those over the steps, so a configuration that skips on some
+steps and not on others is weighed as it runs. ``median`` is the median of all steps of all runs;
+both are written (``step_ms``, ``step_ms_median``). The decode rate is ``1000 / step_ms``; the
+spread is ``(max - min) / median`` of the runs' own median steps, and a spread above 10% is flagged:
+the machine was busy during some runs (the ``min`` statistic is built to survive that; the
+``median`` is not). Speedup is the stock model's step time over the row's; the
+ideal speedup of ``k`` layers skipped per step (mean) of ``L`` is ``L / (L - k)``.
 
 **Clock.** ``--clock wall`` times elapsed time; ``--clock cpu`` (the default on a CPU device) times
 the CPU time of this process, which on a shared machine leaves out the time other processes held
@@ -36,8 +41,8 @@ an idle machine. On CUDA the clock is the wall clock, with the device synchronis
 * static variants reach >= 95% of their ideal;
 * online detect-only (the whole online detection at every step, with thresholds that never act)
   costs <= 5% over stock;
-* online exit and skip2 cost <= 5% over stock *on the steps where they skip nothing* (median duration
-  of those steps against the stock model's median step);
+* online exit and skip2 cost <= 5% over stock *on the steps where they skip nothing* (the step time
+  of those steps against the stock model's on the same steps);
 * online skip3 skips >= 4 layers per step and reaches >= 90% of its ideal.
 
 The approximation error of the candidate-vocabulary JSD against the exact full-vocabulary JSD, and
@@ -48,6 +53,7 @@ decisions, are measured on the same prompt's steps.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +61,34 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+STATISTICS = ("min", "median")
+
+
+def step_time(run_steps: Sequence[Sequence[float]], statistic: str = "min", indices: Sequence[int] | None = None) -> float:
+    """A configuration's time per decoding step from its timed runs (seconds).
+
+    Args:
+        run_steps: ``run_steps[r][t]``, the duration of decoding step ``t`` in run ``r``. Every run
+            generates the same tokens greedily, so step ``t`` does the same work in every run.
+        statistic: ``"min"``: for every step, the least of its durations over the runs, then the
+            mean over steps. Another process can only add time to a step, so the least of repeated
+            identical work is its undisturbed cost (the reasoning of :mod:`timeit`), and the mean
+            over steps weighs every kind of step a configuration makes as often as it makes it.
+            ``"median"``: the median of all durations of all runs.
+        indices: Only these steps (default: all).
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"`statistic` (={statistic!r}) has to be one of {STATISTICS}")
+    if not run_steps or not run_steps[0]:
+        raise ValueError("no step durations")
+    steps = range(len(run_steps[0])) if indices is None else indices
+    if not steps:
+        raise ValueError("no step durations")
+    if statistic == "median":
+        return statistics.median(run[t] for run in run_steps for t in steps)
+    return statistics.fmean(min(run[t] for run in run_steps) for t in steps)
 
 
 @dataclass(frozen=True)
@@ -98,21 +132,23 @@ class SpeedConfig:
 
 @dataclass(frozen=True)
 class SpeedRow:
-    """The median measurements of one configuration (times in milliseconds, rates per second).
+    """The measurements of one configuration (times in milliseconds, rates per second).
 
     Attributes:
         config: The configuration's name.
         layers_skipped: Median over runs of the mean layers skipped per decoding step.
         prefill_ms: Median time from the ``generate`` call to the first token.
         decode_tokens_per_s: ``1000 / step_ms``.
-        step_ms: Median duration of a decoding step, over every step of every run.
+        step_ms: The time per decoding step (:func:`step_time`, by the run's statistic).
+        step_ms_median: The median duration of a decoding step over every step of every run.
         speedup: The stock model's ``step_ms`` over this row's.
         spread_pct: ``100 * (max - min) / median`` of the runs' own median step durations.
         ideal: ``L / (L - layers_skipped)``.
         pct_of_ideal: ``100 * speedup / ideal``.
         overhead_pct: ``100 * (stock rate / rate - 1)``.
-        quiet_steps: Steps (over all runs) at which the configuration skipped nothing and exited nowhere.
-        quiet_overhead_pct: ``100 * (median quiet step / median stock step - 1)``.
+        quiet_steps: Decoding steps at which the configuration skipped nothing and exited nowhere in
+            every run.
+        quiet_overhead_pct: ``100 * (step time of those steps / the stock model's on the same steps - 1)``.
         target: The row's target, if any.
         met: ``"yes"`` / ``"no"`` against the target.
     """
@@ -122,6 +158,7 @@ class SpeedRow:
     prefill_ms: float
     decode_tokens_per_s: float
     step_ms: float
+    step_ms_median: float
     speedup: float
     spread_pct: float
     ideal: float | None = None
@@ -278,8 +315,8 @@ def lagged_agreement(model, inputs, candidates: int, new_tokens: int) -> dict:
 
 
 def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_tokens: int,
-            progress: bool = False, clock: str = "wall") -> list[SpeedRow]:
-    """Time every configuration ``runs`` times, interleaved, after one warm-up round; median rows.
+            progress: bool = False, clock: str = "wall", statistic: str = "min") -> list[SpeedRow]:
+    """Time every configuration ``runs`` times, interleaved, after one warm-up round; one row each.
 
     Args:
         model: The (unwrapped) model; every configuration is wrapped and unwrapped around its run.
@@ -289,6 +326,7 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         new_tokens: Tokens generated per run, exactly (>= 2: the decode rate needs two).
         progress: Show a progress bar over rounds.
         clock: ``"wall"`` (elapsed time) or ``"cpu"`` (this process's CPU time; see :class:`_Stamps`).
+        statistic: ``"min"`` or ``"median"`` (:func:`step_time`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -299,11 +337,13 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         raise ValueError("the first configuration must be the stock model (wrap=None)")
     if clock not in CLOCKS:
         raise ValueError(f"`clock` (={clock!r}) has to be one of {CLOCKS}")
+    if statistic not in STATISTICS:
+        raise ValueError(f"`statistic` (={statistic!r}) has to be one of {STATISTICS}")
     if clock == "cpu" and model.device.type != "cpu":
         raise ValueError("the cpu clock measures host CPU time: use the wall clock on an accelerator")
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     num_layers = lvlm_skip.ModelAnatomy.from_model(model).num_layers
-    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "steps": [], "quiet": []} for c in configs}
+    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": []} for c in configs}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for config in configs:
             if config.wrap is None:
@@ -316,25 +356,31 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
                 continue  # warm-up
             sample = samples[config.name]
             sample["prefill"].append(timed.prefill_s)
-            sample["run_steps"].append(statistics.median(timed.step_s))
+            sample["run_steps"].append(list(timed.step_s))
             sample["skipped"].append(report.mean_layers_skipped() if report is not None else 0.0)
-            sample["steps"] += timed.step_s
             if report is not None and hasattr(report, "exit_layer"):
                 acted = report.skipped.any(axis=(1, 2)) | (report.exit_layer < num_layers).any(axis=1)
-                sample["quiet"] += [s for s, a in zip(timed.step_s, acted[1:]) if not a]
-    stock_step = statistics.median(samples[configs[0].name]["steps"])
-    return [_row(config, samples[config.name], stock_step, num_layers) for config in configs]
+                sample["acted"].append([bool(a) for a in acted[1:]])  # decoding step t makes token t
+    stock_runs = samples[configs[0].name]["run_steps"]
+    return [_row(config, samples[config.name], stock_runs, num_layers, statistic) for config in configs]
 
 
-def _row(config: SpeedConfig, sample: dict, stock_step: float, num_layers: int) -> SpeedRow:
-    """The row of one configuration from its samples (seconds), against the stock model's median step."""
-    step = statistics.median(sample["steps"])
+def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, statistic: str = "min") -> SpeedRow:
+    """The row of one configuration from its samples (seconds), against the stock model's runs.
+
+    ``sample`` holds ``prefill`` (seconds per run), ``run_steps`` (step durations per run),
+    ``skipped`` (mean layers skipped per step, per run) and ``acted`` (per run, per decoding step:
+    whether the configuration skipped or exited; online rows only).
+    """
+    step = step_time(sample["run_steps"], statistic)
+    stock_step = step_time(stock_runs, statistic)
     skipped = statistics.median(sample["skipped"])
     speedup = stock_step / step
-    runs = sample["run_steps"]
+    runs = [statistics.median(steps) for steps in sample["run_steps"]]
     values: dict[str, Any] = dict(
         config=config.name, layers_skipped=round(skipped, 2), prefill_ms=round(1000 * statistics.median(sample["prefill"]), 1),
-        decode_tokens_per_s=round(1.0 / step, 2), step_ms=round(1000.0 * step, 2), speedup=round(speedup, 3),
+        decode_tokens_per_s=round(1.0 / step, 2), step_ms=round(1000.0 * step, 2),
+        step_ms_median=round(1000.0 * step_time(sample["run_steps"], "median"), 2), speedup=round(speedup, 3),
         spread_pct=round(100 * (max(runs) - min(runs)) / statistics.median(runs), 1),
         overhead_pct=round(100 * (step / stock_step - 1), 1),
     )
@@ -342,9 +388,11 @@ def _row(config: SpeedConfig, sample: dict, stock_step: float, num_layers: int) 
         ideal = num_layers / (num_layers - skipped)
         values.update(ideal=round(ideal, 3), pct_of_ideal=round(100 * speedup / ideal, 1))
     if config.wrap is not None and config.wrap.get("mode") == "online":
-        values["quiet_steps"] = len(sample["quiet"])
-        if sample["quiet"]:
-            values["quiet_overhead_pct"] = round(100 * (statistics.median(sample["quiet"]) / stock_step - 1), 1)
+        quiet = [t for t, acted in enumerate(zip(*sample["acted"])) if not any(acted)] if sample["acted"] else []
+        values["quiet_steps"] = len(quiet)
+        if quiet:
+            ratio = step_time(sample["run_steps"], statistic, quiet) / step_time(stock_runs, statistic, quiet)
+            values["quiet_overhead_pct"] = round(100 * (ratio - 1), 1)
     if config.target:
         values.update(target=config.target, met=_met(config.target, values))
     return SpeedRow(**values)
