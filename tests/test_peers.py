@@ -14,6 +14,8 @@ from lvlm_skip.loading import chat_prompt
 from lvlm_skip.peers import noised_images
 from lvlm_skip.tiny import build_tiny_llava
 
+from batches import left_padded_batch
+
 NUM_LAYERS = 8
 STEPS = 6
 
@@ -40,15 +42,6 @@ def llama():
     model = LlamaForCausalLM(config).double().eval()
     assert sum(p.numel() for p in model.parameters()) < 200_000
     return model
-
-
-def left_padded_batch():
-    ids = [[1, 5, 6, 7, 8, 9, 10], [1, 11, 12], [1, 20, 21, 22, 23]]
-    width = max(map(len, ids))
-    return {
-        "input_ids": torch.tensor([[0] * (width - len(r)) + r for r in ids]),
-        "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids]),
-    }
 
 
 GREEDY = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)

@@ -9,6 +9,8 @@ import lvlm_skip
 from lvlm_skip.detection import DetectionConfig
 from lvlm_skip.processors import MutationExitLogitsProcessor
 
+from batches import left_padded_batch
+
 NUM_LAYERS = 8
 # thresholds that make a random tiny model show critical and mutation layers
 LOOSE = dict(min_shallow_layers=1, rel_low=0.9, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
@@ -21,13 +23,6 @@ def llama():
                          num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     return LlamaForCausalLM(config).double().eval()
-
-
-def left_padded_batch():
-    ids = [[1, 5, 6, 7, 8, 9, 10], [1, 11, 12], [1, 20, 21, 22, 23]]
-    width = max(map(len, ids))
-    return {"input_ids": torch.tensor([[0] * (width - len(r)) + r for r in ids]),
-            "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])}
 
 
 @pytest.mark.parametrize("candidates", [256, 0])

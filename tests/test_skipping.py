@@ -13,6 +13,8 @@ from lvlm_skip.anatomy import ModelAnatomy
 from lvlm_skip.loading import chat_prompt
 from lvlm_skip.tiny import build_tiny_llava
 
+from batches import left_padded_batch
+
 NUM_LAYERS = 8
 # thresholds that make a random tiny model show critical and mutation layers (one shallow value
 # defines the level, a layer 10% under it is low, one low layer confirms)
@@ -40,14 +42,6 @@ def llama():
     model = LlamaForCausalLM(config).double().eval()
     assert sum(p.numel() for p in model.parameters()) < 200_000
     return model
-
-
-def left_padded_batch():
-    ids = [[1, 5, 6, 7, 8, 9, 10], [1, 11, 12], [1, 20, 21, 22, 23]]
-    width = max(map(len, ids))
-    input_ids = torch.tensor([[0] * (width - len(r)) + r for r in ids])
-    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def deleted_layers_model(model, skip):
