@@ -22,7 +22,7 @@ from .images import load_image
 logger = logging.getLogger(__name__)
 
 #: ``--model`` names that build a random model offline instead of reading a folder.
-BUILTIN_MODELS = ("tiny", "bench-llava")
+BUILTIN_MODELS = ("tiny", "bench-llava", "bench-llava-7b")
 
 
 class ModelLoadError(InputError):
@@ -81,8 +81,9 @@ def load_model(
     (``llava-hf/llava-1.5-7b-hf`` and the project's own scene-llava); text-only ones with
     ``AutoModelForCausalLM`` + ``AutoTokenizer``. ``local_files_only=True``: nothing is downloaded.
     The names of :data:`BUILTIN_MODELS` build random models offline (:mod:`lvlm_skip.tiny`):
-    ``tiny`` (a 16-layer LLaVA, width 64) and ``bench-llava`` (the CPU-scaled LLaVA-1.5-7B shape
-    that ``lvlm-skip speed`` measures).
+    ``tiny`` (a 16-layer LLaVA, width 64), ``bench-llava`` (the CPU-scaled LLaVA-1.5-7B shape that
+    ``lvlm-skip speed`` measures) and ``bench-llava-7b`` (the same edits on llava-1.5-7b-hf's full
+    configuration, created directly on ``device``: for a GPU).
 
     Args:
         path: The folder (with ``config.json``), or a built-in name.
@@ -156,8 +157,10 @@ def _builtin_model(name: str, dtype, device):
     dtype = resolve_dtype(dtype, target) if dtype not in (None, "auto") else torch.float32
     if name == "tiny":
         model, processor = tiny.build_tiny_llava(num_layers=16, hidden_size=64, intermediate_size=128, dtype=dtype)
-    else:
+    elif name == "bench-llava":
         model, processor = tiny.build_bench_llava(dtype=dtype)
+    else:  # bench-llava-7b: built where it will run (14 GB in float16)
+        model, processor = tiny.build_bench_llava(dtype=dtype, shape="7b", device=target)
     return model.to(target), processor
 
 

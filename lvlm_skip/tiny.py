@@ -106,8 +106,11 @@ def build_tiny_llava(
     patch_size: int = 8,
     vision_hidden_size: int = 32,
     vision_layers: int = 2,
+    vision_intermediate_size: int | None = None,
+    vision_heads: int = 4,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ):
     """A random ``LlavaForConditionalGeneration`` and its ``LlavaProcessor``.
 
@@ -116,10 +119,12 @@ def build_tiny_llava(
         vocab_words: Words of the tokenizer; the LM vocabulary is at least their number.
         vocab_size: LM vocabulary size (>= tokenizer size; the extra rows are never produced by the
             tokenizer but are real logits, as with padded vocabularies).
-        image_size, patch_size, vision_hidden_size, vision_layers: The CLIP vision tower; the image
-            becomes ``(image_size / patch_size) ** 2`` visual tokens.
+        image_size, patch_size, vision_hidden_size, vision_layers, vision_intermediate_size (default
+            ``2 * vision_hidden_size``), vision_heads: The CLIP vision tower; the image becomes
+            ``(image_size / patch_size) ** 2`` visual tokens.
         seed: Weight initialisation seed.
         dtype: Parameter dtype.
+        device: Where the weights are created (default: the CPU); ``"meta"`` builds the structure only.
 
     Returns:
         ``(model, processor)``, the model in eval mode.
@@ -150,9 +155,9 @@ def build_tiny_llava(
     )
     vision_config = CLIPVisionConfig(
         hidden_size=vision_hidden_size,
-        intermediate_size=2 * vision_hidden_size,
+        intermediate_size=vision_intermediate_size or 2 * vision_hidden_size,
         num_hidden_layers=vision_layers,
-        num_attention_heads=4,
+        num_attention_heads=vision_heads,
         image_size=image_size,
         patch_size=patch_size,
         projection_dim=vision_hidden_size,
@@ -165,7 +170,8 @@ def build_tiny_llava(
         vision_feature_layer=-1,
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).to(dtype).eval()
+    with torch.device(device if device is not None else "cpu"):
+        model = LlavaForConditionalGeneration(config).to(dtype).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -188,11 +194,24 @@ def build_tiny_llava(
 BENCH_CRITICAL_LAYER = 18
 BENCH_LOUD_LAYERS = (27, 30)
 
+#: ``build_tiny_llava`` arguments of the two benchmark shapes: LLaVA-1.5-7B scaled for a CPU, and full size.
+BENCH_SHAPES = {
+    "cpu": dict(num_layers=32, hidden_size=512, intermediate_size=1376, num_heads=8, num_kv_heads=8, vocab_size=4000,
+                image_size=336, patch_size=14, vision_hidden_size=256, vision_layers=4),
+    # llava-hf/llava-1.5-7b-hf: Vicuna-7B (Llama, 4096 / 11008, 32 heads, vocabulary 32064 with the
+    # image and pad tokens) and CLIP ViT-L/14 at 336 px (1024 / 4096, 24 layers, 16 heads).
+    "7b": dict(num_layers=32, hidden_size=4096, intermediate_size=11008, num_heads=32, num_kv_heads=32,
+               vocab_size=32064, image_size=336, patch_size=14, vision_hidden_size=1024, vision_layers=24,
+               vision_intermediate_size=4096, vision_heads=16),
+}
+
 
 def build_bench_llava(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     *,
+    shape: str = "cpu",
+    device: torch.device | str | None = None,
     critical_layer: int = BENCH_CRITICAL_LAYER,
     loud_layers: tuple[int, ...] = BENCH_LOUD_LAYERS,
     growth: float = 1.25,
@@ -201,11 +220,15 @@ def build_bench_llava(
 ):
     """The LLaVA-1.5-7B shape scaled for a CPU benchmark, with layer curves shaped like LLaVA's.
 
-    **Shape.** 32 Llama layers, a CLIP tower at 336 px / patch 14 (576 visual tokens, as LLaVA-1.5),
-    width 512 and MLP 1376 (LLaVA's 4096 / 11008 ratio), and a 4000-token vocabulary chosen so that the
-    LM head costs the same fraction of a decoder layer as in LLaVA-1.5-7B (32000 x 4096 against
-    ~12.4 x 4096^2 MACs: 0.65 of a layer), because that ratio sets the cost of online readouts.
-    Absolute times are not comparable with a 7B model.
+    **Shape** (``shape="cpu"``, the built-in ``bench-llava``): 32 Llama layers, a CLIP tower at 336 px /
+    patch 14 (576 visual tokens, as LLaVA-1.5), width 512 and MLP 1376 (LLaVA's 4096 / 11008 ratio),
+    and a 4000-token vocabulary chosen so that the LM head costs the same fraction of a decoder layer
+    as in LLaVA-1.5-7B (32000 x 4096 against ~12.4 x 4096^2 MACs: 0.65 of a layer), because that ratio
+    sets the cost of online readouts. Absolute times are not comparable with a 7B model.
+    ``shape="7b"`` (the built-in ``bench-llava-7b``) is llava-1.5-7b-hf's full configuration (7.06 B
+    parameters: 14 GB in float16), for a GPU; build it with ``device="cuda"``. Its weights get the same
+    edits; that the default detector finds the planted layers is tested on the CPU shape only (the
+    7B shape does not fit this project's CPU machines).
 
     **Curves.** With plain random weights every layer changes the next-token readout a little less
     than the one before, and no critical layer shows. The weights are therefore edited (still random,
@@ -227,13 +250,12 @@ def build_bench_llava(
     Returns:
         ``(model, processor)``, the model in eval mode.
     """
-    model, processor = build_tiny_llava(
-        num_layers=32, hidden_size=512, intermediate_size=1376, num_heads=8, num_kv_heads=8, vocab_size=4000,
-        image_size=336, patch_size=14, vision_hidden_size=256, vision_layers=4, seed=seed, dtype=dtype,
-    )
+    if shape not in BENCH_SHAPES:
+        raise ValueError(f"`shape` (={shape!r}) has to be one of {tuple(BENCH_SHAPES)}")
+    model, processor = build_tiny_llava(**BENCH_SHAPES[shape], seed=seed, dtype=dtype, device=device)
     layers = model.get_decoder().layers
     num_layers = len(layers)
-    generator = torch.Generator().manual_seed(seed + 1)
+    generator = torch.Generator().manual_seed(seed + 1)  # on the CPU: the same neurons on every device
     with torch.no_grad():
         for j, layer in enumerate(layers, start=1):
             scale = growth ** min(j, critical_layer - 1)

@@ -117,3 +117,17 @@ def test_speed_run_writes_its_table(tmp_path, capsys):
     assert set(result["lagged_agreement"]) >= {"steps", "exact", "within_one_layer"}
     assert result["approximation"]["candidates"] == 256
     assert "| config" in capsys.readouterr().out and (tmp_path / "speed.md").is_file()
+
+
+def test_the_full_size_benchmark_model_is_llava_1_5_7b_shaped():
+    """bench-llava-7b (for a GPU) is llava-1.5-7b-hf's configuration: built here on the meta device only."""
+    from lvlm_skip.tiny import build_bench_llava
+
+    model, _ = build_bench_llava(shape="7b", device="meta", dtype=torch.float16)
+    assert sum(p.numel() for p in model.parameters()) == 7_063_427_072  # llava-hf/llava-1.5-7b-hf's count
+    text, vision = model.config.text_config, model.config.vision_config
+    assert (text.num_hidden_layers, text.hidden_size, text.intermediate_size, text.vocab_size) == (32, 4096, 11008, 32064)
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.image_size, vision.patch_size) == (1024, 24, 336, 14)
+    assert speed.layer_plan("bench-llava-7b", 32).source == "bench-llava's layer plan"
+    with pytest.raises(ValueError, match="shape"):
+        build_bench_llava(shape="13b", device="meta")

@@ -24,7 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MODES = ("static", "online")
 #: Built-in models that ``--model`` accepts besides a local folder (nothing is downloaded).
-BUILTIN_MODELS = ("tiny", "bench-llava")
+BUILTIN_MODELS = ("tiny", "bench-llava", "bench-llava-7b")
 
 
 class CliError(Exception):

@@ -2,6 +2,7 @@
 
     lvlm-skip speed                            # bench-llava: LLaVA-1.5-7B's shape scaled for CPU
     lvlm-skip speed --model PATH --image IMG [--device cuda --dtype float16]
+    lvlm-skip speed --model bench-llava-7b --device cuda --dtype float16      # full-size LLaVA-1.5-7B config
 
 **Default model** (``--model bench-llava``, :func:`lvlm_skip.tiny.build_bench_llava`):
 ``LlavaForConditionalGeneration`` with LLaVA-1.5-7B's shape scaled for a CPU (32 Llama layers, 576
@@ -104,7 +105,7 @@ def layer_plan(model_name: str, num_layers: int, profile=None) -> LayerPlan:
     """The layers of the static rows: a profile's, bench-llava's own plan, or the paper's 7B layers scaled."""
     if profile is not None:
         return LayerPlan(profile.critical_layer, tuple(profile.mutation_layers), "profile")
-    if model_name == "bench-llava":
+    if model_name in ("bench-llava", "bench-llava-7b"):
         from ..tiny import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS
 
         return LayerPlan(BENCH_CRITICAL_LAYER, tuple(BENCH_LOUD_LAYERS), "bench-llava's layer plan")
