@@ -245,3 +245,11 @@ def test_new_options_bad_input_one_line(extra, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("lvlm-skip: error: ") and message in err[0], err[0]
+
+
+def test_the_cli_names_the_same_built_in_models_as_the_loader():
+    """The CLI keeps its own copy so that parsing never imports torch; it must not drift from the loader's."""
+    from lvlm_skip.cli import options
+    from lvlm_skip.loading import BUILTIN_MODELS
+
+    assert options.BUILTIN_MODELS == BUILTIN_MODELS

@@ -23,7 +23,8 @@ PROG = "lvlm-skip"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MODES = ("static", "online")
-#: Built-in models that ``--model`` accepts besides a local folder (nothing is downloaded).
+#: Built-in models that ``--model`` accepts besides a local folder (nothing is downloaded): a copy of
+#: ``lvlm_skip.loading.BUILTIN_MODELS``, which imports torch (tested equal).
 BUILTIN_MODELS = ("tiny", "bench-llava", "bench-llava-7b")
 
 

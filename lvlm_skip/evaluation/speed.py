@@ -54,7 +54,6 @@ decisions, are measured on the same prompt's steps.
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 import time
 from collections.abc import Callable, Sequence

@@ -37,27 +37,18 @@ def markdown_escape(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
+def _render_diff(reference: str, text: str, show_deleted: bool, escape, inserted: str, deleted: str) -> str:
+    """``text``'s words escaped and joined by spaces, inserted ones in ``inserted`` (a format with ``{}``),
+    dropped reference words, with ``show_deleted``, in ``deleted``."""
+    marks = {"equal": "{}", "insert": inserted, "delete": deleted if show_deleted else None}
+    return " ".join(marks[op].format(escape(word)) for op, word in diff_words(reference, text) if marks[op])
+
+
 def markdown_diff(reference: str, text: str, show_deleted: bool = True) -> str:
     """``text`` with inserted or changed words in **bold** and, with ``show_deleted``, dropped ones ~~struck~~."""
-    parts = []
-    for op, word in diff_words(reference, text):
-        if op == "insert":
-            parts.append(f"**{markdown_escape(word)}**")
-        elif op == "delete" and show_deleted:
-            parts.append(f"~~{markdown_escape(word)}~~")
-        elif op == "equal":
-            parts.append(markdown_escape(word))
-    return " ".join(parts)
+    return _render_diff(reference, text, show_deleted, markdown_escape, "**{}**", "~~{}~~")
 
 
 def html_diff(reference: str, text: str, show_deleted: bool = True) -> str:
     """``text`` as HTML: ``<ins>`` around inserted or changed words, with ``show_deleted`` ``<del>`` around dropped ones."""
-    parts = []
-    for op, word in diff_words(reference, text):
-        if op == "insert":
-            parts.append(f"<ins>{html.escape(word)}</ins>")
-        elif op == "delete" and show_deleted:
-            parts.append(f"<del>{html.escape(word)}</del>")
-        elif op == "equal":
-            parts.append(html.escape(word))
-    return " ".join(parts)
+    return _render_diff(reference, text, show_deleted, html.escape, "<ins>{}</ins>", "<del>{}</del>")
