@@ -15,13 +15,20 @@ Layer indexing, used everywhere in the package (the paper's convention, eq. 2):
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 
 import torch
+import transformers
 from torch import nn
 
 from .errors import InputError
+
+#: The two names transformers 5.x has given the KV cache argument of a decoder layer and of a model's
+#: ``forward``: ``cache`` since 5.24 (``past_key_values`` kept as a deprecated alias), ``past_key_values``
+#: before. :class:`ModelAnatomy` reads which one the installed version uses from the signatures.
+CACHE_ARGUMENT_NAMES = ("cache", "past_key_values")
 
 #: Architectures (``model.config.architectures`` / class names) that the tests cover. Others that
 #: expose the same layout (a decoder with ``.layers`` and ``.norm``, Llama-style attention) work too.
@@ -39,6 +46,35 @@ class UnsupportedModelError(InputError):
     """The model does not expose the decoder layout that `lvlm_skip` needs."""
 
 
+class UnrecognisedCallError(UnsupportedModelError):
+    """transformers called a layer, or built a cache, in a way this module does not recognise."""
+
+
+class UnplaceableForwardError(InputError):
+    """A forward that is neither the start of a sequence nor one decoding step (e.g. assisted decoding)."""
+
+
+def _installed() -> str:
+    return f"transformers {transformers.__version__}"
+
+
+def cache_argument_of(function) -> str:
+    """The name under which ``function`` (a layer's or model's ``forward``) takes the KV cache.
+
+    Raises:
+        UnrecognisedCallError: the signature has neither name of :data:`CACHE_ARGUMENT_NAMES`.
+    """
+    parameters = inspect.signature(function).parameters
+    for name in CACHE_ARGUMENT_NAMES:
+        if name in parameters:
+            return name
+    owner = getattr(function, "__qualname__", repr(function))
+    raise UnrecognisedCallError(
+        f"{owner} takes no cache argument ({' or '.join(CACHE_ARGUMENT_NAMES)}) on {_installed()}: "
+        "lvlm_skip does not know how this version passes the KV cache"
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class ModelAnatomy:
     """The parts of a decoder-only (or vision-language) model that the lens and the skipper use.
@@ -52,6 +88,9 @@ class ModelAnatomy:
         num_layers: ``L``.
         hidden_size: Width of the residual stream.
         vocab_size: Rows of the LM head.
+        layer_cache_argument: The keyword under which the decoder hands each layer the KV cache
+            (``"cache"`` on transformers >= 5.24, ``"past_key_values"`` before).
+        model_cache_argument: The same for the model's own ``forward`` (what ``generate`` passes).
     """
 
     model: nn.Module
@@ -62,6 +101,8 @@ class ModelAnatomy:
     num_layers: int
     hidden_size: int
     vocab_size: int
+    layer_cache_argument: str = "cache"
+    model_cache_argument: str = "cache"
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "ModelAnatomy":
@@ -100,6 +141,8 @@ class ModelAnatomy:
             num_layers=num_layers,
             hidden_size=int(text_config.hidden_size),
             vocab_size=int(lm_head.weight.shape[0]),
+            layer_cache_argument=cache_argument_of(type(layers[0]).forward),
+            model_cache_argument=cache_argument_of(type(model).forward),
         )
 
     def check_layer(self, layer: int, *, allow_embeddings: bool = False) -> int:
@@ -127,19 +170,128 @@ class ModelAnatomy:
         """
         return 1
 
+    # -- how transformers calls a decoder layer (the layer-call contract) ----------------------------------
+    # Every other module reads a layer call's keyword arguments through these methods, never by name.
+
+    def layer_cache(self, layer_kwargs: dict):
+        """The KV cache object the decoder passed to a layer (``None`` when decoding without a cache)."""
+        return layer_kwargs.get(self.layer_cache_argument)
+
+    def layer_kwargs_with_cache(self, layer_kwargs: dict, cache) -> dict:
+        """A copy of a layer call's keyword arguments with ``cache`` as its KV cache (``None``: no cache).
+
+        The deprecated alias is dropped, so the layer never sees two caches.
+        """
+        kwargs = {k: v for k, v in layer_kwargs.items() if k not in CACHE_ARGUMENT_NAMES}
+        kwargs[self.layer_cache_argument] = cache
+        if cache is None:
+            kwargs["use_cache"] = False
+        return kwargs
+
+    def model_cache(self, model_kwargs: dict):
+        """The KV cache passed to the model's ``forward`` (by ``generate`` or a direct call)."""
+        for name in (self.model_cache_argument, *CACHE_ARGUMENT_NAMES):
+            if model_kwargs.get(name) is not None:
+                return model_kwargs[name]
+        return None
+
+    def model_kwargs_with_cache(self, model_kwargs: dict, cache) -> dict:
+        """A copy of a model ``forward``'s keyword arguments with ``cache`` as its KV cache."""
+        kwargs = {k: v for k, v in model_kwargs.items() if k not in CACHE_ARGUMENT_NAMES}
+        kwargs[self.model_cache_argument] = cache
+        return kwargs
+
+    @staticmethod
+    def output_cache(outputs):
+        """The cache a model's ``forward`` returned (``outputs.cache`` since 5.24, ``past_key_values`` before)."""
+        cache = getattr(outputs, "cache", None)
+        return cache if cache is not None else getattr(outputs, "past_key_values", None)
+
+    @staticmethod
+    def position_embeddings(layer_kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary ``(cos, sin)`` pair the decoder passed to a layer, each `(batch, seq, head_dim)`."""
+        return layer_kwargs["position_embeddings"]
+
+    def check_layer_call(self, args: tuple, layer_kwargs: dict) -> None:
+        """Refuse a layer call this module does not recognise (checked at the first forward after ``wrap``).
+
+        Recognised: the hidden state as the only positional argument; the cache (or ``None``) under
+        :attr:`layer_cache_argument` and no cache object under another name; ``position_embeddings`` as a
+        ``(cos, sin)`` pair of tensors; a cache whose ``layers[i]`` hold ``keys`` per attention layer.
+
+        Raises:
+            UnrecognisedCallError: naming what differs and the installed transformers version.
+        """
+        from transformers.cache_utils import Cache
+
+        where = f"{type(self.layers[0]).__name__} on {_installed()}"
+        if args:
+            raise UnrecognisedCallError(f"{where} is called with {len(args) + 1} positional arguments; "
+                                        "lvlm_skip expects the hidden state only")
+        for name, value in layer_kwargs.items():
+            if isinstance(value, Cache) and name != self.layer_cache_argument:
+                raise UnrecognisedCallError(f"{where} receives its cache as {name!r}; lvlm_skip expects "
+                                            f"{self.layer_cache_argument!r}")
+        rope = layer_kwargs.get("position_embeddings")
+        if not (isinstance(rope, tuple) and len(rope) == 2 and all(isinstance(t, torch.Tensor) for t in rope)):
+            raise UnrecognisedCallError(f"{where} receives no position_embeddings (cos, sin) pair; "
+                                        "lvlm_skip needs it to write skipped layers' K/V")
+        cache = self.layer_cache(layer_kwargs)
+        if cache is not None and not isinstance(getattr(cache, "layers", None), list):
+            raise UnrecognisedCallError(f"{where}: its {type(cache).__name__} has no per-layer list .layers")
+
+    def cache_layer(self, cache, layer: int):
+        """The per-layer entry of ``cache`` that 1-based ``layer``'s attention writes."""
+        return cache.layers[self.layers[layer - 1].self_attn.layer_idx]
+
+    @staticmethod
+    def cached_length(cache) -> int:
+        """Positions already in ``cache`` (transformers reads them from its first layer); 0 for none."""
+        return 0 if cache is None else int(cache.get_seq_length())
+
+    def starts_sequence(self, cache, query_length: int, started: bool) -> bool:
+        """The sequence clock: does a forward over ``query_length`` new positions start a sequence?
+
+        * no cache (``use_cache=False``): every forward reads the whole sequence, so it starts one;
+        * an empty cache: the prefill starts one;
+        * one new position after the cached ones, inside a started sequence: one decoding step.
+
+        Raises:
+            UnplaceableForwardError: several new positions after cached ones (assisted, speculative or
+                prompt-lookup decoding verifies drafts so), or a step with no sequence started.
+        """
+        past = self.cached_length(cache)
+        if cache is None or past == 0:
+            return True
+        if query_length == 1 and started:
+            return False
+        raise UnplaceableForwardError(
+            f"a forward over {query_length} new positions after {past} cached ones is neither a prefill nor one "
+            "decoding step (assisted, speculative or prompt-lookup decoding?): lvlm_skip's skips and peers "
+            "decode one token per forward"
+        )
+
 
 def unpack_layer_output(output) -> torch.Tensor:
-    """The hidden state a decoder layer returned: a bare tensor in transformers 5.x, a tuple before."""
-    return output[0] if isinstance(output, tuple) else output
+    """The hidden state a decoder layer returned: a bare tensor in transformers 5.x, a tuple's first before.
+
+    Raises:
+        UnrecognisedCallError: the output is neither a tensor nor a tuple starting with one.
+    """
+    hidden = output[0] if isinstance(output, tuple) and output else output
+    if not isinstance(hidden, torch.Tensor):
+        raise UnrecognisedCallError(f"a decoder layer returned {type(output).__name__} on {_installed()}; "
+                                    "lvlm_skip expects a tensor (or a tuple starting with one)")
+    return hidden
 
 
 def project_kv_into_cache_(
     layer: nn.Module,
     hidden_in: torch.Tensor,
     position_embeddings: tuple[torch.Tensor, torch.Tensor],
-    past_key_values,
+    cache,
 ) -> None:
-    """Append to ``past_key_values`` the keys/values ``layer`` would have written for ``hidden_in``.
+    """Append to ``cache`` the keys/values ``layer`` would have written for ``hidden_in``.
 
     This is CALM's propagation policy for a layer skipped at some positions: its attention cache at
     those positions holds the K/V projections of the hidden state that entered the layer (which, for
@@ -151,7 +303,7 @@ def project_kv_into_cache_(
             optional ``self_attn.k_norm``), whose modeling module defines ``apply_rotary_pos_emb``.
         hidden_in: `(batch, seq, hidden)` the layer's input at the skipped positions.
         position_embeddings: The ``(cos, sin)`` pair the decoder passed to the layer.
-        past_key_values: The cache object the decoder passed to the layer.
+        cache: The cache object the decoder passed to the layer.
 
     Raises:
         UnsupportedModelError: the layer is not Llama-style.
@@ -177,10 +329,10 @@ def project_kv_into_cache_(
     cos, sin = position_embeddings
     _, keys = apply_rope(keys, keys, cos, sin)
     # 3. write them where the layer would have
-    past_key_values.update(keys, values, attn.layer_idx)
+    cache.update(keys, values, attn.layer_idx)
 
 
-def drop_cache_positions_(anatomy: ModelAnatomy, past_key_values, layers, count: int) -> None:
+def drop_cache_positions_(anatomy: ModelAnatomy, cache, layers, count: int) -> None:
     """Remove the last ``count`` positions of the 1-based ``layers``' caches, so those layers can run them again.
 
     Dynamic caches (``DynamicCache``, transformers' default in ``generate``) are cropped; a static cache
@@ -189,10 +341,10 @@ def drop_cache_positions_(anatomy: ModelAnatomy, past_key_values, layers, count:
     Raises:
         UnsupportedModelError: a cache layer type that can be neither cropped nor overwritten.
     """
-    if past_key_values is None:
+    if cache is None:
         return
     for layer in layers:
-        cache_layer = past_key_values.layers[anatomy.layers[layer - 1].self_attn.layer_idx]
+        cache_layer = anatomy.cache_layer(cache, layer)
         if hasattr(cache_layer, "max_cache_len"):  # static: update() writes at cache_position
             continue
         if not hasattr(cache_layer, "crop"):

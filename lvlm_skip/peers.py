@@ -192,7 +192,8 @@ class PeerController:
     # -- the patched forward -------------------------------------------------------------------------------
 
     def _forward(self, stock_forward, *args, **kwargs):
-        prefill = _is_prefill(kwargs)
+        prefill = self.anatomy.starts_sequence(self.anatomy.model_cache(kwargs), _query_length(args, kwargs),
+                                               started=bool(self.chosen))
         if prefill:
             self.reset()
         outputs = stock_forward(*args, **kwargs)
@@ -230,7 +231,7 @@ class PeerController:
 
         if prefill or self._vcd_cache is None:
             self._vcd_cache = DynamicCache(config=self.model.config)
-        noised = dict(kwargs, past_key_values=self._vcd_cache)
+        noised = self.anatomy.model_kwargs_with_cache(kwargs, self._vcd_cache)
         cfg = self.config
         if kwargs.get("pixel_values") is not None:  # a direct forward call
             noised["pixel_values"] = noised_images(kwargs["pixel_values"], cfg.noise_step, cfg.seed)
@@ -255,12 +256,9 @@ def noised_images(pixel_values: torch.Tensor, noise_step: int, seed: int) -> tor
     return torch.cat(rows)
 
 
-def _is_prefill(kwargs: dict) -> bool:
-    """A forward that starts a sequence: no cache yet, or an empty one."""
-    cache = kwargs.get("past_key_values")
-    if cache is None:
-        return True
-    try:
-        return cache.get_seq_length() == 0
-    except (AttributeError, TypeError):
-        return False
+def _query_length(args: tuple, kwargs: dict) -> int:
+    """New positions in a model ``forward`` call: the length of its ``input_ids`` or ``inputs_embeds``."""
+    tokens = kwargs.get("input_ids", args[0] if args else None)
+    if tokens is None:
+        tokens = kwargs["inputs_embeds"]
+    return int(tokens.shape[1])

@@ -281,7 +281,7 @@ def test_skipped_layer_cache_stays_aligned(llava):
         assert lvlm_skip.last_report(model).skipped.any()
     finally:
         lvlm_skip.unwrap(model)
-    cache = out.past_key_values
+    cache = ModelAnatomy.output_cache(out)
     lengths = {cache.layers[i].get_seq_length() for i in range(NUM_LAYERS)}
     assert lengths == {out.sequences.shape[1] - 1}
 

@@ -91,7 +91,7 @@ def calibrate(
     Returns:
         The :class:`Calibration`.
     """
-    kwargs = dict(layer_kwargs, past_key_values=None, use_cache=False)
+    kwargs = anatomy.layer_kwargs_with_cache(layer_kwargs, None)
     device = anatomy.head_device
     outputs = []
     # 1. every layer over the whole prompt, keeping the last position's state

@@ -22,8 +22,10 @@ class SkipController:
     """Runs every decoder layer of a wrapped model under a :class:`SkipConfig`.
 
     The model's layer ``forward`` methods are routed to :meth:`run_layer` and, in online mode, its LM
-    head's output to :meth:`on_logits` (:mod:`lvlm_skip.hooks`). A new sequence starts at every
-    forward whose query length is > 1 (a prefill), or at the first forward after :meth:`reset`.
+    head's output to :meth:`on_logits` (:mod:`lvlm_skip.hooks`). Where a forward falls in a sequence
+    (its start, or one decoding step) is the anatomy's sequence clock
+    (:meth:`~lvlm_skip.anatomy.ModelAnatomy.starts_sequence`); a forward it cannot place is refused.
+    The first layer call after wrapping is checked against the anatomy's layer-call contract.
     """
 
     def __init__(self, anatomy: ModelAnatomy, config: SkipConfig):
@@ -35,6 +37,7 @@ class SkipController:
         self.online = OnlineContext(anatomy, config, self.policy, self._window_start()) if config.mode == "online" else None
         self.needs_calibration = config.mode == "static" and not self.policy.layers_given(config)
         self._given_skip = None if self.needs_calibration else static_skip_set(config, self.num_layers)
+        self._call_checked = False
         self.reset()
 
     def _window_start(self) -> int:
@@ -68,6 +71,9 @@ class SkipController:
     def run_layer(self, layer: int, forward, layer_forwards, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
         """Run (or skip) 1-based ``layer`` on ``hidden`` `(batch, seq, hidden)` for the current step."""
         if layer == 1:
+            if not self._call_checked:
+                self.anatomy.check_layer_call(args, kwargs)
+                self._call_checked = True
             self._begin_step(hidden, kwargs, layer_forwards)
         return self._step.run_layer(layer, forward, hidden, args, kwargs)
 
@@ -77,7 +83,7 @@ class SkipController:
 
     def _begin_step(self, hidden: torch.Tensor, layer_kwargs: dict, layer_forwards) -> None:
         batch, seq = hidden.shape[:2]
-        prefill = seq > 1 or not self._records
+        prefill = self.anatomy.starts_sequence(self.anatomy.layer_cache(layer_kwargs), seq, started=bool(self._records))
         if prefill:
             self.reset()
         device = self.anatomy.head_device

@@ -17,11 +17,11 @@ from ..anatomy import ModelAnatomy, project_kv_into_cache_
 
 def write_skipped_kv(anatomy: ModelAnatomy, kv_fill: str, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> None:
     """Write skipped ``layer``'s K/V for `(batch, seq, hidden)` ``hidden`` into the step's cache (if any)."""
-    cache = kwargs.get("past_key_values")
+    cache = anatomy.layer_cache(kwargs)
     if cache is None:
         return
     if kv_fill == "project":
-        project_kv_into_cache_(anatomy.layers[layer - 1], hidden, kwargs["position_embeddings"], cache)
+        project_kv_into_cache_(anatomy.layers[layer - 1], hidden, anatomy.position_embeddings(kwargs), cache)
     else:
         forward(hidden, *args, **kwargs)
 
@@ -51,8 +51,8 @@ class DeferredKV:
 
     def defer(self, layer: int, hidden: torch.Tensor, kwargs) -> None:
         """Keep aside what ``layer``'s K/V at this step's positions need."""
-        cos, sin = kwargs["position_embeddings"]
-        self._pending.setdefault(layer, []).append((hidden, cos, sin, kwargs.get("past_key_values")))
+        cos, sin = self.anatomy.position_embeddings(kwargs)
+        self._pending.setdefault(layer, []).append((hidden, cos, sin, self.anatomy.layer_cache(kwargs)))
 
     def flush(self, layer: int) -> None:
         """Write ``layer``'s pending K/V, oldest position first, in one projection."""

@@ -270,7 +270,7 @@ class OnlineStep:
         state = torch.where(dropped[:, None], self.window[m_min - 1], self.window[m_min])  # shape: (batch, hidden)
         prev_logp = torch.where(dropped[:, None], logp[m_min - 1 - first], logp[m_min - first])
         # 2. this step's K/V of layers m_min+1..L are recomputed, so the speculative ones go
-        drop_cache_positions_(ctx.anatomy, self.calls[L][2].get("past_key_values"), range(m_min + 1, L + 1), count=1)
+        drop_cache_positions_(ctx.anatomy, ctx.anatomy.layer_cache(self.calls[L][2]), range(m_min + 1, L + 1), count=1)
         # 3. layers m_min+1..L again, layer by layer, dropping the updates that spike
         for j in range(m_min + 1, L + 1):
             forward, args, kwargs = self.calls[j]
