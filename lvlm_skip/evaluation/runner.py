@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, one_line
-from ..images import load_image
+from ..images import load_image, max_image_pixels
 from ..paths import resolve_under
 from . import generation
 from .fingerprint import RunFingerprint, data_identity, file_sha256, model_identity, package_versions
@@ -236,6 +236,8 @@ def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None 
     """
     processes = processes or current_processes()
     items = select_items(task, settings.limit)
+    if not settings.score_only:
+        max_image_pixels()  # a bad LVLM_SKIP_MAX_IMAGE_PIXELS is one error, not one per item
     labels = settings.plan.labels
     expected = [(label, item.id) for label in labels for item in items]
     folder = RunFolder(settings.out)

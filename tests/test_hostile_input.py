@@ -1,0 +1,121 @@
+"""Bad input that used to escape as a traceback or go unnoticed (issue 24): image bombs, deep JSON,
+speed's options, mismatched weights, an in-place benchmark redraw, the digest cache."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from amber_fixture import write_amber
+from lvlm_skip.cli import main
+from lvlm_skip.errors import InputError
+from lvlm_skip.evaluation.generation import Generation
+from lvlm_skip.evaluation.records import read_answers
+from lvlm_skip.images import PIXELS_VARIABLE, load_image
+
+
+def write_pixel_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A small PNG whose header claims ``width x height`` pixels (400 M by default; only the header is valid)."""
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data[12:29]  # b"IHDR" + 13 bytes of header data
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _one_error_line(capsys, needle: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lvlm-skip: error: ") and needle in err[0], err
+    return err[0]
+
+
+# ------------------------------------------------------------------------- 1. the pixel limit
+
+
+def test_pixel_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
+    monkeypatch.delenv(PIXELS_VARIABLE, raising=False)
+    bomb = write_pixel_bomb(tmp_path / "bomb.png")
+    with pytest.raises(InputError, match=rf"20000 x 20000 = 400,000,000 pixels, over the limit of 100,000,000: set {PIXELS_VARIABLE}"):
+        load_image(bomb)
+
+
+def test_pixel_limit_can_be_raised_and_lowered(tmp_path, monkeypatch):
+    from PIL import Image
+
+    small = tmp_path / "small.png"
+    Image.new("RGB", (10, 10)).save(small)
+    monkeypatch.setenv(PIXELS_VARIABLE, "99")
+    with pytest.raises(InputError, match="10 x 10 = 100 pixels, over the limit of 99"):
+        load_image(small)
+    monkeypatch.setenv(PIXELS_VARIABLE, "100")
+    assert load_image(small).size == (10, 10)
+    assert load_image(small, max_pixels=100).size == (10, 10)
+    with pytest.raises(InputError, match="over the limit of 50"):
+        load_image(small, max_pixels=50)
+    # raised above PIL's own limit (2 x 89.5 M): PIL no longer refuses, the (truncated) data is what fails
+    monkeypatch.setenv(PIXELS_VARIABLE, "500000000")
+    with pytest.raises(InputError, match="cannot read image"):
+        load_image(write_pixel_bomb(tmp_path / "bomb.png"))
+    monkeypatch.setenv(PIXELS_VARIABLE, "lots")
+    with pytest.raises(InputError, match=f"{PIXELS_VARIABLE}='lots' is not a positive number"):
+        load_image(small)
+    from PIL import Image as PILImage
+
+    assert PILImage.MAX_IMAGE_PIXELS == 89478485  # restored
+
+
+def test_pixel_bomb_in_an_amber_query_is_an_error_row(tmp_path, use_generator, monkeypatch):
+    monkeypatch.delenv(PIXELS_VARIABLE, raising=False)
+    amber = write_amber(tmp_path / "amber", tmp_path / "images")
+    write_pixel_bomb(amber["images"] / "AMBER_2.png")
+    calls = []
+
+    def generate(image, prompt, label):
+        calls.append(prompt)
+        return Generation("No", 1, 0.01, 0.0)
+
+    use_generator(generate)
+    args = ["amber", "--model", "tiny", "--amber-root", str(amber["root"]), "--image-dir", str(amber["images"]),
+            "--out", str(tmp_path / "out"), "--backend", "offline", "--no-progress", "--task", "d"]
+    for _ in range(2):  # the rerun retries the error rows and finishes again
+        assert main(args) == 0
+    records = read_answers(tmp_path / "out" / "responses.jsonl")
+    errors = {r.id: r.error for r in records if not r.ok}
+    assert set(errors) == {6}  # AMBER_2.png: ids 2 and 6; only 6 is discriminative
+    assert "over the limit of 100,000,000" in errors[6]
+    assert (tmp_path / "out" / "amber_d.json").is_file()
+
+
+@pytest.mark.parametrize("option", ["--image", "--images"])
+def test_trace_refuses_a_pixel_bomb_in_one_line(tmp_path, capsys, monkeypatch, option):
+    from PIL import Image
+
+    monkeypatch.delenv(PIXELS_VARIABLE, raising=False)
+    bomb = write_pixel_bomb(tmp_path / "bomb.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "fine.png")
+    spec = str(bomb) if option == "--image" else f"{tmp_path / 'fine.png'},{bomb}"
+    with pytest.raises(SystemExit) as exc:
+        main(["trace", "--model", "tiny", option, spec, "--out", str(tmp_path / "trace"), "--no-progress"])
+    assert exc.value.code == 2
+    _one_error_line(capsys, "over the limit of 100,000,000")
+
+
+def test_bad_pixel_limit_stops_an_evaluation_before_any_item(tmp_path, use_generator, monkeypatch, capsys):
+    amber = write_amber(tmp_path / "amber", tmp_path / "images")
+    use_generator(lambda image, prompt, label: Generation("No", 1, 0.01, 0.0))
+    monkeypatch.setenv(PIXELS_VARIABLE, "-5")
+    with pytest.raises(SystemExit) as exc:
+        main(["amber", "--model", "tiny", "--amber-root", str(amber["root"]), "--image-dir", str(amber["images"]),
+              "--out", str(tmp_path / "out"), "--backend", "offline", "--no-progress", "--task", "d"])
+    assert exc.value.code == 2
+    _one_error_line(capsys, f"{PIXELS_VARIABLE}='-5'")
+    assert not (tmp_path / "out" / "responses.jsonl").exists()
