@@ -119,3 +119,53 @@ def test_bad_pixel_limit_stops_an_evaluation_before_any_item(tmp_path, use_gener
     assert exc.value.code == 2
     _one_error_line(capsys, f"{PIXELS_VARIABLE}='-5'")
     assert not (tmp_path / "out" / "responses.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------- 2. deep JSON
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _amber_args(amber, out, *extra):
+    return ["amber", "--model", "tiny", "--amber-root", str(amber["root"]), "--image-dir", str(amber["images"]),
+            "--out", str(out), "--backend", "offline", "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("target", ["query", "annotations", "variant-options file", "variant-options text",
+                                    "profile", "pope questions"])
+def test_deeply_nested_json_is_one_line(tmp_path, capsys, target):
+    amber = write_amber(tmp_path / "amber", tmp_path / "images")
+    out = tmp_path / "out"
+    if target == "pope questions":
+        questions = tmp_path / "pope" / "coco_pope_random.json"
+        questions.parent.mkdir()
+        questions.write_text('{"question_id": 1, "image": "AMBER_1.png", "text": "Is there a dog?", "label": "yes"}\n'
+                             + DEEP + "\n")
+        args = ["pope", "--model", "tiny", "--pope-root", str(questions.parent), "--image-dir", str(amber["images"]),
+                "--split", "random", "--out", str(out), "--no-progress"]
+    else:
+        extra: list[str] = ["--task", "d"]
+        if target == "query":
+            (amber["root"] / "query" / "query_discriminative.json").write_text(DEEP)
+        elif target == "annotations":
+            (amber["root"] / "annotations.json").write_text(DEEP)
+        elif target == "variant-options file":
+            (tmp_path / "options.json").write_text('{"skip3": ' + DEEP + "}")
+            extra += ["--variants", "skip3", "--variant-options", str(tmp_path / "options.json")]
+        elif target == "variant-options text":
+            extra += ["--variants", "skip3", "--variant-options", '{"skip3": {"layers": ' + DEEP + "}}"]
+        else:
+            (tmp_path / "profile.json").write_text(DEEP)
+            extra += ["--variants", "skip2", "--profile", str(tmp_path / "profile.json")]
+        args = _amber_args(amber, out, *extra)
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    _one_error_line(capsys, "nested too deeply")
+
+
+def test_deeply_nested_detection_option_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "--model", "tiny", "--data", str(tmp_path), "--detection", DEEP, "--out", str(tmp_path / "p")])
+    assert exc.value.code == 2
+    _one_error_line(capsys, "--detection: JSON nested too deeply")

@@ -42,6 +42,8 @@ def run(args) -> int:
 
         try:
             detection = DetectionConfig.from_dict(json.loads(args.detection))
+        except RecursionError:
+            raise CliError("--detection: JSON nested too deeply") from None
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise CliError(f"--detection: {error}") from None
     from ..loading import load_model, resolve_device, resolve_dtype
