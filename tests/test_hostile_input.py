@@ -169,3 +169,34 @@ def test_deeply_nested_detection_option_is_one_line(tmp_path, capsys):
         main(["profile", "--model", "tiny", "--data", str(tmp_path), "--detection", DEEP, "--out", str(tmp_path / "p")])
     assert exc.value.code == 2
     _one_error_line(capsys, "--detection: JSON nested too deeply")
+
+
+# ------------------------------------------------------------------------ 3. speed's options
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--threads", "-1"], "--threads: expected an int >= 0, got -1"),
+    (["--candidates", "-3"], "--candidates: expected an int >= 0, got -3"),
+    (["--only", "nonsense row"], "--only: unknown configuration 'nonsense row'"),
+    (["--only", "none,vcd,bogus"], "--only: unknown configuration 'bogus'"),
+    (["--only", " , "], "--only ' , ' names no configuration"),
+])
+def test_speed_bad_options_are_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, argv, needle):
+    from lvlm_skip import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit) as exc:
+        main(["speed", "--model", "tiny", "--out", str(tmp_path), "--no-progress", *argv])
+    assert exc.value.code == 2
+    _one_error_line(capsys, needle)
+
+
+def test_speed_only_names_match_the_configurations():
+    from lvlm_skip.evaluation import speed
+
+    plan = speed.layer_plan("tiny", 16)
+    configs = speed.default_configs(plan, 16, 256)
+    assert {c.name.split(" ")[0] for c in configs} == set(speed.CONFIG_PREFIXES)
+    assert [c.name for c in speed.select_configs(configs, "exit,dola")] == ["stock", "exit static", "exit online", "dola"]
+    with pytest.raises(InputError, match="unknown configuration 'skip1 sideways'; the configurations are 'stock'"):
+        speed.select_configs(configs, "skip1 sideways")
