@@ -200,3 +200,57 @@ def test_speed_only_names_match_the_configurations():
     assert [c.name for c in speed.select_configs(configs, "exit,dola")] == ["stock", "exit static", "exit online", "dola"]
     with pytest.raises(InputError, match="unknown configuration 'skip1 sideways'; the configurations are 'stock'"):
         speed.select_configs(configs, "skip1 sideways")
+
+
+# -------------------------------------------------------------------- 4. weights vs config
+
+
+@pytest.fixture(scope="module")
+def saved_llava(tmp_path_factory) -> Path:
+    """A random 4-layer LLaVA and its processor saved as a local model folder."""
+    from lvlm_skip.tiny import build_tiny_llava
+
+    model, processor = build_tiny_llava(num_layers=4)
+    assert sum(p.numel() for p in model.parameters()) < 200_000
+    folder = tmp_path_factory.mktemp("llava") / "model"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _with_layers(saved: Path, tmp_path: Path, layers: int) -> Path:
+    import shutil
+
+    folder = shutil.copytree(saved, tmp_path / "edited")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["text_config"]["num_hidden_layers"] == 4
+    config["text_config"]["num_hidden_layers"] = layers
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_model_that_loads_cleanly_still_loads(saved_llava):
+    from lvlm_skip.loading import load_model
+
+    model, _ = load_model(saved_llava, progress=False)
+    assert model.config.text_config.num_hidden_layers == 4
+
+
+@pytest.mark.parametrize("layers,needle", [
+    (3, "unexpected weight key(s): model.language_model.layers.3."),  # config 3 layers, weights of 4
+    (5, "missing weight key(s): model.language_model.layers.4."),  # config 5 layers, weights of 4
+])
+def test_weights_that_do_not_match_the_config_are_refused(saved_llava, tmp_path, layers, needle):
+    from lvlm_skip.loading import ModelLoadError, load_model
+
+    with pytest.raises(ModelLoadError, match="do not match its config.json") as info:
+        load_model(_with_layers(saved_llava, tmp_path, layers), progress=False)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_trace_refuses_mismatched_weights_in_one_line(saved_llava, tmp_path, capsys):
+    folder = _with_layers(saved_llava, tmp_path, 3)
+    with pytest.raises(SystemExit) as exc:
+        main(["trace", "--model", str(folder), "--image", "demo", "--out", str(tmp_path / "t"), "--no-progress"])
+    assert exc.value.code == 2
+    _one_error_line(capsys, "unexpected weight key(s)")
