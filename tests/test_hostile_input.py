@@ -33,9 +33,11 @@ def write_pixel_bomb(path: Path, width: int = 20000, height: int = 20000) -> Pat
 
 
 def _one_error_line(capsys, needle: str) -> str:
+    """The one ``lvlm-skip: error:`` line on stderr, last (log lines before it, as under ``-p no:logging``, pass)."""
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lvlm-skip: error: ") and needle in err[0], err
-    return err[0]
+    ours = [line for line in err if line.startswith("lvlm-skip")]
+    assert len(ours) == 1 and err[-1] == ours[0] and ours[0].startswith("lvlm-skip: error: ") and needle in ours[0], err
+    return ours[0]
 
 
 # ------------------------------------------------------------------------- 1. the pixel limit
@@ -254,3 +256,96 @@ def test_trace_refuses_mismatched_weights_in_one_line(saved_llava, tmp_path, cap
         main(["trace", "--model", str(folder), "--image", "demo", "--out", str(tmp_path / "t"), "--no-progress"])
     assert exc.value.code == 2
     _one_error_line(capsys, "unexpected weight key(s)")
+
+
+# ------------------------------------------------------------- 5. a benchmark redrawn in place
+
+
+def _scenes(out: Path, n: int, seed: int, *extra: str) -> int:
+    return main(["scenes", "--out", str(out), "--n-images", str(n), "--seed", str(seed), "--no-progress", *extra])
+
+
+def test_scenes_refuses_a_non_empty_out(tmp_path, capsys):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exc:
+        _scenes(tmp_path / "bench", 2, 1)
+    assert exc.value.code == 2
+    _one_error_line(capsys, "is not empty (it holds notes.txt): use --overwrite")
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == ["notes.txt", "run.lock"]
+
+
+def test_scenes_overwrite_leaves_no_stale_images(tmp_path, capsys):
+    bench = tmp_path / "bench"
+    assert _scenes(bench, 3, 1) == 0
+    with pytest.raises(SystemExit) as exc:  # a second export into the same folder
+        _scenes(bench, 2, 2)
+    assert exc.value.code == 2
+    _one_error_line(capsys, "is not empty")
+    assert _scenes(bench, 2, 2, "--overwrite") == 0
+    assert sorted(p.name for p in (bench / "images").iterdir()) == ["SCENE_1.png", "SCENE_2.png"]
+    assert len(json.loads((bench / "scenes.json").read_text())) == 2
+
+
+def test_scenes_takes_the_folder_lock(tmp_path, capsys):
+    from lvlm_skip.evaluation.lock import FolderLock
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    with FolderLock(bench):  # another export (or anything holding the folder)
+        with pytest.raises(SystemExit) as exc:
+            _scenes(bench, 2, 1)
+    assert exc.value.code == 2
+    _one_error_line(capsys, "is in use by another run (pid")
+    assert not (bench / "images").exists()
+
+
+def test_an_evaluation_whose_data_is_redrawn_midrun_writes_no_report(tmp_path, use_generator, capsys):
+    from lvlm_skip.scenes.export import export
+
+    bench = tmp_path / "bench"
+    assert _scenes(bench, 2, 1) == 0
+    calls = []
+
+    def generate(image, prompt, label):
+        calls.append(prompt)
+        if len(calls) == 2:  # another process redraws the benchmark while this run reads it
+            export(bench, 2, 99, overwrite=True)
+        return Generation("No", 1, 0.01, 0.0)
+
+    use_generator(generate)
+    args = ["amber", "--model", "tiny", "--amber-root", str(bench), "--image-dir", str(bench / "images"),
+            "--out", str(tmp_path / "out"), "--backend", "offline", "--no-progress", "--task", "g"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and len(calls) == 2
+    _one_error_line(capsys, "the data changed during this run (2 image(s) such as SCENE_1.png rewritten)")
+    assert not (tmp_path / "out" / "amber_g.json").exists()
+    with pytest.raises(SystemExit):  # the folder now holds answers of the old data: refused as any mix
+        main(args)
+    _one_error_line(capsys, "holds results made with data_changed_during_run=2 image(s) such as SCENE_1.png, not null")
+    assert main([*args, "--overwrite"]) == 0 and (tmp_path / "out" / "amber_g.json").is_file()
+
+
+def test_an_evaluation_whose_query_file_changes_midrun_writes_no_report(tmp_path, use_generator, capsys):
+    amber = write_amber(tmp_path / "amber", tmp_path / "images")
+    queries = amber["root"] / "query" / "query_discriminative.json"
+    calls = []
+
+    def generate(image, prompt, label):
+        calls.append(prompt)
+        if len(calls) == 3:
+            info = queries.stat()
+            edited = queries.read_text().replace("thing 4", "thing X")  # same size, mtime restored: the cache is fooled
+            queries.write_text(edited)
+            import os
+
+            os.utime(queries, ns=(info.st_atime_ns, info.st_mtime_ns))
+        return Generation("No", 1, 0.01, 0.0)
+
+    use_generator(generate)
+    with pytest.raises(SystemExit) as exc:
+        main(_amber_args(amber, tmp_path / "out", "--task", "d"))
+    assert exc.value.code == 2
+    _one_error_line(capsys, "the data changed during this run (queries: query_discriminative.json rewritten)")
+    assert not (tmp_path / "out" / "amber_d.json").exists()

@@ -146,3 +146,13 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, *, default_out: st
         "--score-only", action="store_true",
         help="Score the answers already in --out (no model, no --image-dir needed); generate nothing.",
     )
+    add_verify_weights_argument(parser)
+
+
+def add_verify_weights_argument(parser: argparse.ArgumentParser) -> None:
+    """``--verify-weights``: re-hash the model's files instead of trusting the digest cache."""
+    parser.add_argument(
+        "--verify-weights", action="store_true",
+        help="Read and hash the model's files again instead of trusting the digest cache (which trusts a file "
+        "whose path, size and mtime are unchanged): for weights edited in place with their mtime restored.",
+    )
