@@ -349,3 +349,65 @@ def test_an_evaluation_whose_query_file_changes_midrun_writes_no_report(tmp_path
     assert exc.value.code == 2
     _one_error_line(capsys, "the data changed during this run (queries: query_discriminative.json rewritten)")
     assert not (tmp_path / "out" / "amber_d.json").exists()
+
+
+# ------------------------------------------------------------- 7. weights edited in place
+
+
+def _fake_model_folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.json").write_text('{"model_type": "llava"}')
+    (root / "model.safetensors").write_bytes(b"weights-v1" * 100)
+    return root
+
+
+def _edit_in_place_keeping_size_and_mtime(file: Path) -> None:
+    import os
+
+    info = file.stat()
+    data = file.read_bytes()
+    file.write_bytes(data.replace(b"v1", b"v2"))
+    os.utime(file, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert file.stat().st_size == info.st_size and file.stat().st_mtime_ns == info.st_mtime_ns
+
+
+def test_verify_rehashes_weights_the_cache_would_trust(tmp_path, monkeypatch, caplog):
+    from lvlm_skip.evaluation.fingerprint import model_identity
+
+    monkeypatch.setenv("LVLM_SKIP_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _fake_model_folder(tmp_path / "model")
+    before = model_identity(str(folder))["model_sha256"]
+    _edit_in_place_keeping_size_and_mtime(folder / "model.safetensors")
+    assert model_identity(str(folder))["model_sha256"] == before  # the documented trust: same path, size, mtime
+    with caplog.at_level("WARNING", logger="lvlm_skip"):
+        after = model_identity(str(folder), verify=True)["model_sha256"]
+    assert after != before and "its cached digest was stale" in caplog.text
+    assert model_identity(str(folder))["model_sha256"] == after  # the cache now holds the new digest
+
+
+def test_verify_weights_refuses_answers_of_the_edited_model(tmp_path, use_generator, capsys, monkeypatch):
+    monkeypatch.setenv("LVLM_SKIP_CACHE_DIR", str(tmp_path / "cache"))
+    amber = write_amber(tmp_path / "amber", tmp_path / "images")
+    folder = _fake_model_folder(tmp_path / "model")
+    calls = []
+    use_generator(lambda image, prompt, label: calls.append(prompt) or Generation("No", 1, 0.01, 0.0))
+    args = _amber_args(amber, tmp_path / "out", "--task", "d")
+    args[args.index("--model") + 1] = str(folder)
+    assert main(args) == 0 and len(calls) == 6
+    _edit_in_place_keeping_size_and_mtime(folder / "model.safetensors")
+    assert main(args) == 0 and len(calls) == 6  # trusted cache: nothing to generate, the old answers are reported
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--verify-weights"])
+    assert exc.value.code == 2
+    line = _one_error_line(capsys, "holds results made with model_sha256=")
+    assert "(model.safetensors differ)" in line
+
+
+@pytest.mark.parametrize("command", ["amber", "pope", "caption", "profile"])
+def test_verify_weights_is_an_option_of_every_command_that_fingerprints_a_model(command):
+    from lvlm_skip.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    assert any("--verify-weights" in action.option_strings for action in sub._actions)
