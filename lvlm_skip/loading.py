@@ -139,8 +139,8 @@ def load_model(
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
-    check_loading_info(loading_info, str(path))
     ModelAnatomy.from_model(model)  # fail early, with the anatomy's message, on an unsupported layout
+    check_loading_info(loading_info, str(path))
     try:
         processor = (AutoProcessor if vision else AutoTokenizer).from_pretrained(folder, local_files_only=True)
     except Exception as error:  # noqa: BLE001
