@@ -124,8 +124,9 @@ def load_model(
     if not progress:
         hf_logging.disable_progress_bar()
     try:
-        model = model_class.from_pretrained(
-            folder, config=config, local_files_only=True, dtype=dtype or "auto", device_map=device_map
+        model, loading_info = model_class.from_pretrained(
+            folder, config=config, local_files_only=True, dtype=dtype or "auto", device_map=device_map,
+            output_loading_info=True,
         )
     except ValueError as error:
         if "Unrecognized configuration class" in str(error):
@@ -139,6 +140,7 @@ def load_model(
         if bars_were_on:
             hf_logging.enable_progress_bar()
     ModelAnatomy.from_model(model)  # fail early, with the anatomy's message, on an unsupported layout
+    check_loading_info(loading_info, str(path))
     try:
         processor = (AutoProcessor if vision else AutoTokenizer).from_pretrained(folder, local_files_only=True)
     except Exception as error:  # noqa: BLE001
@@ -148,6 +150,32 @@ def load_model(
         model.to(device)
     model.eval()
     return model, processor
+
+
+def check_loading_info(loading_info: dict, path: str) -> None:
+    """Refuse a model whose weights and config disagree: weights the model has no place for, or places no weight filled.
+
+    transformers only reports these (its "UNEXPECTED" / "MISSING" table) and goes on with the
+    config's layout, so a config that says 12 layers over weights of 16 would load as a 12-layer
+    model, and missing weights would stay random.
+
+    Args:
+        loading_info: The dictionary ``from_pretrained(..., output_loading_info=True)`` returns.
+        path: The model folder, for the message.
+
+    Raises:
+        ModelLoadError: unexpected, missing or mismatched weight keys (the message names the first few).
+    """
+    problems = []
+    for key, what in (("unexpected_keys", "unexpected"), ("missing_keys", "missing"), ("mismatched_keys", "mismatched")):
+        names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in (loading_info.get(key) or ()))
+        if names:
+            shown = ", ".join(names[:3]) + (f", … ({len(names) - 3} more)" if len(names) > 3 else "")
+            problems.append(f"{len(names)} {what} weight key(s): {shown}")
+    if problems:
+        raise ModelLoadError(
+            f"the weights in {path!r} do not match its config.json ({'; '.join(problems)}): fix the config or the weights"
+        )
 
 
 def _builtin_model(name: str, dtype, device):

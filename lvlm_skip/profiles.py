@@ -135,6 +135,8 @@ class LayerProfile:
             raise InputError(f"profile {str(path)!r} does not exist") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise InputError(f"cannot read profile {str(path)!r}: {' '.join(str(error).split())}") from None
+        except RecursionError:
+            raise InputError(f"cannot read profile {str(path)!r}: JSON nested too deeply") from None
         if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
             raise InputError(f"{str(path)!r} is not a layer profile (no \"format\": \"{PROFILE_FORMAT}\")")
         try:

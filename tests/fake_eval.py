@@ -122,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rank", type=int, default=None)
     p.add_argument("--world", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--log-level", default=None, help="log lvlm_skip's messages to stderr at this level")
     args = p.parse_args(argv)
+    if args.log_level:
+        import logging
+
+        logging.basicConfig(format="%(message)s", stream=sys.stderr)
+        logging.getLogger("lvlm_skip").setLevel(args.log_level)
 
     def load_generator(settings, plan, progress=False):
         def generate(image, prompt, label):

@@ -58,7 +58,8 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
     task = load_task()
     settings = RunSettings(out=out, plan=plan, generation=generation, image_dir=image_dir,
                            builtin_model=bool(args.model) and args.model in BUILTIN_MODELS, limit=args.limit,
-                           overwrite=args.overwrite, score_only=args.score_only, progress=progress_enabled(args))
+                           overwrite=args.overwrite, score_only=args.score_only, progress=progress_enabled(args),
+                           verify_weights=args.verify_weights)
     report = evaluate(task, settings)
     if report is not None:
         sys.stdout.write(report.table() + "\n")

@@ -50,6 +50,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
+    return value
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``--log-level`` and ``--no-progress``, on every subcommand (the dispatcher adds them)."""
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")
@@ -134,4 +145,14 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, *, default_out: st
     parser.add_argument(
         "--score-only", action="store_true",
         help="Score the answers already in --out (no model, no --image-dir needed); generate nothing.",
+    )
+    add_verify_weights_argument(parser)
+
+
+def add_verify_weights_argument(parser: argparse.ArgumentParser) -> None:
+    """``--verify-weights``: re-hash the model's files instead of trusting the digest cache."""
+    parser.add_argument(
+        "--verify-weights", action="store_true",
+        help="Read and hash the model's files again instead of trusting the digest cache (which trusts a file "
+        "whose path, size and mtime are unchanged): for weights edited in place with their mtime restored.",
     )

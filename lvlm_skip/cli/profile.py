@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 
-from .options import CliError, add_model_arguments, add_output_arguments, positive_int, progress_enabled
+from .options import (
+    CliError, add_model_arguments, add_output_arguments, add_verify_weights_argument, positive_int, progress_enabled,
+)
 
 HELP = "Measure a model's critical / mutation layers over N prompts and write profile.json."
 
@@ -29,6 +31,7 @@ def add_arguments(p) -> None:
     p.add_argument("--readout", default="normed", choices=("normed", "raw"),
                    help="normed: lm_head(norm(h_j)); raw: lm_head(h_j) as the authors' code.")
     p.add_argument("--detection", default=None, help="DetectionConfig fields as a JSON object, e.g. '{\"rel_low\": 0.25}'.")
+    add_verify_weights_argument(p)
     add_output_arguments(p, default="runs/profile", resumable=False)
 
 
@@ -42,6 +45,8 @@ def run(args) -> int:
 
         try:
             detection = DetectionConfig.from_dict(json.loads(args.detection))
+        except RecursionError:
+            raise CliError("--detection: JSON nested too deeply") from None
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise CliError(f"--detection: {error}") from None
     from ..loading import load_model, resolve_device, resolve_dtype
@@ -58,7 +63,7 @@ def run(args) -> int:
     from ..evaluation.fingerprint import model_identity
     from ..loading import BUILTIN_MODELS
 
-    result.provenance["model"].update(model_identity(args.model, builtin=BUILTIN_MODELS))
+    result.provenance["model"].update(model_identity(args.model, builtin=BUILTIN_MODELS, verify=args.verify_weights))
     paths = write_profile_outputs(result, out, title=str(args.model))
     print(f"critical layer {result.critical_layer}, mutation layers {list(result.mutation_layers) or 'none'} "
           f"({result.rule['basis']} tokens); wrote {', '.join(str(p) for p in paths)}")

@@ -29,6 +29,9 @@ def add_arguments(p) -> None:
     p.add_argument("--split", default="test", choices=SPLITS,
                    help="test / train: with the language priors; test-consistent / test-breaking: priors always "
                    "kept / always broken; uniform: no priors.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace the benchmark already in --out (its files are deleted first); without it a "
+                   "non-empty --out is refused.")
     p.add_argument("--pope", action=argparse.BooleanOptionalAction, default=True,
                    help="Also write POPE question files pope/scenes_pope_{random,popular,adversarial}.json "
                    "(images relative to images/).")
@@ -41,5 +44,5 @@ def run(args) -> int:
     out = check_output_dir(args.out)
     from ..scenes.export import export
 
-    export(out, args.n_images, args.seed, args.split, pope=args.pope)
+    export(out, args.n_images, args.seed, args.split, pope=args.pope, overwrite=args.overwrite)
     return 0

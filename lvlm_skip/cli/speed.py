@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .options import CliError, add_model_arguments, add_output_arguments, positive_int, progress_enabled
+from .options import CliError, add_model_arguments, add_output_arguments, non_negative_int, positive_int, progress_enabled
 
 logger = logging.getLogger("lvlm_skip.cli")
 
@@ -29,9 +29,9 @@ def add_arguments(p) -> None:
     p.add_argument("--statistic", default="min", choices=("min", "median"),
                    help="A row's step time. min: every step's least duration over the runs (the runs make the same "
                    "tokens; noise only adds time), averaged over steps. median: of all steps of all runs.")
-    p.add_argument("--candidates", type=int, default=256, help="Online candidate vocabulary size (0: exact full vocabulary).")
+    p.add_argument("--candidates", type=non_negative_int, default=256, help="Online candidate vocabulary size (0: exact full vocabulary).")
     p.add_argument("--only", default=None, help="Comma-separated configuration names or variant prefixes (stock always runs).")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default).")
+    p.add_argument("--threads", type=non_negative_int, default=1, help="torch CPU threads (0: torch's default).")
     p.add_argument("--clock", default="auto", choices=("auto", "wall", "cpu"),
                    help="auto: the process's CPU time on a CPU device (robust to a shared machine), wall time on CUDA.")
     p.add_argument("--profile", default=None, help="A layer profile giving the static rows' layers (default: the model's plan).")
@@ -50,8 +50,6 @@ def run(args) -> int:
     out = check_output_dir(args.out)
     if args.new_tokens < 2:
         raise CliError("--new-tokens must be at least 2 (the decode rate needs two tokens)")
-    if args.candidates < 0:
-        raise CliError(f"--candidates must be >= 0, got {args.candidates}")
     import torch
 
     from ..anatomy import ModelAnatomy
@@ -59,6 +57,7 @@ def run(args) -> int:
     from ..evaluation.report import markdown_table
     from ..loading import chat_prompt, encode_inputs, load_image, load_model, resolve_device, resolve_dtype
 
+    speed.parse_only(args.only)  # an unknown name is refused before the model loads
     image = load_image(args.image) if args.image else speed.random_image()
     torch.manual_seed(0)
     if args.threads:

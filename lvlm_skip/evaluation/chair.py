@@ -267,6 +267,8 @@ def _read_instances(path: str | os.PathLike) -> Any:
         raise InputError(f"cannot read COCO instances file {os.fspath(path)}: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"COCO instances file {os.fspath(path)} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"COCO instances file {os.fspath(path)} is JSON nested too deeply") from None
 
 
 def _records(data: Mapping[str, Any], key: str, fields: tuple[str, ...]) -> list[Mapping[str, Any]]:

@@ -18,7 +18,13 @@ compared: the same weights elsewhere are the same model.
 
 File digests are cached in ``~/.cache/lvlm_skip/file_digests.json`` (``$LVLM_SKIP_CACHE_DIR``, or
 ``$XDG_CACHE_HOME/lvlm_skip``), keyed by real path, size and modification time in nanoseconds,
-so a 14 GB model is read once, not at every run.
+so a 14 GB model is read once, not at every run. **When the cache is trusted**: a file whose real
+path, size and mtime (ns) equal a cached entry is taken to be unchanged without being read. Any
+ordinary rewrite changes the mtime; what defeats the cache is an edit of the same size whose mtime is
+then restored (``touch -r``, ``cp -p`` / ``rsync -t`` of a same-size file over it, a tool that keeps
+timestamps, a file system with coarse mtimes). Then pass ``verify=True`` (``--verify-weights`` on the
+command line): every file is read and hashed again, and the cache is updated. The data files are
+re-hashed that way at the end of every evaluation (they are small).
 """
 
 from __future__ import annotations
@@ -82,8 +88,12 @@ def _store_cache(path: Path, entries: dict[str, Any]) -> None:
         logger.debug("cannot write the digest cache %s: %s", path, error)
 
 
-def file_sha256s(paths: Sequence[Path]) -> dict[Path, str]:
+def file_sha256s(paths: Sequence[Path], verify: bool = False) -> dict[Path, str]:
     """The SHA-256 (hex) of each file's content, read from the cache when size and mtime match.
+
+    Args:
+        paths: The files.
+        verify: Read and hash every file even when the cache has it (see the module docstring).
 
     Raises:
         InputError: a file cannot be read.
@@ -99,7 +109,8 @@ def file_sha256s(paths: Sequence[Path]) -> dict[Path, str]:
         except OSError as error:
             raise InputError(f"cannot read {str(path)!r}: {error.strerror}") from None
         entry = cache.get(real)
-        if isinstance(entry, dict) and entry.get("size") == info.st_size and entry.get("mtime_ns") == info.st_mtime_ns:
+        if (not verify and isinstance(entry, dict) and entry.get("size") == info.st_size
+                and entry.get("mtime_ns") == info.st_mtime_ns):
             digests[path] = entry["sha256"]
             continue
         if info.st_size > 1 << 30:
@@ -112,6 +123,9 @@ def file_sha256s(paths: Sequence[Path]) -> dict[Path, str]:
         except OSError as error:
             raise InputError(f"cannot read {str(path)!r}: {error.strerror}") from None
         digests[path] = digest.hexdigest()
+        if isinstance(entry, dict) and entry.get("sha256") not in (None, digests[path]) and \
+                entry.get("size") == info.st_size and entry.get("mtime_ns") == info.st_mtime_ns:
+            logger.warning("%s changed without a change of size or mtime: its cached digest was stale", path)
         cache[real] = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": digests[path]}
         changed = True
     if changed:
@@ -119,9 +133,9 @@ def file_sha256s(paths: Sequence[Path]) -> dict[Path, str]:
     return digests
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 (hex) of one file's content (cached, see :func:`file_sha256s`)."""
-    return file_sha256s([Path(path)])[Path(path)]
+def file_sha256(path: Path, verify: bool = False) -> str:
+    """The SHA-256 (hex) of one file's content (cached unless ``verify``, see :func:`file_sha256s`)."""
+    return file_sha256s([Path(path)], verify)[Path(path)]
 
 
 # ------------------------------------------------------------------------------------ identities
@@ -135,11 +149,12 @@ def model_files(folder: Path) -> list[Path]:
     )
 
 
-def model_identity(model: str, builtin: Sequence[str] = ()) -> dict[str, Any]:
+def model_identity(model: str, builtin: Sequence[str] = (), verify: bool = False) -> dict[str, Any]:
     """``model`` (informational), ``model_sha256`` and ``model_files`` (informational, per file).
 
     A built-in model (``tiny``, ``bench-llava``) is identified by its name: it is built from code,
-    seeded, and the package version is part of the fingerprint.
+    seeded, and the package version is part of the fingerprint. ``verify``: re-hash every file,
+    ignoring the digest cache (``--verify-weights``).
 
     Raises:
         InputError: the folder does not exist or a file cannot be read.
@@ -152,15 +167,15 @@ def model_identity(model: str, builtin: Sequence[str] = ()) -> dict[str, Any]:
     files = model_files(folder)
     if not files:
         logger.warning("%s has no weight or config files that lvlm_skip knows: its identity is its name only", folder)
-    digests = file_sha256s(files)
+    digests = file_sha256s(files, verify)
     per_file = {p.name: digests[p] for p in files}
     combined = hashlib.sha256(json.dumps(per_file, sort_keys=True).encode()).hexdigest()
     return {"model": str(folder.resolve()), "model_sha256": combined, "model_files": per_file}
 
 
-def data_identity(files: Mapping[str, Path]) -> dict[str, Any]:
+def data_identity(files: Mapping[str, Path], verify: bool = False) -> dict[str, Any]:
     """``{role}`` (informational path) and ``{role}_sha256`` for each data file that defines the items."""
-    digests = file_sha256s(list(files.values()))
+    digests = file_sha256s(list(files.values()), verify)
     identity: dict[str, Any] = {}
     for role, path in files.items():
         identity[role] = str(Path(path).resolve())

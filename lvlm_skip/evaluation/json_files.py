@@ -15,6 +15,20 @@ from typing import Any
 from ..errors import InputError, one_line
 
 
+#: The message for JSON whose nesting exceeds what Python's parser accepts (a ``RecursionError``).
+TOO_DEEP = "JSON nested too deeply (deeper than Python's recursion limit; no data file needs that)"
+
+
+def parse_json(text: str, source: str, error: type[InputError] = InputError) -> Any:
+    """``json.loads(text)``, with a one-line ``error`` naming ``source`` for corrupt or too deeply nested JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{source}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise error(f"{source}: {TOO_DEEP}") from None
+
+
 class DataFileError(InputError):
     """A data file (annotations, queries, captions, questions) is missing, unreadable or malformed."""
 
@@ -33,6 +47,8 @@ def read_json(path: str | os.PathLike, error: type[DataFileError] = DataFileErro
             return json.load(handle)
     except json.JSONDecodeError as exc:
         raise error(f"{file}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise error(f"{file}: {TOO_DEEP}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{file}: unreadable ({one_line(exc)})") from None
 
@@ -70,6 +86,8 @@ def read_numbered_json_lines(path: str | os.PathLike, error: type[DataFileError]
                         values.append((number, json.loads(line)))
                     except json.JSONDecodeError as exc:
                         raise error(f"{file}: line {number} is not JSON ({exc.msg})") from None
+                    except RecursionError:
+                        raise error(f"{file}: line {number}: {TOO_DEEP}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{file}: unreadable ({one_line(exc)})") from None
     return values

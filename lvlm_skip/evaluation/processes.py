@@ -1,5 +1,11 @@
 """The processes of a run: one, or the ranks of ``torchrun`` / ``accelerate launch``.
 
+**Launching N processes on CPU.** ``torchrun --nproc_per_node N`` and ``accelerate launch
+--multi_gpu --num_processes N`` (accelerate's multi-GPU launcher is torchrun; on a machine without
+CUDA its ranks run on the CPU) both start N ranks. ``accelerate launch --cpu --num_processes N``
+does not: accelerate 1.16 starts CPU ranks only through ``mpirun`` (an MPI config), and otherwise
+runs one process; :func:`current_processes` then warns that the run is unsharded.
+
 Under a launcher (``WORLD_SIZE`` > 1) every process answers every ``world``-th item
 (:func:`shard_items`) into its own ``responses.rank{R}.jsonl``; rank 0 holds the folder's lock,
 checks the fingerprint and tells the others (:meth:`Processes.broadcast`) whether to go on, and
@@ -62,6 +68,10 @@ def current_processes() -> Processes:
     on a CPU machine and every process of ``torchrun`` would think it is alone.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and os.environ.get("MASTER_PORT"):
+            logger.warning("accelerate launch --cpu started one process (accelerate runs several CPU processes only "
+                           "through mpirun): running unsharded; for N CPU processes use `accelerate launch --multi_gpu "
+                           "--num_processes N` or `torchrun --nproc_per_node N`")
         return Processes()
     import torch
     from accelerate import PartialState

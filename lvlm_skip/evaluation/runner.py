@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, one_line
-from ..images import load_image
+from ..images import load_image, max_image_pixels
 from ..paths import resolve_under
 from . import generation
 from .fingerprint import RunFingerprint, data_identity, file_sha256, model_identity, package_versions
@@ -41,6 +41,10 @@ from .task import EvalItem, EvalTask
 from .variants import VariantPlan, variant_fingerprint
 
 logger = logging.getLogger(__name__)
+
+
+class DataChangedError(InputError):
+    """The task's data files changed while the run answered (e.g. a benchmark redrawn in place)."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -61,6 +65,7 @@ class RunSettings:
         overwrite: Discard answers made with other settings instead of refusing (see ``run_folder``).
         score_only: Score the folder's answers; generate nothing.
         progress: Show a progress bar (on a terminal).
+        verify_weights: Re-hash the model's files instead of trusting the digest cache (``--verify-weights``).
     """
 
     out: Path
@@ -72,6 +77,7 @@ class RunSettings:
     overwrite: bool = False
     score_only: bool = False
     progress: bool = False
+    verify_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,8 @@ def run_fingerprint(task: EvalTask, settings: RunSettings) -> RunFingerprint:
     gen = settings.generation
     assert gen is not None and settings.image_dir is not None
     run: dict[str, Any] = {"task": task.name, **task.settings()}
-    run.update(model_identity(gen.model, builtin=(gen.model,) if settings.builtin_model else ()))
+    run.update(model_identity(gen.model, builtin=(gen.model,) if settings.builtin_model else (),
+                              verify=settings.verify_weights))
     run.update(gen.fingerprint())
     run.update(data_identity(task.data_files))
     run["image_dir"] = str(Path(settings.image_dir).resolve())
@@ -236,6 +243,8 @@ def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None 
     """
     processes = processes or current_processes()
     items = select_items(task, settings.limit)
+    if not settings.score_only:
+        max_image_pixels()  # a bad LVLM_SKIP_MAX_IMAGE_PIXELS is one error, not one per item
     labels = settings.plan.labels
     expected = [(label, item.id) for label in labels for item in items]
     folder = RunFolder(settings.out)
@@ -247,6 +256,7 @@ def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None 
             fingerprint = _stored_fingerprint(settings)
         else:
             fingerprint = _claim(folder, task, settings, processes)
+            images_before = _image_stats(task, items, settings.image_dir) if processes.is_main else {}
             _generate(task, items, settings, processes)
             processes.barrier()
         if not processes.is_main:
@@ -257,9 +267,59 @@ def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None 
             label, item_id = merged.missing[0]
             hint = "run without --score-only first" if settings.score_only else "rerun the same command to generate them"
             raise InputError(f"{len(merged.missing)} answer(s) missing in {settings.out} (e.g. {label} / {item_id!r}): {hint}")
+        if not settings.score_only:
+            _check_data_unchanged(task, items, settings, fingerprint, images_before)
         return _report(task, items, settings, merged.records, fingerprint)
     finally:
         folder.release()
+
+
+def _image_stats(task: EvalTask, items: Sequence[EvalItem], image_dir: Path | None) -> dict[str, tuple[int, int] | None]:
+    """``(size, mtime_ns)`` of every item's image (``None`` when it cannot be stat'ed): read nothing, open nothing."""
+    import os
+
+    stats: dict[str, tuple[int, int] | None] = {}
+    for item in items:
+        name = str(task.request(item).image)
+        if name not in stats:
+            try:
+                info = os.stat(os.path.join(str(image_dir), name))
+                stats[name] = (info.st_size, info.st_mtime_ns)
+            except (OSError, ValueError):
+                stats[name] = None
+    return stats
+
+
+def _check_data_unchanged(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings,
+                          fingerprint: RunFingerprint | None, images_before: dict[str, tuple[int, int] | None]) -> None:
+    """Before the report, check that the data did not change while the run answered (e.g. a benchmark redrawn in place).
+
+    The data files are hashed again (ignoring the digest cache) and compared with the digests taken
+    when the run started; the items' images, which the fingerprint identifies by their folder
+    only, are compared by size and mtime with what they were when this run started.
+
+    Raises:
+        DataChangedError: a data file's digest, or an image's size or mtime, changed during the run. The
+            folder's fingerprint then records it, so a rerun refuses the folder's answers until ``--overwrite``.
+    """
+    if fingerprint is None:
+        return
+    now = data_identity(task.data_files, verify=True)  # read again, whatever the digest cache says
+    changed = [f"{role}: {Path(task.data_files[role]).name}" for role in task.data_files
+               if fingerprint.run.get(f"{role}_sha256") != now[f"{role}_sha256"]]
+    images_now = _image_stats(task, items, settings.image_dir)
+    images = [name for name, stat in images_before.items() if images_now.get(name) != stat]
+    if images:
+        changed.append(f"{len(images)} image(s) such as {images[0]}")
+    if changed:
+        # the folder's answers are marked, so that a rerun refuses them (until --overwrite) instead of resuming
+        marked = RunFingerprint(run={**fingerprint.run, "data_changed_during_run": "; ".join(changed)},
+                                variants=fingerprint.variants)
+        marked.save(settings.out)
+        raise DataChangedError(
+            f"the data changed during this run ({'; '.join(changed)} rewritten): the answers in {settings.out} may mix "
+            "old and new data, so no report was written; rerun with --overwrite"
+        )
 
 
 def _stored_fingerprint(settings: RunSettings) -> RunFingerprint:

@@ -60,6 +60,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -417,11 +419,43 @@ def _met(target: str, row: dict) -> str:
     return "yes" if ok else "no"
 
 
+#: The first words of the configuration names of :func:`default_configs` (``--only`` accepts them as prefixes).
+CONFIG_PREFIXES = ("stock", "none", "layers", "skip1", "skip2", "skip3", "exit", "online", "dola", "deco", "vcd")
+
+
+def parse_only(only: str | None) -> list[str]:
+    """The names of ``--only`` (comma-separated), each checked to start with a known prefix (before a model loads).
+
+    Raises:
+        InputError: an empty list, or a name whose first word no configuration has.
+    """
+    if only is None:
+        return []
+    names = list(dict.fromkeys(name.strip() for name in only.split(",") if name.strip()))
+    if not names:
+        raise InputError(f"--only {only!r} names no configuration; names start with {', '.join(CONFIG_PREFIXES)}")
+    for name in names:
+        if name.split()[0] not in CONFIG_PREFIXES:
+            raise InputError(f"--only: unknown configuration {name!r}; names start with {', '.join(CONFIG_PREFIXES)}")
+    return names
+
+
 def select_configs(configs: Sequence[SpeedConfig], only: str | None) -> list[SpeedConfig]:
-    """The stock configuration and those named in ``only`` (comma-separated names or variant prefixes)."""
-    if not only:
+    """The stock configuration and those named in ``only`` (comma-separated names or variant prefixes).
+
+    Raises:
+        InputError: a name that is neither a configuration's name nor the first word of one (the message
+            lists the names).
+    """
+    names = parse_only(only)
+    if not names:
         return list(configs)
-    wanted = {name.strip() for name in only.split(",") if name.strip()}
+    known = {c.name for c in configs} | {c.name.split(" ")[0] for c in configs}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InputError(f"--only: unknown configuration {unknown[0]!r}; the configurations are "
+                         f"{', '.join(repr(c.name) for c in configs)}")
+    wanted = set(names)
     return [c for i, c in enumerate(configs) if i == 0 or c.name in wanted or c.name.split(" ")[0] in wanted]
 
 

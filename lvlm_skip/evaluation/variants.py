@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, one_line
+from .json_files import parse_json
 
 #: The variants that take their layers from ``--profile`` (``lvlm_skip.wrap(..., profile=path)``).
 PROFILE_VARIANTS = ("skip1", "skip2", "skip3", "exit")
@@ -133,11 +134,11 @@ def load_variant_options(text: str | None) -> dict[str, dict[str, Any]]:
         path = Path(text)
         if not path.is_file():
             raise InputError(f"--variant-options {text!r} is neither a JSON object nor an existing file")
-        source, text = str(path), path.read_text(encoding="utf-8")
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{source}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        try:
+            source, text = str(path), path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"--variant-options {text!r} is unreadable ({one_line(error)})") from None
+    options = parse_json(text, source)
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise InputError(f"{source}: expected an object of objects, e.g. {{\"skip3\": {{\"critical_layer\": 18}}}}")
     return options

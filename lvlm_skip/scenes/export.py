@@ -20,6 +20,12 @@ Layout written to ``out``::
 
 The ``hallu`` list of a generative record holds plausible absent objects: the prior partners of
 the present objects first (what the co-occurrence prior suggests), then random absent kinds.
+
+:func:`export` never redraws a benchmark in place by accident: a folder that holds anything
+(besides its lock file) is refused unless ``overwrite``, which first deletes what an earlier export
+wrote (so no stale image survives); the folder's lock (:mod:`lvlm_skip.evaluation.lock`) is held
+while it writes, so two exports cannot interleave. An evaluation that reads the folder while it is
+redrawn notices at its end: it checks the data files' digests again before it writes its report.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+from ..evaluation.lock import LOCK_FILE, FolderLock
 from .catalogue import IMAGE_SIZE, KINDS, OBJECTS
 from .pope import write_pope_files
 from .questions import vqa_questions, yes_no_questions
@@ -152,7 +160,38 @@ def _dump(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=1))
 
 
-def export(out: str | Path, n_images: int, seed: int, split: str = "test", pope: bool = True) -> Path:
+#: What :func:`export` writes at the top of its folder (besides ``images/``, ``query/`` and ``pope/``).
+TOP_FILES = ("annotations.json", "relation.json", "safe_words.txt", "captions.json", "instances.json", "vqa.json",
+             "scenes.json")
+
+
+def _contents(out: Path) -> list[Path]:
+    """What ``out`` holds besides its lock file and the output check's temporary files."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.name != LOCK_FILE and not p.name.startswith(".write-check-"))
+
+
+def _remove_earlier_export(out: Path) -> None:
+    """Delete the files an earlier :func:`export` wrote into ``out`` (other files stay, with a warning)."""
+    removed = 0
+    for name in TOP_FILES:
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed += 1
+    for folder, pattern in (("images", "SCENE_*.png"), ("query", "query_*.json"), ("pope", "scenes_pope_*.json")):
+        for file in (out / folder).glob(pattern) if (out / folder).is_dir() else ():
+            file.unlink()
+            removed += 1
+    logger.warning("--overwrite: removed the %d file(s) of the earlier export in %s", removed, out)
+    left = [p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE]
+    if left:
+        logger.warning("%s also holds %d file(s) that are not the scene benchmark's, left as they are (e.g. %s)",
+                       out, len(left), left[0])
+
+
+def export(out: str | Path, n_images: int, seed: int, split: str = "test", pope: bool = True,
+           overwrite: bool = False) -> Path:
     """Generate ``n_images`` scenes of ``split`` and write the benchmark folder.
 
     Args:
@@ -161,11 +200,29 @@ def export(out: str | Path, n_images: int, seed: int, split: str = "test", pope:
         seed: Split seed.
         split: Scene split (see :data:`~lvlm_skip.scenes.catalogue.SPLITS`).
         pope: Also write the POPE question files into ``out/pope``.
+        overwrite: Replace an earlier export in ``out`` (its files are deleted first) instead of refusing.
 
     Returns:
         The output folder.
+
+    Raises:
+        InputError: ``out`` is not empty and ``overwrite`` is false.
+        FolderBusyError: another process holds ``out``'s lock (another export).
     """
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out):
+        held = _contents(out)
+        if held and not overwrite:
+            raise InputError(f"--out {str(out)!r} is not empty (it holds {held[0].name}"
+                             f"{f' and {len(held) - 1} more' if len(held) > 1 else ''}): use --overwrite to replace "
+                             "an earlier benchmark, or another --out")
+        if held:
+            _remove_earlier_export(out)
+        return _write(out, n_images, seed, split, pope)
+
+
+def _write(out: Path, n_images: int, seed: int, split: str, pope: bool) -> Path:
     scenes = generate(split, seed, n_images)
     rec = build_records(scenes, seed)
     (out / "images").mkdir(parents=True, exist_ok=True)
