@@ -1,0 +1,75 @@
+"""Independent references for layer skipping: the model with layers deleted, and a cache-free replay."""
+
+import copy
+
+import torch
+
+from lvlm_skip.anatomy import ModelAnatomy
+
+
+def deleted_layers_model(model, skip):
+    """An independent copy of ``model`` with the 1-based layers ``skip`` removed from the decoder."""
+    clone = copy.deepcopy(model)
+    decoder = clone.get_decoder()
+    keep = [layer for j, layer in enumerate(decoder.layers, start=1) if j not in skip]
+    for index, layer in enumerate(keep):
+        layer.self_attn.layer_idx = index
+    decoder.layers = torch.nn.ModuleList(keep)
+    clone.config.get_text_config().num_hidden_layers = len(keep)
+    decoder.config.num_hidden_layers = len(keep)
+    if getattr(decoder.config, "layer_types", None):
+        decoder.config.layer_types = decoder.config.layer_types[: len(keep)]
+    return clone
+
+
+@torch.no_grad()
+def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, suppress: tuple[int, ...] = ()):
+    """Greedy tokens from re-running the whole prefix without cache at every step, applying ``report``'s decisions.
+
+    At layer ``j`` the output at a position equals the input wherever the report skipped ``j`` for
+    that row at the step that position predicts (every position for a static set); where the report
+    exits at layer ``e``, that step's logits come from ``lm_head(norm(h_e))``. ``suppress`` are token
+    ids never chosen: EOS (``GREEDY`` sets ``min_new_tokens``) and the image token, which only the prompt may contain.
+    """
+    anatomy = ModelAnatomy.from_model(model)
+    prompt = inputs["input_ids"]
+    batch, prompt_len = prompt.shape
+    sequence = prompt
+    mask = inputs.get("attention_mask", torch.ones_like(prompt))
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    tokens = []
+    for t in range(num_steps):
+        length = sequence.shape[1]
+        # (L, batch, length): skip masks by position
+        skip = torch.zeros(anatomy.num_layers, batch, length, dtype=torch.bool)
+        for s in range(t + 1):
+            step_skip = torch.from_numpy(report.skipped[s]).T  # (L, batch)
+            skip[:, :, prompt_len - 1 + s] = step_skip
+        if static:
+            skip[:, :, : prompt_len - 1] = torch.from_numpy(report.skipped[0]).T[:, :, None]
+        captured = {}
+
+        def hook(module, args, output, j):
+            hidden_in = args[0]
+            out = torch.where(skip[j - 1][:, :, None], hidden_in, output)
+            captured[j] = out[:, -1]
+            return out
+
+        handles = [
+            layer.register_forward_hook(lambda m, a, o, j=j: hook(m, a, o, j)) for j, layer in enumerate(anatomy.layers, 1)
+        ]
+        try:
+            logits = model(input_ids=sequence, attention_mask=mask, use_cache=False, **extra).logits[:, -1]
+        finally:
+            for handle in handles:
+                handle.remove()
+        exit_layer = report.exit_layer[t]
+        for b in range(batch):
+            if exit_layer[b] < anatomy.num_layers:
+                logits[b] = anatomy.lm_head(anatomy.final_norm(captured[int(exit_layer[b])][b]))
+        logits[:, [model.generation_config.eos_token_id, *suppress]] = -float("inf")
+        token = logits.argmax(-1)
+        tokens.append(token)
+        sequence = torch.cat([sequence, token[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(token[:, None])], dim=1)
+    return torch.stack(tokens, dim=1)
