@@ -208,3 +208,37 @@ def test_assisted_decoding_is_refused_not_reset(variant):
         assert "\n" not in str(info.value)
     finally:
         lvlm_skip.unwrap(model)
+
+
+# -- no deprecated calls ------------------------------------------------------------------------------
+
+
+def _deprecations(run) -> set[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            run()
+    return {str(w.message)[:200] for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))}
+
+
+@pytest.mark.parametrize("options", [
+    dict(variant="layers", layers=[2], kv_fill="project"),
+    dict(variant="layers", layers=[2], kv_fill="recompute"),
+    dict(variant="skip3", keep_last=1, detection=dict(min_shallow_layers=1, rel_low=0.9, patience=1)),
+    dict(variant="skip3", mode="online", keep_last=1, detection=dict(min_shallow_layers=1, rel_low=0.9, patience=1)),
+    dict(variant="skip2", mode="online", detection=dict(min_shallow_layers=1, rel_low=0.9, patience=1)),
+    dict(variant="dola"), dict(variant="deco"), dict(variant="vcd"),
+], ids=["static-project", "static-recompute", "static-measured", "online-skip3", "online-skip2", "dola", "deco", "vcd"])
+def test_our_calls_trigger_no_transformers_deprecation(tiny_llava, options):
+    """A wrapped generate warns of nothing deprecated that stock generate does not warn of itself."""
+    model, inputs = tiny_llava.model, tiny_llava.inputs
+    kwargs = dict(max_new_tokens=3, do_sample=False)
+    stock = _deprecations(lambda: model.generate(**inputs, **kwargs))
+    lvlm_skip.wrap(model, **options)
+    try:
+        wrapped = _deprecations(lambda: model.generate(**inputs, **kwargs))
+    finally:
+        lvlm_skip.unwrap(model)
+    assert wrapped <= stock, sorted(wrapped - stock)
