@@ -91,6 +91,8 @@ class ModelAnatomy:
         layer_cache_argument: The keyword under which the decoder hands each layer the KV cache
             (``"cache"`` on transformers >= 5.24, ``"past_key_values"`` before).
         model_cache_argument: The same for the model's own ``forward`` (what ``generate`` passes).
+        layer_returns_tuple: The decoder reads ``layer_outputs[0]`` from each layer (Chameleon on 5.x), so
+            an intervened layer must return ``(hidden,)``, not a bare tensor; read from the decoder's loop.
     """
 
     model: nn.Module
@@ -103,6 +105,7 @@ class ModelAnatomy:
     vocab_size: int
     layer_cache_argument: str = "cache"
     model_cache_argument: str = "cache"
+    layer_returns_tuple: bool = False
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "ModelAnatomy":
@@ -143,7 +146,12 @@ class ModelAnatomy:
             vocab_size=int(lm_head.weight.shape[0]),
             layer_cache_argument=cache_argument_of(type(layers[0]).forward),
             model_cache_argument=cache_argument_of(type(model).forward),
+            layer_returns_tuple=_decoder_unpacks_layer_tuple(type(decoder).forward),
         )
+
+    def pack_layer_output(self, hidden: torch.Tensor):
+        """What the decoder expects back from a layer whose call was intervened: ``hidden``, or ``(hidden,)``."""
+        return (hidden,) if self.layer_returns_tuple else hidden
 
     def check_layer(self, layer: int, *, allow_embeddings: bool = False) -> int:
         """Validate a 1-based layer number (0 = embeddings when ``allow_embeddings``).
@@ -270,6 +278,21 @@ class ModelAnatomy:
             "decoding step (assisted, speculative or prompt-lookup decoding?): lvlm_skip's skips and peers "
             "decode one token per forward"
         )
+
+
+def _decoder_unpacks_layer_tuple(decoder_forward) -> bool:
+    """Does the decoder read ``layer_outputs[0]`` from each layer (Chameleon on 5.x) instead of the bare tensor?
+
+    Layers' return annotations are unreliable (Gemma 3 declares a tuple and returns a tensor), so this reads
+    the decoder's own loop.
+    """
+    import re
+
+    try:
+        source = inspect.getsource(decoder_forward)
+    except (OSError, TypeError):
+        return False
+    return re.search(r"hidden_states\s*=\s*layer_outputs\[0\]", source) is not None
 
 
 def unpack_layer_output(output) -> torch.Tensor:

@@ -107,17 +107,17 @@ class LayerRouting:
         self._previous = [layer.__dict__.get("forward") for layer in self._layers]
         forwards = [layer.forward for layer in self._layers]
         for j, layer in enumerate(self._layers, start=1):
-            layer.forward = self._patched(runner, j, forwards[j - 1], forwards)
+            layer.forward = self._patched(runner, j, forwards[j - 1], forwards, anatomy.pack_layer_output)
 
     @staticmethod
-    def _patched(runner, layer: int, forward, forwards):
+    def _patched(runner, layer: int, forward, forwards, pack):
         @torch.compiler.disable
         def routed(*args, **kwargs):
             if args:
                 hidden, args = args[0], args[1:]
             else:
                 hidden = kwargs.pop("hidden_states")
-            return runner(layer, forward, forwards, hidden, args, kwargs)
+            return pack(runner(layer, forward, forwards, hidden, args, kwargs))
 
         return routed
 
