@@ -18,18 +18,22 @@ def deleted_layers_model(model, skip):
     clone.config.get_text_config().num_hidden_layers = len(keep)
     decoder.config.num_hidden_layers = len(keep)
     if getattr(decoder.config, "layer_types", None):
-        decoder.config.layer_types = decoder.config.layer_types[: len(keep)]
+        # each kept layer keeps its own type (Gemma 3's sliding / full pattern)
+        decoder.config.layer_types = [t for j, t in enumerate(decoder.config.layer_types, start=1) if j not in skip]
     return clone
 
 
 @torch.no_grad()
-def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, suppress: tuple[int, ...] = ()):
+def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, suppress: tuple[int, ...] = (),
+                          prefix_lm: bool = False):
     """Greedy tokens from re-running the whole prefix without cache at every step, applying ``report``'s decisions.
 
     At layer ``j`` the output at a position equals the input wherever the report skipped ``j`` for
     that row at the step that position predicts (every position for a static set); where the report
     exits at layer ``e``, that step's logits come from ``lm_head(norm(h_e))``. ``suppress`` are token
     ids never chosen: EOS (``GREEDY`` sets ``min_new_tokens``) and the image token, which only the prompt may contain.
+    ``prefix_lm`` (PaliGemma): mark the generated positions with ``token_type_ids = 1``, so the replay attends to
+    them causally as generate does, and only the prompt bidirectionally.
     """
     anatomy = ModelAnatomy.from_model(model)
     prompt = inputs["input_ids"]
@@ -51,14 +55,17 @@ def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, sup
 
         def hook(module, args, output, j):
             hidden_in = args[0]
-            out = torch.where(skip[j - 1][:, :, None], hidden_in, output)
+            tensor = output[0] if isinstance(output, tuple) else output  # Chameleon's layers return a tuple
+            out = torch.where(skip[j - 1][:, :, None], hidden_in, tensor)
             captured[j] = out[:, -1]
-            return out
+            return (out, *output[1:]) if isinstance(output, tuple) else out
 
         handles = [
             layer.register_forward_hook(lambda m, a, o, j=j: hook(m, a, o, j)) for j, layer in enumerate(anatomy.layers, 1)
         ]
         try:
+            if prefix_lm:
+                extra["token_type_ids"] = (torch.arange(length) >= prompt_len).long().expand(batch, length)
             logits = model(input_ids=sequence, attention_mask=mask, use_cache=False, **extra).logits[:, -1]
         finally:
             for handle in handles:

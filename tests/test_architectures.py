@@ -1,0 +1,109 @@
+"""The architecture matrix: tiny random models of transformers' image-text-to-text classes, batch 1, text-only
+prompts, float64. Per served class: stock generate runs, ``none`` equals stock, the static ``positions="all"``
+skip equals the model with that layer deleted, online skip3 (loose thresholds, checked to skip) equals a
+cache-free replay, trace reads out L layers, the last layer's readout equals the model's logits, and unwrap
+restores the model. Refused classes fail at wrap in one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lvlm_skip
+from lvlm_skip.anatomy import ModelAnatomy, UnsupportedModelError
+from lvlm_skip.readout import stack_layer_logits
+from references import deleted_layers_model, slow_reference_tokens
+from vlm_zoo import L, REFUSED, SERVED, build
+
+STEPS = 5
+GREEDY = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
+LOOSE = dict(min_shallow_layers=1, rel_low=0.9, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
+PROMPT = torch.tensor([[1, 5, 6, 7, 8, 9, 10]])
+INPUTS = {"input_ids": PROMPT, "attention_mask": torch.ones_like(PROMPT)}
+
+
+@pytest.fixture(scope="module", params=list(SERVED))
+def served(request):
+    model = build(request.param)
+    with torch.no_grad():
+        stock = model.generate(**INPUTS, **GREEDY)[:, PROMPT.shape[1]:]
+        logits = model(**INPUTS).logits
+    assert stock.shape == (1, STEPS)
+    return request.param, model, stock, logits
+
+
+def _generate(model, **options):
+    with lvlm_skip.skipping(model, **options) as run, torch.no_grad():
+        out = model.generate(**INPUTS, **GREEDY)
+    return out[:, PROMPT.shape[1]:], run.report
+
+
+def test_none_equals_stock(served):
+    _, model, stock, _ = served
+    assert torch.equal(_generate(model, variant="none")[0], stock)
+
+
+def test_static_all_positions_equals_deleted_layer(served):
+    _, model, _, _ = served
+    new, report = _generate(model, variant="layers", layers=[2], positions="all")
+    assert report.skipped_layers(0) == [2]
+    expected = deleted_layers_model(model, [2]).generate(**INPUTS, **GREEDY)[:, PROMPT.shape[1]:]
+    assert torch.equal(new, expected)
+
+
+def test_online_skip3_equals_cache_free_replay(served):
+    name, model, _, _ = served
+    new, report = _generate(model, variant="skip3", mode="online", keep_last=1, detection=LOOSE, candidates=0)
+    assert report.skipped.any(), "no layer skipped: the case would prove nothing"
+    assert torch.equal(new, slow_reference_tokens(model, INPUTS, report, STEPS, static=False,
+                                                      prefix_lm=name == "PaliGemma"))
+
+
+def test_trace_reads_out_every_layer(served):
+    _, model, stock, _ = served
+    result = lvlm_skip.trace(model, INPUTS, max_new_tokens=STEPS)
+    steps = int(result.lengths[0])
+    steps -= int(result.token_ids[0, steps - 1] == model.generation_config.eos_token_id)  # stock suppresses EOS
+    assert result.jsd.shape[-1] == L and result.token_probs.shape[-1] == L and result.meta["num_layers"] == L
+    assert torch.equal(torch.as_tensor(result.token_ids)[:, :steps], stock[:, :steps])
+
+
+def test_last_layer_readout_equals_model_logits(served):
+    """The lens's own final transformation (norm, head, Gemma's logit soft-capping) gives the model's logits."""
+    _, model, _, logits = served
+    anatomy = ModelAnatomy.from_model(model)
+    states = {}
+    def keep(module, args, output):
+        states["h"] = output[0] if isinstance(output, tuple) else output  # returns None: output unchanged
+
+    handle = anatomy.layers[-1].register_forward_hook(keep)
+    try:
+        with torch.no_grad():
+            model(**INPUTS)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        readout = stack_layer_logits(anatomy, states["h"][None])[0]
+        raw = stack_layer_logits(anatomy, states["h"][None], readout="raw")[0]
+    torch.testing.assert_close(readout, logits)
+    torch.testing.assert_close(raw, logits)
+
+
+def test_unwrap_restores(served):
+    _, model, stock, logits = served
+    forward = model.forward
+    lvlm_skip.wrap(model, variant="layers", layers=[2])
+    lvlm_skip.unwrap(model)
+    assert "generate" not in model.__dict__ and model.forward == forward
+    with torch.no_grad():
+        assert torch.equal(model(**INPUTS).logits, logits)
+        assert torch.equal(model.generate(**INPUTS, **GREEDY)[:, PROMPT.shape[1]:], stock)
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_refused_in_one_line(name):
+    model = build(name)
+    with pytest.raises(UnsupportedModelError) as error:
+        lvlm_skip.wrap(model, variant="skip3", mode="online")
+    assert "\n" not in str(error.value) and type(model).__name__ in str(error.value)
+    assert not lvlm_skip.is_wrapped(model)

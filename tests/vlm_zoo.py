@@ -1,0 +1,114 @@
+"""Tiny random models of transformers' image-text-to-text classes for the architecture matrix (sizes as
+constructor arguments; text-only prompts, so no processor is needed)."""
+
+from __future__ import annotations
+
+import torch
+import transformers as tf
+
+L = 8
+TEXT = dict(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=L, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=128, pad_token_id=0, bos_token_id=1,
+            eos_token_id=2, initializer_range=0.3)
+CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=32,
+            patch_size=8, projection_dim=32)
+SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=32,
+              patch_size=8)
+QWEN_VISION = dict(depth=1, embed_dim=16, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=2,
+                   spatial_merge_size=1, temporal_patch_size=1)
+MROPE = {"rope_type": "default", "mrope_section": [1, 1, 2]}
+
+
+def _llava():
+    return tf.LlavaForConditionalGeneration(tf.LlavaConfig(
+        text_config=tf.LlamaConfig(**TEXT), vision_config=tf.CLIPVisionConfig(**CLIP), image_token_id=3))
+
+
+def _llava_next():
+    return tf.LlavaNextForConditionalGeneration(tf.LlavaNextConfig(
+        text_config=tf.LlamaConfig(**TEXT), vision_config=tf.CLIPVisionConfig(**CLIP), image_token_id=3,
+        image_grid_pinpoints=[[32, 32]]))
+
+
+def _llava_onevision():
+    return tf.LlavaOnevisionForConditionalGeneration(tf.LlavaOnevisionConfig(
+        text_config=tf.Qwen2Config(**TEXT), vision_config=tf.SiglipVisionConfig(**SIGLIP), image_token_id=3,
+        video_token_id=4, image_grid_pinpoints=[[32, 32]]))
+
+
+def _vipllava():
+    return tf.VipLlavaForConditionalGeneration(tf.VipLlavaConfig(
+        text_config=tf.LlamaConfig(**TEXT), vision_config=tf.CLIPVisionConfig(**dict(CLIP, num_hidden_layers=2)),
+        image_token_id=3, vision_feature_layers=[-2, -1]))
+
+
+def _qwen2_vl():
+    return tf.Qwen2VLForConditionalGeneration(tf.Qwen2VLConfig(
+        text_config=dict(TEXT, rope_parameters=MROPE), vision_config=QWEN_VISION))
+
+
+def _qwen2_5_vl():
+    vision = dict(depth=1, hidden_size=16, out_hidden_size=32, intermediate_size=32, num_heads=2, patch_size=2,
+                  spatial_merge_size=1, temporal_patch_size=1, fullatt_block_indexes=[0])
+    return tf.Qwen2_5_VLForConditionalGeneration(tf.Qwen2_5_VLConfig(
+        text_config=dict(TEXT, rope_parameters=MROPE), vision_config=vision))
+
+
+def _gemma3():
+    text = dict(TEXT, final_logit_softcapping=3.0, sliding_window=8, query_pre_attn_scalar=8)
+    return tf.Gemma3ForConditionalGeneration(tf.Gemma3Config(
+        text_config=text, vision_config=SIGLIP, mm_tokens_per_image=4, image_token_index=3, boi_token_index=4,
+        eoi_token_index=5))
+
+
+def _paligemma():
+    return tf.PaliGemmaForConditionalGeneration(tf.PaliGemmaConfig(
+        text_config=tf.GemmaConfig(**TEXT), vision_config=tf.SiglipVisionConfig(**SIGLIP), image_token_index=3))
+
+
+def _mistral3():
+    vision = tf.PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                    image_size=32, patch_size=8, head_dim=8)
+    return tf.Mistral3ForConditionalGeneration(tf.Mistral3Config(
+        text_config=tf.MistralConfig(**TEXT), vision_config=vision, image_token_index=3, spatial_merge_size=1))
+
+
+def _chameleon():
+    vq = dict(embed_dim=32, num_embeddings=16, latent_channels=32, resolution=32, channel_multiplier=[1], base_channels=32)
+    return tf.ChameleonForConditionalGeneration(tf.ChameleonConfig(**TEXT, vq_config=vq, vocabulary_map={"<image>": 3}))
+
+
+def _blip2():
+    return tf.Blip2ForConditionalGeneration(tf.Blip2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                            encoder_hidden_size=32, vocab_size=99),
+        text_config=tf.OPTConfig(vocab_size=99, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                 num_attention_heads=4, word_embed_proj_dim=32, pad_token_id=0, bos_token_id=1,
+                                 eos_token_id=2),
+        num_query_tokens=4))
+
+
+#: served classes (the matrix) and refused ones (checked to fail in one line at wrap)
+SERVED = {
+    "Llava": _llava,
+    "LlavaNext": _llava_next,
+    "LlavaOnevision": _llava_onevision,
+    "VipLlava": _vipllava,
+    "Qwen2VL": _qwen2_vl,
+    "Qwen2_5_VL": _qwen2_5_vl,
+    "Gemma3": _gemma3,
+    "PaliGemma": _paligemma,
+    "Mistral3": _mistral3,
+    "Chameleon": _chameleon,
+}
+REFUSED = {"Blip2": _blip2}
+
+
+def build(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    builder = {**SERVED, **REFUSED}[name]
+    model = builder().double().eval()
+    assert sum(p.numel() for p in model.parameters()) < 400_000, name
+    return model
