@@ -149,6 +149,16 @@ class ModelAnatomy:
             layer_returns_tuple=_decoder_unpacks_layer_tuple(type(decoder).forward),
         )
 
+    @property
+    def tied_embeddings(self) -> bool:
+        """The LM head shares its weight with the input embeddings (what DoLa's candidate layers depend on).
+
+        Read from the modules, not the config: Qwen2-VL's text config has no ``tie_word_embeddings`` (the
+        top-level config holds it).
+        """
+        embeddings = self.model.get_input_embeddings()
+        return embeddings is not None and self.lm_head.weight is embeddings.weight
+
     def pack_layer_output(self, hidden: torch.Tensor):
         """What the decoder expects back from a layer whose call was intervened: ``hidden``, or ``(hidden,)``."""
         return (hidden,) if self.layer_returns_tuple else hidden

@@ -152,7 +152,7 @@ class PeerController:
         self.config = config
         L = anatomy.num_layers
         if variant == "dola":
-            tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
+            tied = anatomy.tied_embeddings
             self.layers = contrast.dola_candidate_layers(L, config.layers, tie_word_embeddings=tied)
         elif variant == "deco":
             self.layers = list(config.layers) if config.layers else contrast.deco_default_window(L)
