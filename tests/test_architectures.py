@@ -107,3 +107,15 @@ def test_refused_in_one_line(name):
         lvlm_skip.wrap(model, variant="skip3", mode="online")
     assert "\n" not in str(error.value) and type(model).__name__ in str(error.value)
     assert not lvlm_skip.is_wrapped(model)
+
+
+@pytest.mark.parametrize("variant,options", [("dola", {}), ("deco", {"alpha": 2.0})])
+def test_text_peers_equal_slow_reference(served, variant, options):
+    """DoLa and DeCo (text-only prompts; VCD needs an image) equal test_peers' cache-free slow reference."""
+    from test_peers import generate as peer_generate
+    from test_peers import slow_reference
+
+    name, model, _, _ = served
+    new, report = peer_generate(model, INPUTS, variant, options)
+    assert torch.equal(new, slow_reference(model, INPUTS, variant, options, prefix_lm=name == "PaliGemma"))
+    assert (report.chosen_layer >= 0).all()

@@ -48,16 +48,22 @@ GREEDY = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
 
 
 @torch.no_grad()
-def slow_reference(model, inputs, variant, options, steps=STEPS, suppress=()):
-    """Greedy tokens recomputed from the whole prefix at every step, no cache, with the peer's contrast."""
+def slow_reference(model, inputs, variant, options, steps=STEPS, suppress=(), prefix_lm=False):
+    """Greedy tokens recomputed from the whole prefix at every step, no cache, with the peer's contrast.
+
+    ``prefix_lm`` (PaliGemma): generated positions get ``token_type_ids = 1`` so they attend causally, as in generate.
+    """
     anatomy = ModelAnatomy.from_model(model)
     L = anatomy.num_layers
     sequence, mask = inputs["input_ids"], inputs["attention_mask"]
     extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-    tied = bool(model.config.get_text_config().tie_word_embeddings)
+    tied = anatomy.tied_embeddings
     tokens = []
     for _ in range(steps):
         extra["position_ids"] = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate sets them
+        if prefix_lm:
+            prompt_len = inputs["input_ids"].shape[1]
+            extra["token_type_ids"] = (torch.arange(mask.shape[1]) >= prompt_len).long().expand_as(mask)
         out = model(input_ids=sequence, attention_mask=mask, use_cache=False, output_hidden_states=True, **extra)
         final, hidden = out.logits[:, -1], out.hidden_states  # hidden[j] = h_j, the last one after the norm
         if variant == "dola":
