@@ -147,3 +147,22 @@ def test_left_padded_batch_of_two(served, case):
         assert run.report.skipped.any(), "no layer skipped: the case would prove nothing"
         expected = slow_reference_tokens(model, PADDED, run.report, STEPS, static=False)
     assert torch.equal(new, expected)
+
+
+#: classes whose image inputs are cheap to build by hand: (image token id, image tokens per 32x32 image)
+VCD_IMAGES = {"Llava": (3, 16), "VipLlava": (3, 16), "Gemma3": (3, 4)}
+
+
+@pytest.mark.parametrize("name", list(VCD_IMAGES))
+def test_vcd_with_an_image_equals_slow_reference(name):
+    from test_peers import generate as peer_generate
+    from test_peers import slow_reference
+
+    token, count = VCD_IMAGES[name]
+    model = build(name)
+    ids = torch.tensor([[1] + [token] * count + [5, 6, 7]])
+    torch.manual_seed(0)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+              "pixel_values": torch.randn(1, 3, 32, 32, dtype=torch.float64)}
+    new, _ = peer_generate(model, inputs, "vcd", {}, suppress_tokens=[token])
+    assert torch.equal(new, slow_reference(model, inputs, "vcd", {}, suppress=(token,)))
