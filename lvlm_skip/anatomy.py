@@ -166,6 +166,14 @@ class ModelAnatomy:
         embeddings = self.model.get_input_embeddings()
         return embeddings is not None and self.lm_head.weight is embeddings.weight
 
+    @property
+    def has_sliding_window_layers(self) -> bool:
+        """Some layers attend through a sliding window (Gemma 3): their dynamic cache cannot be cropped back
+        once the window is full, so an intervention that re-runs a step's layers cannot serve them."""
+        config = self.model.config.get_text_config()
+        types = getattr(config, "layer_types", None) or ()
+        return getattr(config, "sliding_window", None) is not None and "sliding_attention" in types
+
     def pack_layer_output(self, hidden: torch.Tensor):
         """What the decoder expects back from a layer whose call was intervened: ``hidden``, or ``(hidden,)``."""
         return (hidden,) if self.layer_returns_tuple else hidden

@@ -51,9 +51,15 @@ def test_static_all_positions_equals_deleted_layer(served):
     assert torch.equal(new, expected)
 
 
-def test_online_skip3_equals_cache_free_replay(served):
+@pytest.mark.parametrize("variant,extra", [("skip2", {}), ("skip3", {"keep_last": 1})])
+def test_online_skip_equals_cache_free_replay(served, variant, extra):
     name, model, _, _ = served
-    new, report = _generate(model, variant="skip3", mode="online", keep_last=1, detection=LOOSE, candidates=0)
+    if variant == "skip2" and name == "Gemma3":
+        with pytest.raises(UnsupportedModelError, match="sliding-window") as error:
+            lvlm_skip.wrap(model, variant=variant, mode="online", detection=LOOSE)
+        assert "\n" not in str(error.value) and not lvlm_skip.is_wrapped(model)
+        return
+    new, report = _generate(model, variant=variant, mode="online", detection=LOOSE, candidates=0, **extra)
     assert report.skipped.any(), "no layer skipped: the case would prove nothing"
     assert torch.equal(new, slow_reference_tokens(model, INPUTS, report, STEPS, static=False,
                                                       prefix_lm=name == "PaliGemma"))

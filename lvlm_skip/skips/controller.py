@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from ..anatomy import ModelAnatomy
+from ..anatomy import UnsupportedModelError, ModelAnatomy
 from .calibration import calibrate
 from .config import SkipConfig
 from .kv import DeferredKV
@@ -33,6 +33,11 @@ class SkipController:
         self.anatomy = anatomy
         self.config = config
         self.policy = policy_for(config)
+        if config.mode == "online" and self.policy.online == "discard" and anatomy.has_sliding_window_layers:
+            raise UnsupportedModelError(
+                f"online {config.variant} is not supported on {type(anatomy.model).__name__}: it re-runs a step's late "
+                "layers, and its sliding-window caches cannot be cropped back once the window is full; use static mode"
+            )
         self.num_layers = anatomy.num_layers
         self.online = OnlineContext(anatomy, config, self.policy, self._window_start()) if config.mode == "online" else None
         self.needs_calibration = config.mode == "static" and not self.policy.layers_given(config)
