@@ -26,3 +26,24 @@ def test_wrap_refuses_linear_attention_before_generation():
     with pytest.raises(lvlm_skip.UnsupportedModelError, match="linear-attention"):
         lvlm_skip.wrap(model, variant="skip1", critical_layer=1)
     assert getattr(model, "_lvlm_skip_state", None) is None
+
+
+def test_speed_fewer_than_three_runs_judges_nothing():
+    from lvlm_skip.evaluation import speed
+
+    rows = [{"config": "stock", "spread_pct": 0.0, "met": "no", "median_ms": 1.0}]
+    printed, note = speed.unjudged(rows, 1)
+    assert printed[0]["spread_pct"] == "-" and printed[0]["met"] == "-" and printed[0]["median_ms"] == 1.0
+    assert "no spread or target can be judged" in note
+    printed, note = speed.unjudged(rows, 3)
+    assert note is None and printed == rows
+
+
+def test_printed_evaluation_table_leaves_out_timing():
+    from lvlm_skip.evaluation.report import VariantRow
+    from lvlm_skip.evaluation.runner import EvaluationReport
+
+    row = VariantRow(variant="none", metrics={"chair": 1.0}, tokens_per_s=10.0, speedup=1.0, layers_skipped=0.0, n=1, errors=0)
+    report = EvaluationReport(rows=[row], columns=["variant", "chair", "tokens_per_s", "speedup", "layers_skipped", "n", "errors"])
+    assert "speedup" not in report.table() and "tokens_per_s" not in report.table()
+    assert "speedup" in report.table(timing=True)

@@ -98,9 +98,19 @@ class EvaluationReport:
     json_path: Path | None = None
     md_path: Path | None = None
 
-    def table(self) -> str:
-        """The rows as a Markdown table."""
-        return markdown_table([r.to_dict() for r in self.rows], self.columns)
+    def table(self, timing: bool = False) -> str:
+        """The rows as a Markdown table; without ``timing``, less ``tokens_per_s`` and ``speedup``.
+
+        Variants run one after the other here, without a warm-up or interleaving, so the first
+        absorbs the warm-up and a busy machine shifts the rest: those two columns stay in the JSON
+        and Markdown reports, and ``lvlm-skip speed`` is the measurement of speed.
+        """
+        columns = [c for c in self.columns if timing or c not in UNTIMED_COLUMNS]
+        return markdown_table([r.to_dict() for r in self.rows], columns)
+
+
+#: Columns left out of the printed table (measured without warm-up or interleaving; see ``lvlm-skip speed``).
+UNTIMED_COLUMNS = ("tokens_per_s", "speedup")
 
 
 def select_items(task: EvalTask, limit: int | None) -> list[EvalItem]:
