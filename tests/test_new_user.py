@@ -47,3 +47,18 @@ def test_printed_evaluation_table_leaves_out_timing():
     report = EvaluationReport(rows=[row], columns=["variant", "chair", "tokens_per_s", "speedup", "layers_skipped", "n", "errors"])
     assert "speedup" not in report.table() and "tokens_per_s" not in report.table()
     assert "speedup" in report.table(timing=True)
+
+
+def test_stage_lines_one_per_finished_variant(caplog):
+    import logging
+
+    from lvlm_skip.evaluation.runner import _StageLines
+
+    stage = _StageLines(enabled=True, rank=0)
+    with caplog.at_level(logging.INFO, logger="lvlm_skip.evaluation.runner"):
+        for label in ("none", "none", "skip1"):
+            stage.start(label)
+            stage.count()
+        stage.finish()
+    lines = [r.getMessage() for r in caplog.records if "done:" in r.getMessage()]
+    assert len(lines) == 2 and "none done: 2 item(s)" in lines[0] and "skip1 done: 1 item(s)" in lines[1]
