@@ -45,6 +45,20 @@ class _WrapState:
     last_report: SkipReport | PeerReport | None = None
 
 
+def _refuse_linear_attention(model):
+    """Refuse hybrid linear-attention models (Qwen3.5 and the like) here, before any generation runs."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) or config
+    kinds = set(getattr(text, "layer_types", None) or ())
+    if any("linear" in str(kind) for kind in kinds):
+        from .anatomy import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has linear-attention layers ({', '.join(sorted(map(str, kinds)))}); "
+            "lvlm_skip supports full-attention decoders only"
+        )
+
+
 def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, profile=None, **options):
     """Install a layer intervention on ``model`` (in place) and return it.
 
@@ -72,6 +86,7 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, pro
     """
     if getattr(model, _STATE_ATTR, None) is not None:
         raise ValueError("this model is already wrapped by lvlm_skip; call lvlm_skip.unwrap(model) first")
+    _refuse_linear_attention(model)
     anatomy = ModelAnatomy.from_model(model)
     if isinstance(variant, str) and variant in PEERS:
         if profile is not None:
@@ -87,6 +102,8 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, pro
                 raise TypeError("wrap(model, config): pass the options inside the SkipConfig, not beside it")
             config = variant
         else:
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
             if profile is not None:
                 options = _profile_options(variant, profile, anatomy.num_layers, options)
             config = SkipConfig.from_kwargs(variant=variant, mode=mode, **options)

@@ -62,7 +62,9 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
                            verify_weights=args.verify_weights)
     report = evaluate(task, settings)
     if report is not None:
-        sys.stdout.write(report.table() + "\n")
+        sys.stdout.write(report.table() + "\n(tokens_per_s and speedup are left out: the variants ran one after "
+                         "the other without a warm-up; they are in the .json report, and `lvlm-skip speed` "
+                         "measures speed)\n")
         for name, reason in (report.meta.get("skipped_metrics") or {}).items():
             logger.info("%s skipped: %s", name, reason)
     return 0

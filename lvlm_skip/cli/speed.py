@@ -89,9 +89,12 @@ def run(args) -> int:
     setting.update(clock=clock, statistic=args.statistic)
     rows = speed.measure(model, inputs, configs, args.runs, args.new_tokens, progress=progress_enabled(args), clock=clock,
                          statistic=args.statistic)
-    table = markdown_table([r.to_dict() for r in rows])
-    noisy = speed.noisy_rows(rows)
-    if noisy:
+    printed, judge_note = speed.unjudged([r.to_dict() for r in rows], args.runs)
+    table = markdown_table(printed)
+    noisy = speed.noisy_rows(rows) if judge_note is None else []
+    if judge_note:
+        logger.warning("%s", judge_note)
+    elif noisy:
         logger.warning("the decode rate of %s spread by more than 10%% over the runs: the machine was busy, "
                        "those rows are noise", ", ".join(noisy))
     approximation = agreement = None
@@ -108,8 +111,8 @@ def run(args) -> int:
                     100 * agreement["within_one_layer"])
     (out / "speed.md").write_text(table + "\n")
     result = {"setting": setting, "num_layers": anatomy.num_layers, "rows": [r.to_dict() for r in rows],
-              "noisy_rows": noisy, "approximation": approximation, "lagged_agreement": agreement}
+              "noisy_rows": noisy, "note": judge_note, "approximation": approximation, "lagged_agreement": agreement}
     (out / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
-    sys.stdout.write(table + "\n")
+    sys.stdout.write(table + "\n" + (f"\n{judge_note}\n" if judge_note else ""))
     logger.info("wrote %s and %s", out / "speed.md", out / "speed.json")
     return 0

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -98,9 +99,19 @@ class EvaluationReport:
     json_path: Path | None = None
     md_path: Path | None = None
 
-    def table(self) -> str:
-        """The rows as a Markdown table."""
-        return markdown_table([r.to_dict() for r in self.rows], self.columns)
+    def table(self, timing: bool = False) -> str:
+        """The rows as a Markdown table; without ``timing``, less ``tokens_per_s`` and ``speedup``.
+
+        Variants run one after the other here, without a warm-up or interleaving, so the first
+        absorbs the warm-up and a busy machine shifts the rest: those two columns stay in the JSON
+        and Markdown reports, and ``lvlm-skip speed`` is the measurement of speed.
+        """
+        columns = [c for c in self.columns if timing or c not in UNTIMED_COLUMNS]
+        return markdown_table([r.to_dict() for r in self.rows], columns)
+
+
+#: Columns left out of the printed table (measured without warm-up or interleaving; see ``lvlm-skip speed``).
+UNTIMED_COLUMNS = ("tokens_per_s", "speedup")
 
 
 def select_items(task: EvalTask, limit: int | None) -> list[EvalItem]:
@@ -174,6 +185,30 @@ def _answer(item: EvalItem, label: str, task: EvalTask, image_dir: Path,
                         layers_skipped=None if result.layers_skipped is None else float(result.layers_skipped))
 
 
+class _StageLines:
+    """Without a progress bar (not a terminal): one log line per finished variant (items, seconds)."""
+
+    def __init__(self, enabled: bool, rank: int):
+        self.enabled, self.rank = enabled, rank
+        self.label: str | None = None
+        self.items = 0
+        self.began = 0.0
+
+    def start(self, label: str) -> None:
+        if label != self.label:
+            self.finish()
+            self.label, self.items, self.began = label, 0, time.perf_counter()
+
+    def count(self) -> None:
+        self.items += 1
+
+    def finish(self) -> None:
+        if self.enabled and self.label is not None and self.items:
+            logger.info("rank %d: %s done: %d item(s) in %.1f s", self.rank, self.label, self.items,
+                        time.perf_counter() - self.began)
+        self.label = None
+
+
 def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, processes: Processes) -> None:
     """Answer this process's shard of every (variant, item) that has no answer yet."""
     from tqdm.auto import tqdm
@@ -201,15 +236,20 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
             return loaded[0]
 
         done = 0
-        bar = tqdm(todo, desc="answers", unit="answer", disable=not (settings.progress and processes.is_main))
+        show_bar = settings.progress and processes.is_main
+        bar = tqdm(todo, desc="answers", unit="answer", disable=not show_bar)
+        stage = _StageLines(enabled=not show_bar, rank=processes.rank)
         try:
             for label, item in bar:
                 bar.set_postfix_str(label, refresh=False)
+                stage.start(label)
                 record = _answer(item, label, task, settings.image_dir, generator)
                 if not record.ok:
                     logger.warning("%s / %s: %s", label, item.id, record.error)
                 store.append(record)
                 done += 1
+                stage.count()
+            stage.finish()
         except KeyboardInterrupt:
             raise RunInterrupted(
                 f"interrupted: {done} of {len(todo)} answer(s) of this run are saved in {settings.out}; "

@@ -459,6 +459,23 @@ def select_configs(configs: Sequence[SpeedConfig], only: str | None) -> list[Spe
     return [c for i, c in enumerate(configs) if i == 0 or c.name in wanted or c.name.split(" ")[0] in wanted]
 
 
+#: Below this many timed runs neither a spread nor a target can be judged.
+MIN_JUDGED_RUNS = 3
+
+
+def unjudged(rows: Sequence[dict], runs: int) -> tuple[list[dict], str | None]:
+    """The rows as printed: with fewer than :data:`MIN_JUDGED_RUNS` runs, spread and targets blanked, and a note.
+
+    One or two runs give a spread of zero or of a single difference, so neither the spread nor a
+    target met or missed says anything; the rows then show ``-`` there and the note says why.
+    """
+    if runs >= MIN_JUDGED_RUNS:
+        return [dict(row) for row in rows], None
+    blanked = [{k: ("-" if k in ("spread_pct", "met") else v) for k, v in row.items()} for row in rows]
+    return blanked, (f"--runs {runs}: with fewer than {MIN_JUDGED_RUNS} timed runs no spread or target can be "
+                     f"judged; rerun with --runs {MIN_JUDGED_RUNS} or more")
+
+
 def noisy_rows(rows: Sequence[SpeedRow], limit_pct: float = 10.0) -> list[str]:
     """The rows whose decode rate spread over the runs exceeds ``limit_pct``."""
     return [row.config for row in rows if row.spread_pct > limit_pct]

@@ -1,0 +1,64 @@
+"""Issue 23: what a new user meets — refusals at wrap, the full variant list, honest speed notes."""
+
+import types
+
+import pytest
+
+import lvlm_skip
+from lvlm_skip.wrapping import VARIANTS
+from tests.tiny_models import _llava
+
+
+def test_wrap_unknown_variant_lists_all_nine():
+    model = _llava()
+    with pytest.raises(ValueError) as err:
+        lvlm_skip.wrap(model, variant="skipX")
+    for name in VARIANTS:
+        assert name in str(err.value)
+    for peer in ("dola", "deco", "vcd"):
+        assert peer in str(err.value)
+    assert getattr(model, "_lvlm_skip_state", None) is None
+
+
+def test_wrap_refuses_linear_attention_before_generation():
+    model = _llava()
+    model.config.text_config.layer_types = ["linear_attention", "full_attention"]
+    with pytest.raises(lvlm_skip.UnsupportedModelError, match="linear-attention"):
+        lvlm_skip.wrap(model, variant="skip1", critical_layer=1)
+    assert getattr(model, "_lvlm_skip_state", None) is None
+
+
+def test_speed_fewer_than_three_runs_judges_nothing():
+    from lvlm_skip.evaluation import speed
+
+    rows = [{"config": "stock", "spread_pct": 0.0, "met": "no", "median_ms": 1.0}]
+    printed, note = speed.unjudged(rows, 1)
+    assert printed[0]["spread_pct"] == "-" and printed[0]["met"] == "-" and printed[0]["median_ms"] == 1.0
+    assert "no spread or target can be judged" in note
+    printed, note = speed.unjudged(rows, 3)
+    assert note is None and printed == rows
+
+
+def test_printed_evaluation_table_leaves_out_timing():
+    from lvlm_skip.evaluation.report import VariantRow
+    from lvlm_skip.evaluation.runner import EvaluationReport
+
+    row = VariantRow(variant="none", metrics={"chair": 1.0}, tokens_per_s=10.0, speedup=1.0, layers_skipped=0.0, n=1, errors=0)
+    report = EvaluationReport(rows=[row], columns=["variant", "chair", "tokens_per_s", "speedup", "layers_skipped", "n", "errors"])
+    assert "speedup" not in report.table() and "tokens_per_s" not in report.table()
+    assert "speedup" in report.table(timing=True)
+
+
+def test_stage_lines_one_per_finished_variant(caplog):
+    import logging
+
+    from lvlm_skip.evaluation.runner import _StageLines
+
+    stage = _StageLines(enabled=True, rank=0)
+    with caplog.at_level(logging.INFO, logger="lvlm_skip.evaluation.runner"):
+        for label in ("none", "none", "skip1"):
+            stage.start(label)
+            stage.count()
+        stage.finish()
+    lines = [r.getMessage() for r in caplog.records if "done:" in r.getMessage()]
+    assert len(lines) == 2 and "none done: 2 item(s)" in lines[0] and "skip1 done: 1 item(s)" in lines[1]
