@@ -77,7 +77,11 @@ class LvlmSkip(LlavaHf):
         mode = str(options.pop("mode", "static"))
         profile = options.pop("profile", None)
         self._stats_path = options.pop("lvlm_skip_output", None)
-        rest.setdefault("device_map", "cpu")  # llava_hf's default "" fails on transformers 5
+        import torch
+
+        # llava_hf's defaults (device cuda, device_map "") fail on a CPU machine and on transformers 5
+        rest.setdefault("device", "cuda:0" if torch.cuda.is_available() else "cpu")
+        rest.setdefault("device_map", rest["device"])
         super().__init__(**rest)
         try:
             wrap(self.model, self.variant, mode, profile=profile, **options)
