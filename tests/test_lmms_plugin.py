@@ -52,9 +52,9 @@ def test_pope_both_ways(tmp_path, variant):
     ours = tmp_path / "ours"
     subprocess.run([sys.executable, "-m", "lvlm_skip.cli", "pope", "--questions",
                     str(bench / "pope" / "scenes_pope_random.json"), "--model", str(MODEL), "--variants", variant,
-                    "--prompt-suffix", "llava", "--limit", str(N), "--out", str(ours), "--device", "cpu"],
+                    "--image-dir", str(bench / "images"), "--prompt-suffix", "llava", "--limit", str(N), "--out", str(ours), "--device", "cpu"],
                    env=env, check=True, capture_output=True, timeout=900)
     rows = [json.loads(line) for line in open(ours / "responses.jsonl")]
     theirs = {s["pope_f1_score"]["question_id"]: s["filtered_resps"] for s in samples}
-    mine = {str(r["item_id"]).split(":")[-1]: r["text"] for r in rows}
+    mine = {str(r["id"]): r["response"] for r in rows}
     assert {k: v.strip() for k, v in theirs.items()} == {k: v.strip() for k, v in mine.items()}
