@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
                    help="With --pope-root: the file prefix (coco, aokvqa, gqa, scenes); default: the only one in the folder.")
     p.add_argument("--prompt-suffix", default="none",
                    help="Text appended to every question: none (POPE's question as is), llava (LLaVA-1.5's "
-                   "'\\nAnswer the question using a single word or phrase.'), vcd (' Please answer this question "
+                   "'\\nAnswer the question using a single word or phrase.'), vcd (VCD's ' Please answer this question "
                    "with one word.'), or any other text, appended verbatim. Part of the run's fingerprint.")
     add_evaluation_arguments(p, default_out="runs/pope", max_new_tokens=128, default_variants="none",
                              limit_help="Only the first N questions of each split.")

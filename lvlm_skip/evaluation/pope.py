@@ -10,7 +10,8 @@ scored like POPE's official ``evaluate.py`` (:mod:`~lvlm_skip.evaluation.pope_me
 * **Prompt.** The question text as is, which is POPE's own protocol, plus ``prompt_suffix``
   (default none). :data:`PROMPT_SUFFIXES` names the two suffixes in use: ``llava`` (LLaVA-1.5's
   ``llava_pope_test.jsonl``: ``"\\nAnswer the question using a single word or phrase."``) and
-  ``vcd`` (VCD's and DeCo's scripts: ``" Please answer this question with one word."``). The
+  ``vcd`` (VCD's POPE script: ``" Please answer this question with one word."``; DeCo's script has
+  that line commented out and asks the question as is). The
   suffix is part of the run's fingerprint.
 * **Metrics.** Per split and variant, over the questions answered (an item whose image cannot be
   read is an error record, counted in the report's ``errors`` and left out here):

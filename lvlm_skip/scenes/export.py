@@ -16,6 +16,9 @@ Layout written to ``out``::
     vqa.json                 single-word questions {id, image, image_id, type, query, answer}
     scenes.json              full scene metadata (split, seed, objects, background)
     pope/scenes_pope_<s>.json  POPE question files, s = random, popular, adversarial
+    hub/pope/<s>.parquet     the same in lmms-lab/POPE's schema; hub/coco_caption/test.parquet the
+                             captions in lmms-eval's COCO-Caption2017 schema (:mod:`~lvlm_skip.scenes.hub`;
+                             with pope and when ``datasets`` is installed)
                              (:mod:`~lvlm_skip.scenes.pope`; images relative to ``images/``)
 
 The ``hallu`` list of a generative record holds plausible absent objects: the prior partners of
@@ -246,6 +249,14 @@ def _write(out: Path, n_images: int, seed: int, split: str, pope: bool) -> Path:
     _dump(out / "scenes.json", rec["scenes"])
     if pope:
         write_pope_files(out / "pope", scenes, seed, [image_name(i) for i in range(1, n_images + 1)])
+        try:
+            import datasets  # noqa: F401 - the eval extra
+        except ImportError:
+            logger.info("datasets is not installed: hub/ (POPE and captions as parquet) not written")
+        else:
+            from .hub import write_hub_splits
+
+            write_hub_splits(out)
     logger.info("exported %d %s scenes (seed %d, %d records) to %s", n_images, split, seed,
                 len(rec["annotations"]), out)
     return out

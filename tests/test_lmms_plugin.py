@@ -1,0 +1,60 @@
+"""lmms-eval's own POPE task through the lvlm_skip plugin gives the answers and F1 of `lvlm-skip pope`."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (pip install -e .[lmms], see .ci/run)")
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "recipes" / "models" / "scene-llava"
+N = 6
+VARIANTS = ("none", "skip2", "dola")
+
+
+def test_split_model_args_lists_and_errors():
+    from lvlm_skip.errors import InputError
+    from lvlm_skip.lmms_plugin import split_model_args
+
+    opts, rest = split_model_args({"pretrained": "x", "variant": "layers", "layers": "[12,14]", "mutation_layers": "3;4"})
+    assert opts == {"variant": "layers", "layers": [12, 14], "mutation_layers": [3, 4]} and rest == {"pretrained": "x"}
+    with pytest.raises(InputError, match="expected a list"):
+        split_model_args({"layers": "twelve"})
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pope_both_ways(tmp_path, variant):
+    from lvlm_skip.evaluation.pope_metrics import score_pope  # noqa: F401
+    from lvlm_skip.scenes.export import export
+
+    bench = export(tmp_path / "bench", 2, 0)
+    task = tmp_path / "task"
+    task.mkdir()
+    pope_yaml = Path(lmms_eval.__file__).parent / "tasks" / "pope" / "pope.yaml"
+    (task / "pope_scene.yaml").write_text(
+        f"include: {pope_yaml}\ntask: pope_scene\ndataset_path: parquet\ndataset_kwargs:\n"
+        f"  data_files:\n    test: {bench / 'hub' / 'pope' / 'random.parquet'}\n")
+    (task / "utils.py").write_text("from lmms_eval.tasks.pope.utils import *\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "lmms"
+    subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "lvlm_skip", "--model_args",
+                    f"pretrained={MODEL},variant={variant},lvlm_skip_output={out}", "--tasks", "pope_scene",
+                    "--include_path", str(task), "--output_path", str(out), "--log_samples", "--limit", str(N)],
+                   env=env, check=False, capture_output=True, timeout=900)
+    samples = [json.loads(line) for f in glob.glob(str(out / "*" / "*samples_pope_scene.jsonl")) for line in open(f)]
+    assert len(samples) == N, "lmms-eval wrote no samples (it exits 0 on errors)"
+    assert (out / f"lvlm_skip_{variant}_rank0.json").exists()
+    ours = tmp_path / "ours"
+    subprocess.run([sys.executable, "-m", "lvlm_skip.cli", "pope", "--questions",
+                    str(bench / "pope" / "scenes_pope_random.json"), "--model", str(MODEL), "--variants", variant,
+                    "--image-dir", str(bench / "images"), "--prompt-suffix", "llava", "--limit", str(N), "--out", str(ours), "--device", "cpu"],
+                   env=env, check=True, capture_output=True, timeout=900)
+    rows = [json.loads(line) for line in open(ours / "responses.jsonl")]
+    theirs = {s["pope_f1_score"]["question_id"]: s["filtered_resps"] for s in samples}
+    mine = {str(r["id"]): r["response"] for r in rows}
+    assert {k: v.strip() for k, v in theirs.items()} == {k: v.strip() for k, v in mine.items()}
