@@ -74,9 +74,20 @@ def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, sup
         for b in range(batch):
             if exit_layer[b] < anatomy.num_layers:
                 logits[b] = anatomy.lm_head(anatomy.final_norm(captured[int(exit_layer[b])][b]))
-        logits[:, [model.generation_config.eos_token_id, *suppress]] = -float("inf")
-        token = logits.argmax(-1)
+        token, sequence, mask = greedy_append(model, logits, sequence, mask, suppress)
         tokens.append(token)
-        sequence = torch.cat([sequence, token[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones_like(token[:, None])], dim=1)
     return torch.stack(tokens, dim=1)
+
+
+def greedy_append(model, logits, sequence, mask, suppress=()):
+    """The greedy token of `(batch, vocab)` ``logits`` (EOS and ``suppress`` never chosen), appended.
+
+    Returns:
+        ``(token, sequence, mask)``: `(batch,)` the token, and the prefix and its mask one longer.
+    """
+    logits = logits.clone()
+    logits[:, [model.generation_config.eos_token_id, *suppress]] = -float("inf")
+    token = logits.argmax(-1)
+    sequence = torch.cat([sequence, token[:, None]], dim=1)
+    mask = torch.cat([mask, torch.ones_like(token[:, None])], dim=1)
+    return token, sequence, mask

@@ -15,6 +15,7 @@ from lvlm_skip.peers import noised_images
 from lvlm_skip.tiny import build_tiny_llava
 
 from batches import left_padded_batch
+from references import greedy_append
 
 NUM_LAYERS = 8
 STEPS = 6
@@ -78,12 +79,8 @@ def slow_reference(model, inputs, variant, options, steps=STEPS, suppress=(), pr
             noised = dict(extra, pixel_values=noised_images(extra["pixel_values"], 500, options.get("seed", 0)))
             other = model(input_ids=sequence, attention_mask=mask, use_cache=False, **noised).logits[:, -1]
             logits = contrast.vcd_contrast(final, other, alpha=options.get("alpha", 1.0), beta=options.get("beta", 0.1))
-        logits = logits.clone()
-        logits[:, [model.generation_config.eos_token_id, *suppress]] = -float("inf")
-        token = logits.argmax(-1)
+        token, sequence, mask = greedy_append(model, logits, sequence, mask, suppress)
         tokens.append(token)
-        sequence = torch.cat([sequence, token[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones_like(token[:, None])], dim=1)
     return torch.stack(tokens, dim=1)
 
 
