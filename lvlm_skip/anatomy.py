@@ -235,6 +235,22 @@ class ModelAnatomy:
         return kwargs
 
     @staticmethod
+    def split_layer_call(args: tuple, layer_kwargs: dict) -> tuple[torch.Tensor, tuple, dict]:
+        """``(hidden, other_args, other_kwargs)`` of a layer call: the hidden state comes first or as ``hidden_states``."""
+        if args:
+            return args[0], args[1:], layer_kwargs
+        kwargs = dict(layer_kwargs)
+        return kwargs.pop("hidden_states"), (), kwargs
+
+    @staticmethod
+    def query_length(args: tuple, model_kwargs: dict) -> int:
+        """New positions in a model ``forward`` call: the length of its ``input_ids`` or ``inputs_embeds``."""
+        tokens = model_kwargs.get("input_ids", args[0] if args else None)
+        if tokens is None:
+            tokens = model_kwargs["inputs_embeds"]
+        return int(tokens.shape[1])
+
+    @staticmethod
     def output_cache(outputs):
         """The cache a model's ``forward`` returned (``outputs.cache`` since 5.24, ``past_key_values`` before)."""
         cache = getattr(outputs, "cache", None)

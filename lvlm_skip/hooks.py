@@ -59,7 +59,7 @@ class LastPositionHooks:
         self.recorder = recorder = LastPositionRecorder(anatomy.num_layers, anatomy.head_device)
         self._handles = [
             anatomy.layers[0].register_forward_pre_hook(
-                lambda module, args, kwargs: recorder._start(args[0] if args else kwargs["hidden_states"]),
+                lambda module, args, kwargs: recorder._start(ModelAnatomy.split_layer_call(args, kwargs)[0]),
                 with_kwargs=True,
                 prepend=True,
             )
@@ -113,10 +113,7 @@ class LayerRouting:
     def _patched(runner, layer: int, forward, forwards, pack):
         @torch.compiler.disable
         def routed(*args, **kwargs):
-            if args:
-                hidden, args = args[0], args[1:]
-            else:
-                hidden = kwargs.pop("hidden_states")
+            hidden, args, kwargs = ModelAnatomy.split_layer_call(args, kwargs)
             return pack(runner(layer, forward, forwards, hidden, args, kwargs))
 
         return routed

@@ -192,7 +192,7 @@ class PeerController:
     # -- the patched forward -------------------------------------------------------------------------------
 
     def _forward(self, stock_forward, *args, **kwargs):
-        prefill = self.anatomy.starts_sequence(self.anatomy.model_cache(kwargs), _query_length(args, kwargs),
+        prefill = self.anatomy.starts_sequence(self.anatomy.model_cache(kwargs), self.anatomy.query_length(args, kwargs),
                                                started=bool(self.chosen))
         if prefill:
             self.reset()
@@ -254,11 +254,3 @@ def noised_images(pixel_values: torch.Tensor, noise_step: int, seed: int) -> tor
         generator = torch.Generator(device="cpu").manual_seed((int.from_bytes(digest, "little") ^ seed) % (2**63))
         rows.append(contrast.diffusion_noise(image[None].cpu(), noise_step, generator=generator).to(image.device))
     return torch.cat(rows)
-
-
-def _query_length(args: tuple, kwargs: dict) -> int:
-    """New positions in a model ``forward`` call: the length of its ``input_ids`` or ``inputs_embeds``."""
-    tokens = kwargs.get("input_ids", args[0] if args else None)
-    if tokens is None:
-        tokens = kwargs["inputs_embeds"]
-    return int(tokens.shape[1])
