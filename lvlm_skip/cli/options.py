@@ -39,26 +39,25 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise CliError(message)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
-    return value
+def _int_at_least(minimum: int, expected: str):
+    """An argparse type: an int >= ``minimum``, refused as "expected {expected}, got ..."."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
-    return value
+#: argparse type: an int >= 1.
+positive_int = _int_at_least(1, "a positive int")
+#: argparse type: an int >= 0.
+non_negative_int = _int_at_least(0, "an int >= 0")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
