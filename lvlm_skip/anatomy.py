@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import transformers
 from torch import nn
+from transformers.cache_utils import Cache
 
 from .errors import InputError
 
@@ -271,8 +272,6 @@ class ModelAnatomy:
         Raises:
             UnrecognisedCallError: naming what differs and the installed transformers version.
         """
-        from transformers.cache_utils import Cache
-
         where = f"{type(self.layers[0]).__name__} on {_installed()}"
         if args:
             raise UnrecognisedCallError(f"{where} is called with {len(args) + 1} positional arguments; "
