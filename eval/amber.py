@@ -1,13 +1,13 @@
 """``python -m eval.amber ...`` = ``lvlm-skip amber ...`` (from a checkout).
 
-The implementation is :mod:`lvlm_skip.evaluation.amber`; the metrics are
-:mod:`lvlm_skip.evaluation.amber_metrics`, re-exported here.
+The implementation is :mod:`lvlm_skip.benchmarks.amber.task`; the metrics are
+:mod:`lvlm_skip.benchmarks.amber.metrics`, re-exported here.
 """
 
-from lvlm_skip.evaluation.amber import TASK_COLUMNS, AmberTask  # noqa: F401
-from lvlm_skip.evaluation.amber_data import AmberFormatError, load_amber, load_queries  # noqa: F401
-from lvlm_skip.evaluation.amber_metrics import normalize_yes_no, score_discriminative, score_generative  # noqa: F401
-from lvlm_skip.evaluation.language import pick_backend  # noqa: F401
+from lvlm_skip.benchmarks.amber.task import TASK_COLUMNS, AmberTask  # noqa: F401
+from lvlm_skip.data.amber import AmberFormatError, load_amber, load_queries  # noqa: F401
+from lvlm_skip.benchmarks.amber.metrics import normalize_yes_no, score_discriminative, score_generative  # noqa: F401
+from lvlm_skip.benchmarks.language import pick_backend  # noqa: F401
 
 if __name__ == "__main__":
     import sys

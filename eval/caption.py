@@ -1,12 +1,12 @@
 """``python -m eval.caption ...`` = ``lvlm-skip caption ...`` (from a checkout).
 
-The implementation is :mod:`lvlm_skip.evaluation.caption`; its metric functions are re-exported here.
+The implementation is :mod:`lvlm_skip.benchmarks.caption.task`; its metric functions are re-exported here.
 """
 
-from lvlm_skip.evaluation.caption import CaptionTask, chair  # noqa: F401
-from lvlm_skip.evaluation.caption_data import CaptionDataError, load_captions  # noqa: F401
-from lvlm_skip.evaluation.closeness import closeness_to_reference_variant  # noqa: F401
-from lvlm_skip.evaluation.coco_metrics import coco_caption_scores, coco_caption_scores_multi  # noqa: F401
+from lvlm_skip.benchmarks.caption.task import CaptionTask, chair  # noqa: F401
+from lvlm_skip.data.coco_captions import CaptionDataError, load_captions  # noqa: F401
+from lvlm_skip.benchmarks.caption.closeness import closeness_to_reference_variant  # noqa: F401
+from lvlm_skip.benchmarks.caption.coco_metrics import coco_caption_scores, coco_caption_scores_multi  # noqa: F401
 
 chair_scores = chair.chair_scores
 

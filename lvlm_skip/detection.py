@@ -55,78 +55,13 @@ layers set to NaN. Observing from ``first_layer - 1`` sees the whole definition.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
-CRITICAL_RULES = ("jsd", "top1", "jsd_and_top1")
-MUTATION_RULES = ("spike", "top1", "spike_or_top1", "spike_and_top1")
+from .config import CRITICAL_RULES, MUTATION_RULES, DetectionConfig
+
 TINY = 1e-30  # d_j is clamped here before its log; a level's clipping makes the value irrelevant
-
-
-@dataclass(frozen=True)
-class DetectionConfig:
-    """Thresholds of the critical / mutation layer definitions (see the module docstring)."""
-
-    first_layer: int = 2
-    """First layer whose JSD counts (2: the embedding -> layer-1 change d_1 is ignored)."""
-    min_shallow_layers: int = 3
-    """Shallow-stage values needed to define the shallow level before any layer may be low."""
-    rel_low: float = 0.2
-    """A layer is low when its JSD is at most this fraction of the shallow level."""
-    patience: int = 2
-    """Consecutive low layers that confirm the critical layer (the first of them)."""
-    spike_factor: float = 4.0
-    """After confirmation, a spike is a JSD above this multiple of the plateau level."""
-    clip_factor: float = 10.0
-    """A value enters a robust level clipped to [level / clip_factor, level * clip_factor]."""
-    critical_rule: str = "jsd"
-    """What makes a layer low: "jsd", "top1" (top-1 token unchanged) or "jsd_and_top1"."""
-    mutation_rule: str = "spike"
-    """One of "spike", "top1", "spike_or_top1", "spike_and_top1"."""
-    min_mutation_layer: int = 0
-    """Mutation layers must be at least this deep (0: anywhere after the critical layer's confirmation)."""
-    last_layer_mutations: bool = False
-    """Count the last layer L like the others (False: L, which changes every token, is ignored)."""
-
-    def __post_init__(self):
-        for name in ("first_layer", "min_shallow_layers", "patience"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` (={value}) has to be a positive int")
-        if not 0.0 < self.rel_low < 1.0:
-            raise ValueError(f"`rel_low` (={self.rel_low}) has to be in (0, 1)")
-        if not self.spike_factor >= 1.0:
-            raise ValueError(f"`spike_factor` (={self.spike_factor}) has to be >= 1")
-        if not self.clip_factor > 1.0:
-            raise ValueError(f"`clip_factor` (={self.clip_factor}) has to be > 1")
-        if self.critical_rule not in CRITICAL_RULES:
-            raise ValueError(f"`critical_rule` (={self.critical_rule!r}) has to be one of {CRITICAL_RULES}")
-        if self.mutation_rule not in MUTATION_RULES:
-            raise ValueError(f"`mutation_rule` (={self.mutation_rule!r}) has to be one of {MUTATION_RULES}")
-        if not isinstance(self.min_mutation_layer, int) or self.min_mutation_layer < 0:
-            raise ValueError(f"`min_mutation_layer` (={self.min_mutation_layer}) has to be an int >= 0")
-        if not isinstance(self.last_layer_mutations, bool):
-            raise ValueError(f"`last_layer_mutations` (={self.last_layer_mutations!r}) has to be a bool")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "DetectionConfig":
-        """Build from a dict, rejecting unknown keys with the list of known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown detection option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    @classmethod
-    def never(cls) -> "DetectionConfig":
-        """Detection that runs every op but never confirms a critical layer, hence never acts."""
-        return cls(patience=10**9, rel_low=1e-9, spike_factor=1e12)
-
-    @property
-    def needs_top1(self) -> bool:
-        """Whether the rules read the top-1 changes."""
-        return self.critical_rule != "jsd" or self.mutation_rule != "spike"
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class LvlmSkip(LlavaHf):
     def __init__(self, **kwargs) -> None:
         options, rest = split_model_args(kwargs)
         self.variant = str(options.pop("variant", "none"))
-        mode = str(options.pop("mode", "static"))
+        mode = options.pop("mode", None)
         profile = options.pop("profile", None)
         self._stats_path = options.pop("lvlm_skip_output", None)
         import torch

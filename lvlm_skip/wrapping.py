@@ -23,16 +23,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .anatomy import ModelAnatomy
+from .anatomy import ModelAnatomy, UnsupportedModelError
+from .config import SkipConfig
 from .errors import InputError
 from .hooks import HeadRouting, LayerRouting
-from .peers import PEERS, PeerController, PeerReport, peer_config
-from .skips import MODES as SKIP_MODES
-from .skips import VARIANTS as SKIP_VARIANTS
-from .skips import SkipConfig, SkipController, SkipReport
-
-#: Every variant ``wrap`` accepts: the paper's layer skips (and exit), then the decoding-time peers.
-VARIANTS = SKIP_VARIANTS + PEERS
+from .peers import PeerController, PeerReport, peer_config
+from .profiles import LayerProfile
+from .skips import SkipController, SkipReport
+from .variants import variant as declared_variant
 
 _STATE_ATTR = "_lvlm_skip_state"
 
@@ -51,15 +49,13 @@ def _refuse_linear_attention(model):
     text = getattr(config, "text_config", None) or config
     kinds = set(getattr(text, "layer_types", None) or ())
     if any("linear" in str(kind) for kind in kinds):
-        from .anatomy import UnsupportedModelError
-
         raise UnsupportedModelError(
             f"{type(model).__name__} has linear-attention layers ({', '.join(sorted(map(str, kinds)))}); "
             "lvlm_skip supports full-attention decoders only"
         )
 
 
-def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, profile=None, **options):
+def wrap(model, variant: str | SkipConfig = "none", mode: str | None = None, *, profile=None, **options):
     """Install a layer intervention on ``model`` (in place) and return it.
 
     Args:
@@ -67,7 +63,7 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, pro
         variant: none, skip1, skip2, skip3, exit or layers (see :mod:`lvlm_skip.skips`), a peer
             (dola, deco, vcd: :mod:`lvlm_skip.peers`), or a whole :class:`~lvlm_skip.skips.SkipConfig`
             (then no other option is accepted).
-        mode: static or online (the skips); the peers act at every step whatever the mode.
+        mode: static (the default) or online, for the skips; the peers act at every step and take no mode.
         profile: A layer profile (``profile.json`` from :func:`lvlm_skip.profile`) giving the skips'
             ``critical_layer`` and ``mutation_layers`` (:mod:`lvlm_skip.profiles`); options given
             explicitly win. Static mode without layers or a profile measures them on each prompt.
@@ -88,25 +84,24 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, pro
         raise ValueError("this model is already wrapped by lvlm_skip; call lvlm_skip.unwrap(model) first")
     _refuse_linear_attention(model)
     anatomy = ModelAnatomy.from_model(model)
-    if isinstance(variant, str) and variant in PEERS:
+    declared = None if isinstance(variant, SkipConfig) else declared_variant(variant)  # unknown names raise here
+    if declared is not None and declared.is_peer:
         if profile is not None:
             raise TypeError(f"{variant} takes no layer profile: its layers are its own options")
-        if mode not in SKIP_MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(SKIP_MODES)}")
+        if mode is not None:
+            raise TypeError(f"{variant} takes no mode: it acts at every step (got mode={mode!r})")
         controller = PeerController(model, anatomy, variant, peer_config(variant, **options))
         # nothing above touched the model: from here on it is modified
         routings = controller.install()
     else:
         if isinstance(variant, SkipConfig):
-            if options or mode != "static" or profile is not None:
+            if options or mode is not None or profile is not None:
                 raise TypeError("wrap(model, config): pass the options inside the SkipConfig, not beside it")
             config = variant
         else:
-            if variant not in VARIANTS:
-                raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
             if profile is not None:
-                options = _profile_options(variant, profile, anatomy.num_layers, options)
-            config = SkipConfig.from_kwargs(variant=variant, mode=mode, **options)
+                options = _profile_options(declared, profile, anatomy.num_layers, options)
+            config = SkipConfig.from_kwargs(variant=variant, mode=mode or "static", **options)
         controller = SkipController(anatomy, config)
         # nothing above touched the model: from here on it is modified
         routings = []
@@ -135,18 +130,19 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str = "static", *, pro
     return model
 
 
-def _profile_options(variant: str, path, num_layers: int, options: dict) -> dict:
-    """``options`` completed with the profile's layers (explicit options win), checked against the model."""
-    from .profiles import LayerProfile
-
+def _profile_options(declared, path, num_layers: int, options: dict) -> dict:
+    """``options`` completed with the profile's layers that the variant needs (explicit options win)."""
+    variant = declared.name
+    if not declared.uses_profile:
+        raise TypeError(f"{variant} takes no layer profile: it needs no critical or mutation layer")
     profile = LayerProfile.load(path)
     profile.check_model(num_layers, path)
     options = dict(options, profile=str(path))
-    if variant in ("skip1", "skip3") and "critical_layer" not in options:
+    if "critical" in declared.needs and "critical_layer" not in options:
         if not profile.critical_layer:
             raise InputError(f"profile {str(path)!r} found no critical layer: {variant} has nothing to skip from")
         options["critical_layer"] = profile.critical_layer
-    if variant in ("skip1", "skip2", "exit") and "mutation_layers" not in options and "exit_layer" not in options:
+    if "mutation" in declared.needs and "mutation_layers" not in options and "exit_layer" not in options:
         if not profile.mutation_layers:
             raise InputError(f"profile {str(path)!r} found no mutation layer that recurs across tokens: "
                              f"{variant} would do nothing (give mutation_layers explicitly)")
@@ -201,7 +197,7 @@ class SkipRun:
 
 
 @contextmanager
-def skipping(model, variant: str | SkipConfig = "none", mode: str = "static", **options):
+def skipping(model, variant: str | SkipConfig = "none", mode: str | None = None, **options):
     """``with skipping(model, variant=..., ...) as run:`` wraps ``model`` for the block and restores it after.
 
     The model is unwrapped when the block ends, also when it raises; ``run.report`` keeps the last

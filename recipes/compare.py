@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from lvlm_skip.evaluation.report import markdown_table
-    from lvlm_skip.paths import check_output_dir
+    from lvlm_skip.inputs.paths import check_output_dir
 
     out = check_output_dir(args.out)
     rows = comparison_rows(_rows(args.amber, "variant"), _rows(args.pope, "variant"), _rows(args.speed, "config"))

@@ -111,7 +111,7 @@ class Generator:
     """
 
     def __init__(self, model_dir: str, batch_size: int = 32, progress: bool = False) -> None:
-        from lvlm_skip.loading import load_model
+        from lvlm_skip.inputs.models import load_model
 
         self.model, self.processor = load_model(model_dir, progress=False)
         self.processor.tokenizer.padding_side = "left"
@@ -123,7 +123,7 @@ class Generator:
         """Answers to ``queries`` about ``images`` (greedy)."""
         from tqdm.auto import tqdm
 
-        from lvlm_skip.loading import chat_prompt
+        from lvlm_skip.inputs.models import chat_prompt
 
         out: list[str] = []
         starts = range(0, len(images), self.batch_size)
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     """Evaluate and write the results; the output folder and the training log are checked first."""
     from lvlm_skip.errors import InputError
-    from lvlm_skip.paths import check_output_dir
+    from lvlm_skip.inputs.paths import check_output_dir
 
     out = check_output_dir(args.out)
     if args.plot and not (Path(args.model) / "train_log.csv").is_file():

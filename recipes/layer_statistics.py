@@ -59,7 +59,7 @@ def collect(model, processor, split: str, n_images: int, seed: int, max_new_toke
 
     import lvlm_skip
     from lvlm_skip.scenes import generate
-    from lvlm_skip.loading import chat_prompt, encode_inputs
+    from lvlm_skip.inputs.models import chat_prompt, encode_inputs
 
     num_layers = lvlm_skip.ModelAnatomy.from_model(model).num_layers
     critical = Counter()
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     """The recipe's work, after the output folder is checked."""
-    from lvlm_skip.loading import load_model
-    from lvlm_skip.paths import check_output_dir
+    from lvlm_skip.inputs.models import load_model
+    from lvlm_skip.inputs.paths import check_output_dir
 
     out = check_output_dir(args.out)
     model, processor = load_model(args.model, progress=False)

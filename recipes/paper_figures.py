@@ -109,8 +109,8 @@ def parse_questions(pairs: list[str]) -> dict[str, str]:
 
 def image_items(spec: str) -> dict[str, list[Item]]:
     """``--images``: groups of read images (one-line errors on a bad path or image)."""
-    from lvlm_skip.image_sets import image_groups
-    from lvlm_skip.loading import load_image
+    from lvlm_skip.inputs.image_sets import image_groups
+    from lvlm_skip.inputs.models import load_image
 
     return {group: [Item(p.stem, p, load_image(p)) for p in paths] for group, paths in image_groups(spec).items()}
 
@@ -207,14 +207,14 @@ def scene_contrasts(result, scene, limit: int = 4) -> list[tuple[int, str, str]]
 
 
 def vision_inputs(processor, model, question: str, images: list) -> dict:
-    from lvlm_skip.loading import chat_prompt, encode_inputs
+    from lvlm_skip.inputs.models import chat_prompt, encode_inputs
 
     return encode_inputs(processor, [chat_prompt(processor, question)] * len(images), images, model)
 
 
 def text_only_inputs(processor, model, question: str, same_model: bool) -> dict:
     """The prompt without the image: the LVLM's own chat format with a text-only message, or a text model's."""
-    from lvlm_skip.loading import chat_prompt
+    from lvlm_skip.inputs.models import chat_prompt
 
     tokenizer = getattr(processor, "tokenizer", processor)
     if same_model and getattr(processor, "chat_template", None):
@@ -326,8 +326,8 @@ def run(args) -> Path:
     """Make every figure; returns the output folder."""
     from lvlm_skip.anatomy import ModelAnatomy
     from lvlm_skip.cli.options import CliError
-    from lvlm_skip.loading import is_vision_language, load_model, resolve_device, resolve_dtype
-    from lvlm_skip.paths import check_output_dir
+    from lvlm_skip.inputs.models import is_vision_language, load_model, resolve_device, resolve_dtype
+    from lvlm_skip.inputs.paths import check_output_dir
 
     # 1. everything checkable before loading: output folder, questions, images
     out = check_output_dir(args.out)

@@ -1,12 +1,12 @@
 """Builders for *scene-llava*: a small LLaVA-1.5-style model for the procedural scene benchmark.
 
 Everything is built from configs (no downloads): a word-level tokenizer over the scene
-vocabulary (:func:`lvlm_skip.tiny.build_word_tokenizer`), a CLIP image processor, a
+vocabulary (:func:`lvlm_skip.inputs.builtin_models.build_word_tokenizer`), a CLIP image processor, a
 ``LlavaProcessor`` with the LLaVA-1.5 chat template, and a ``LlavaForConditionalGeneration`` with a
 small CLIP vision tower and a deep, narrow Llama decoder. Saved with ``save_pretrained``, the model
 and processor load with ``LlavaForConditionalGeneration.from_pretrained(dir)`` /
 ``AutoProcessor.from_pretrained(dir)`` exactly like ``llava-hf/llava-1.5-7b-hf``; prompts are
-formatted by the chat template (:func:`lvlm_skip.loading.chat_prompt`).
+formatted by the chat template (:func:`lvlm_skip.inputs.models.chat_prompt`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from lvlm_skip.scenes import IMAGE_SIZE, vocabulary
-from lvlm_skip.tiny import build_word_tokenizer
+from lvlm_skip.inputs.builtin_models import build_word_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class SceneLlavaSpec:
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """The word-level tokenizer of scene-llava (:func:`lvlm_skip.tiny.build_word_tokenizer`).
+    """The word-level tokenizer of scene-llava (:func:`lvlm_skip.inputs.builtin_models.build_word_tokenizer`).
 
     Its vocabulary is the scene vocabulary plus the LLaVA prompt words; text is lower-cased and
     split on whitespace and punctuation, ``<s>`` is prepended like the Llama tokenizer does and

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from lvlm_skip.loading import chat_prompt
+from lvlm_skip.inputs.models import chat_prompt
 from lvlm_skip.scenes import CAPTION_PROMPTS, make_scene, vqa_questions, yes_no_questions
 from recipes.pretrain_scene_vision import pretrain_vision, standardize_projector
 from recipes.command import recipe_parser, run_recipe
@@ -114,7 +114,7 @@ def train(args: argparse.Namespace) -> dict:
     Raises:
         InputError: ``args.out`` is not a usable folder (checked before anything is built).
     """
-    from lvlm_skip.paths import check_output_dir
+    from lvlm_skip.inputs.paths import check_output_dir
 
     out = check_output_dir(args.out)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)

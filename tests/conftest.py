@@ -31,8 +31,8 @@ def tiny_llava() -> TinyLlava:
     """A random 6-layer LLaVA (Llama decoder, CLIP tower), a PIL image and the processor's inputs."""
     from PIL import Image
 
-    from lvlm_skip.loading import chat_prompt
-    from lvlm_skip.tiny import build_tiny_llava
+    from lvlm_skip.inputs.models import chat_prompt
+    from lvlm_skip.inputs.builtin_models import build_tiny_llava
 
     model, processor = build_tiny_llava(num_layers=TINY_LLAVA_LAYERS)
     assert count_parameters(model) < 200_000, count_parameters(model)

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lvlm_skip.evaluation import generation, records, runner  # noqa: E402
-from lvlm_skip.evaluation.amber import AmberTask  # noqa: E402
+from lvlm_skip.benchmarks.amber.task import AmberTask  # noqa: E402
 from lvlm_skip.evaluation.processes import Processes, current_processes  # noqa: E402
 from lvlm_skip.evaluation.variants import VariantPlan, VariantSpec  # noqa: E402
 

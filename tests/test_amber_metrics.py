@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from lvlm_skip.evaluation.amber_metrics import normalize_yes_no, score_discriminative, score_generative
-from lvlm_skip.evaluation.language import OfflineBackend, pick_backend, singular_candidates
+from lvlm_skip.benchmarks.amber.metrics import normalize_yes_no, score_discriminative, score_generative
+from lvlm_skip.benchmarks.language import OfflineBackend, pick_backend, singular_candidates
 
 RELATION = {
     "dog": ["puppy"], "cat": ["kitten"], "grass": ["lawn"], "car": [],

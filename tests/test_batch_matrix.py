@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 import lvlm_skip
-from lvlm_skip.loading import chat_prompt
-from lvlm_skip.tiny import build_tiny_llava
+from lvlm_skip.inputs.models import chat_prompt
+from lvlm_skip.inputs.builtin_models import build_tiny_llava
 from references import deleted_layers_model, slow_reference_tokens
 
 L = 8

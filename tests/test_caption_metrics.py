@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from lvlm_skip.evaluation import closeness, coco_metrics
-from lvlm_skip.evaluation.caption import chair, load_image_objects
-from lvlm_skip.evaluation.caption_data import CaptionDataError, load_captions
+from lvlm_skip.benchmarks.caption import closeness, coco_metrics
+from lvlm_skip.benchmarks.caption.task import chair, load_image_objects
+from lvlm_skip.data.coco_captions import CaptionDataError, load_captions
 
 # ---------------------------------------------------------------- COCO-format fixture
 IMAGE_OBJECTS = {
@@ -100,7 +100,7 @@ def test_spice_skipped_with_message(monkeypatch, caplog):
     monkeypatch.setattr(coco_metrics, "_SPICE_CORENLP_JARS", ("no-such-corenlp.jar",))
     ok, reason = coco_metrics.spice_status()
     assert not ok and reason
-    with caplog.at_level(logging.INFO, logger="lvlm_skip.evaluation.coco_metrics"):
+    with caplog.at_level(logging.INFO, logger="lvlm_skip.benchmarks.caption.coco_metrics"):
         out = coco_metrics.coco_caption_scores({1: ["a cat"]}, {1: "a cat"}, metrics=["spice"])
     assert "SPICE" in out["skipped"] and "SPICE" not in out["scores"]
     assert any("skipping SPICE" in r.getMessage() for r in caplog.records)

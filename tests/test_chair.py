@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from lvlm_skip.errors import InputError
-from lvlm_skip.evaluation import chair
-from lvlm_skip.evaluation.chair_text import (
+from lvlm_skip.benchmarks.caption import chair
+from lvlm_skip.benchmarks.caption.chair_text import (
     _IRREGULAR,
     singularize_noun,
     split_sentences,
@@ -27,7 +27,7 @@ from lvlm_skip.evaluation.chair_text import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SYNONYMS_PATH = resources.files("lvlm_skip.evaluation").joinpath("data", "chair_synonyms.txt")
+SYNONYMS_PATH = resources.files("lvlm_skip.data").joinpath("files", "chair_synonyms.txt")
 SYNONYMS_SHA256 = "b685537b36fe21b791c87151b96a991ceb582edff19f3da204dcc7a7905502f2"
 TOOLS = {"tokenize": treebank_tokenize, "singularize": singularize_noun}
 

@@ -109,7 +109,7 @@ def model_folders(tmp_path_factory):
     """A saved tiny LLaVA (model + processor) and a saved tiny text-only Llama (model + tokenizer)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lvlm_skip.tiny import build_tiny_llava, build_word_tokenizer
+    from lvlm_skip.inputs.builtin_models import build_tiny_llava, build_word_tokenizer
 
     root = tmp_path_factory.mktemp("models")
     model, processor = build_tiny_llava(num_layers=2)
@@ -155,7 +155,7 @@ def test_local_folders_vision_and_text_only(model_folders, tmp_path, capsys):
 
 
 def _demo_png(folder):
-    from lvlm_skip.tiny import demo_image
+    from lvlm_skip.inputs.builtin_models import demo_image
 
     path = folder / "demo.png"
     if not path.exists():
@@ -250,6 +250,6 @@ def test_new_options_bad_input_one_line(extra, message, tmp_path, capsys):
 def test_the_cli_names_the_same_built_in_models_as_the_loader():
     """The CLI keeps its own copy so that parsing never imports torch; it must not drift from the loader's."""
     from lvlm_skip.cli import options
-    from lvlm_skip.loading import BUILTIN_MODELS
+    from lvlm_skip.inputs.models import BUILTIN_MODELS
 
     assert options.BUILTIN_MODELS == BUILTIN_MODELS

@@ -34,7 +34,7 @@ def _image(seed: int) -> Image.Image:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A random 8-layer LLaVA and its processor saved as a local model folder."""
-    from lvlm_skip.tiny import build_tiny_llava
+    from lvlm_skip.inputs.builtin_models import build_tiny_llava
 
     model, processor = build_tiny_llava(num_layers=8, hidden_size=64, intermediate_size=128)
     assert sum(p.numel() for p in model.parameters()) < 500_000

@@ -15,7 +15,7 @@ from lvlm_skip.cli import main
 from lvlm_skip.errors import InputError
 from lvlm_skip.evaluation.generation import Generation
 from lvlm_skip.evaluation.records import read_answers
-from lvlm_skip.images import PIXELS_VARIABLE, load_image
+from lvlm_skip.inputs.images import PIXELS_VARIABLE, load_image
 
 
 def write_pixel_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
@@ -184,7 +184,7 @@ def test_deeply_nested_detection_option_is_one_line(tmp_path, capsys):
     (["--only", " , "], "--only ' , ' names no configuration"),
 ])
 def test_speed_bad_options_are_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, argv, needle):
-    from lvlm_skip import loading
+    from lvlm_skip.inputs import models as loading
 
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(SystemExit) as exc:
@@ -194,7 +194,7 @@ def test_speed_bad_options_are_one_line_before_the_model_loads(tmp_path, capsys,
 
 
 def test_speed_only_names_match_the_configurations():
-    from lvlm_skip.evaluation import speed
+    from lvlm_skip.speed import benchmark as speed
 
     plan = speed.layer_plan("tiny", 16)
     configs = speed.default_configs(plan, 16, 256)
@@ -210,7 +210,7 @@ def test_speed_only_names_match_the_configurations():
 @pytest.fixture(scope="module")
 def saved_llava(tmp_path_factory) -> Path:
     """A random 4-layer LLaVA and its processor saved as a local model folder."""
-    from lvlm_skip.tiny import build_tiny_llava
+    from lvlm_skip.inputs.builtin_models import build_tiny_llava
 
     model, processor = build_tiny_llava(num_layers=4)
     assert sum(p.numel() for p in model.parameters()) < 200_000
@@ -232,7 +232,7 @@ def _with_layers(saved: Path, tmp_path: Path, layers: int) -> Path:
 
 
 def test_a_model_that_loads_cleanly_still_loads(saved_llava):
-    from lvlm_skip.loading import load_model
+    from lvlm_skip.inputs.models import load_model
 
     model, _ = load_model(saved_llava, progress=False)
     assert model.config.text_config.num_hidden_layers == 4
@@ -243,7 +243,7 @@ def test_a_model_that_loads_cleanly_still_loads(saved_llava):
     (5, "missing weight key(s): model.language_model.layers.4."),  # config 5 layers, weights of 4
 ])
 def test_weights_that_do_not_match_the_config_are_refused(saved_llava, tmp_path, layers, needle):
-    from lvlm_skip.loading import ModelLoadError, load_model
+    from lvlm_skip.inputs.models import ModelLoadError, load_model
 
     with pytest.raises(ModelLoadError, match="do not match its config.json") as info:
         load_model(_with_layers(saved_llava, tmp_path, layers), progress=False)

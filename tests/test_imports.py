@@ -1,6 +1,8 @@
 """Dependency direction and idle cost, checked on the source: the library never imports eval/ or
-recipes/, the core never imports the evaluation harness, the scenes or the CLI, pure math never
-imports transformers, and importing the package loads no matplotlib."""
+recipes/, the core never imports the evaluation harness, the benchmarks, speed, the scenes or the
+CLI, pure math never imports transformers, ``data`` imports only ``errors``, ``profiles`` and
+``tracing`` never import the harness, the configs and the variant registry import no torch, and
+importing the package loads no matplotlib."""
 
 from __future__ import annotations
 
@@ -16,12 +18,15 @@ import lvlm_skip
 PACKAGE = Path(lvlm_skip.__file__).parent
 MODULES = sorted(PACKAGE.rglob("*.py"))
 FORBIDDEN = ("eval", "recipes")
-PURE_MATH = ("divergence.py", "detection.py", "contrast.py")
-#: The core: model internals, hooks, readouts, the math and the interventions.
-CORE = ("anatomy.py", "hooks.py", "readout.py", "divergence.py", "detection.py", "contrast.py", "wrapping.py",
-        "processors.py", "peers.py", "skips")
+#: Pure math on tensors: no transformers, and of the package only the torch-free configs (and, for the
+#: peers, their shared argument checks).
+PURE_MATH = ("divergence.py", "detection.py", "peers/dola.py", "peers/deco.py", "peers/vcd.py", "peers/checks.py")
+PURE_MATH_MAY_IMPORT = ("lvlm_skip.config", "lvlm_skip.peers.checks")
+#: The core: model internals, hooks, readouts, the math, the configs and the interventions.
+CORE = ("anatomy.py", "hooks.py", "readout.py", "divergence.py", "detection.py", "config.py", "variants.py",
+        "wrapping.py", "processors.py", "peers", "skips")
 #: What sits on top of the core, which the core must never import.
-ABOVE_CORE = ("evaluation", "scenes", "cli")
+ABOVE_CORE = ("evaluation", "benchmarks", "speed", "scenes", "cli")
 
 
 def _imported(path: Path) -> list[tuple[str, int]]:
@@ -84,10 +89,66 @@ def test_harness_and_scenes_import_no_cli():
                 assert "cli" not in name.split("."), f"{'/'.join(parts)} imports {'.' * level}{name}"
 
 
+def _absolute(path: Path) -> list[str]:
+    """The dotted name of every module ``path`` imports, relative imports resolved (``lvlm_skip.config``)."""
+    package = ["lvlm_skip", *path.relative_to(PACKAGE).parts[:-1]]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - (node.level - 1)] if node.level else []
+            module = [*base, *(node.module.split(".") if node.module else [])]
+            # ``from . import variants`` imports the module lvlm_skip.variants, not just the package
+            names += [".".join(module)] if node.module else [".".join([*module, alias.name]) for alias in node.names]
+    return names
+
+
+def _in(name: str, packages) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def _package_modules(*folders: str) -> list[Path]:
+    return [p for p in MODULES if p.relative_to(PACKAGE).parts[0] in folders]
+
+
 @pytest.mark.parametrize("name", PURE_MATH)
-def test_pure_math_imports_no_transformers_and_nothing_of_the_package(name):
-    for module, level in _imported(PACKAGE / name):
-        assert module.split(".")[0] != "transformers" and level == 0, f"{name} imports {'.' * level}{module}"
+def test_pure_math_imports_no_transformers_and_only_the_configs_of_the_package(name):
+    for module in _absolute(PACKAGE / name):
+        assert not _in(module, ("transformers",)), f"{name} imports {module}"
+        assert not _in(module, ("lvlm_skip",)) or _in(module, PURE_MATH_MAY_IMPORT), f"{name} imports {module}"
+
+
+@pytest.mark.parametrize("path", _package_modules("data"), ids=lambda p: p.name)
+def test_data_imports_only_errors(path):
+    for module in _absolute(path):
+        assert not _in(module, ("torch", "transformers", "numpy")), f"data/{path.name} imports {module}"
+        assert not _in(module, ("lvlm_skip",)) or _in(module, ("lvlm_skip.errors", "lvlm_skip.data")), \
+            f"data/{path.name} imports {module}"
+
+
+@pytest.mark.parametrize("path", [*_package_modules("profiles"), PACKAGE / "tracing.py"],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_profiles_and_tracing_never_import_the_harness(path):
+    harness = ("lvlm_skip.evaluation", "lvlm_skip.benchmarks", "lvlm_skip.speed")
+    for module in _absolute(path):
+        assert not _in(module, harness), f"{path.relative_to(PACKAGE)} imports {module}"
+
+
+@pytest.mark.parametrize("name", ["config.py", "variants.py"])
+def test_configs_and_registry_import_only_the_standard_library_and_each_other(name):
+    for module in _absolute(PACKAGE / name):
+        top = module.split(".")[0]
+        assert top in sys.stdlib_module_names or top == "__future__" or _in(
+            module, ("lvlm_skip.config", "lvlm_skip.variants", "lvlm_skip.anatomy")), f"{name} imports {module}"
+
+
+def test_configs_and_registry_load_no_torch():
+    """``lvlm_skip.anatomy`` is named in config.py for type checking only: importing it must not happen."""
+    code = ("import sys, lvlm_skip.config, lvlm_skip.variants, lvlm_skip.cli.options; "
+            "sys.exit(' '.join(m for m in ('torch', 'transformers', 'numpy', 'lvlm_skip.anatomy') if m in sys.modules) or None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_init_does_not_import_matplotlib_directly():
@@ -98,7 +159,7 @@ def test_init_does_not_import_matplotlib_directly():
 def test_idle_import_cost():
     """In a fresh interpreter: the package, the CLI's parser and the harness load no torch stack."""
     code = (
-        "import sys, lvlm_skip, lvlm_skip.cli, lvlm_skip.evaluation.runner, lvlm_skip.evaluation.amber; "
+        "import sys, lvlm_skip, lvlm_skip.cli, lvlm_skip.evaluation.runner, lvlm_skip.benchmarks.amber.task; "
         "lvlm_skip.cli.build_parser(); "
         "bad = [m for m in ('matplotlib', 'transformers', 'sklearn', 'torch') if m in sys.modules]; "
         "sys.exit(' '.join(bad) or None)"

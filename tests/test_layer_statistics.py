@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lvlm_skip.scenes import generate
-from lvlm_skip.tiny import build_tiny_llava
+from lvlm_skip.inputs.builtin_models import build_tiny_llava
 from recipes.layer_statistics import content_labels, main
 
 
@@ -47,9 +47,9 @@ def test_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("out", ["file", "/proc/x"])
 def test_unusable_out_is_exit_2_before_the_model_loads(out, tmp_path, capsys, monkeypatch):
-    import lvlm_skip.loading
+    import lvlm_skip.inputs.models
 
-    monkeypatch.setattr(lvlm_skip.loading, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(lvlm_skip.inputs.models, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(SystemExit) as exit_info:
         main(["--out", str(tmp_path / out) if out == "file" else out])

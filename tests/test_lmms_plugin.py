@@ -29,7 +29,7 @@ def test_split_model_args_lists_and_errors():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_pope_both_ways(tmp_path, variant):
-    from lvlm_skip.evaluation.pope_metrics import score_pope  # noqa: F401
+    from lvlm_skip.benchmarks.pope.metrics import score_pope  # noqa: F401
     from lvlm_skip.scenes.export import export
 
     bench = export(tmp_path / "bench", 2, 0)

@@ -5,7 +5,7 @@ import types
 import pytest
 
 import lvlm_skip
-from lvlm_skip.wrapping import VARIANTS
+from lvlm_skip.variants import VARIANTS
 from tests.tiny_models import _llava
 
 
@@ -29,7 +29,7 @@ def test_wrap_refuses_linear_attention_before_generation():
 
 
 def test_speed_fewer_than_three_runs_judges_nothing():
-    from lvlm_skip.evaluation import speed
+    from lvlm_skip.speed import benchmark as speed
 
     rows = [{"config": "stock", "spread_pct": 0.0, "met": "no", "median_ms": 1.0}]
     printed, note = speed.unjudged(rows, 1)

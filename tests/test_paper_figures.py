@@ -80,7 +80,7 @@ def test_bad_input_exits_2_with_one_line_before_loading(extra, message, image_ro
 
 
 def test_text_only_model_is_refused(tmp_path, capsys, tiny_llama):
-    from lvlm_skip.tiny import build_word_tokenizer
+    from lvlm_skip.inputs.builtin_models import build_word_tokenizer
 
     tiny_llama.save_pretrained(tmp_path / "llama")
     build_word_tokenizer().save_pretrained(tmp_path / "llama")

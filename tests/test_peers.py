@@ -8,11 +8,14 @@ from PIL import Image
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import lvlm_skip
-from lvlm_skip import contrast
+from lvlm_skip.config import DOLA_REPETITION_PENALTY
+from lvlm_skip.peers.deco import deco_correct, deco_default_window
+from lvlm_skip.peers.dola import dola_candidate_layers, dola_contrast
+from lvlm_skip.peers.vcd import vcd_contrast
 from lvlm_skip.anatomy import ModelAnatomy
-from lvlm_skip.loading import chat_prompt
+from lvlm_skip.inputs.models import chat_prompt
 from lvlm_skip.peers import noised_images
-from lvlm_skip.tiny import build_tiny_llava
+from lvlm_skip.inputs.builtin_models import build_tiny_llava
 
 from batches import left_padded_batch
 from references import greedy_append
@@ -68,17 +71,17 @@ def slow_reference(model, inputs, variant, options, steps=STEPS, suppress=(), pr
         out = model(input_ids=sequence, attention_mask=mask, use_cache=False, output_hidden_states=True, **extra)
         final, hidden = out.logits[:, -1], out.hidden_states  # hidden[j] = h_j, the last one after the norm
         if variant == "dola":
-            layers = contrast.dola_candidate_layers(L, options.get("layers", "high"), tie_word_embeddings=tied)
+            layers = dola_candidate_layers(L, options.get("layers", "high"), tie_word_embeddings=tied)
             premature = torch.stack([anatomy.lm_head(hidden[j][:, -1]) for j in layers])
-            logits, _ = contrast.dola_contrast(final, premature, relative_top=options.get("relative_top", 0.1))
+            logits, _ = dola_contrast(final, premature, relative_top=options.get("relative_top", 0.1))
         elif variant == "deco":
-            layers = options.get("layers") or contrast.deco_default_window(L)
+            layers = options.get("layers") or deco_default_window(L)
             window = torch.stack([anatomy.lm_head(anatomy.final_norm(hidden[j][:, -1])) for j in layers])
-            logits, _ = contrast.deco_correct(final, window, alpha=options.get("alpha", 0.6))
+            logits, _ = deco_correct(final, window, alpha=options.get("alpha", 0.6))
         else:
             noised = dict(extra, pixel_values=noised_images(extra["pixel_values"], 500, options.get("seed", 0)))
             other = model(input_ids=sequence, attention_mask=mask, use_cache=False, **noised).logits[:, -1]
-            logits = contrast.vcd_contrast(final, other, alpha=options.get("alpha", 1.0), beta=options.get("beta", 0.1))
+            logits = vcd_contrast(final, other, alpha=options.get("alpha", 1.0), beta=options.get("beta", 0.1))
         token, sequence, mask = greedy_append(model, logits, sequence, mask, suppress)
         tokens.append(token)
     return torch.stack(tokens, dim=1)
@@ -151,7 +154,7 @@ def test_processors_apply_after_the_contrast(llama):
     banned = int(plain[0, 0])
     new, _ = generate(llama, batch, "dola", {"layers": "low"}, suppress_tokens=[banned])
     assert banned not in new.flatten().tolist()
-    penalised, _ = generate(llama, batch, "dola", {"layers": "low"}, repetition_penalty=contrast.DOLA_REPETITION_PENALTY)
+    penalised, _ = generate(llama, batch, "dola", {"layers": "low"}, repetition_penalty=DOLA_REPETITION_PENALTY)
     assert penalised.shape == plain.shape
 
 
@@ -162,7 +165,10 @@ def test_processors_apply_after_the_contrast(llama):
         ("dola", {"relative_top": 2.0}, ValueError, "relative_top"),
         ("deco", {"layers": [3, NUM_LAYERS]}, ValueError, "precede the last layer"),
         ("vcd", {"alpha": -1.0}, ValueError, "alpha"),
-        ("vcd", {"gamma": 1}, TypeError, "unknown option"),
+        ("vcd", {"gamma": 1}, TypeError, "vcd: unknown option"),
+        ("dola", {"mode": "online"}, TypeError, "dola takes no mode"),
+        ("deco", {"mode": "static"}, TypeError, "deco takes no mode"),
+        ("vcd", {"profile": "profile.json"}, TypeError, "vcd takes no layer profile"),
     ],
 )
 def test_bad_peer_options(llama, variant, options, error, match):

@@ -15,9 +15,9 @@ import pytest
 
 from lvlm_skip.cli import main
 from lvlm_skip.errors import InputError
-from lvlm_skip.evaluation.pope import PopeTask
-from lvlm_skip.evaluation.pope_data import PopeFormatError, find_split_files, read_pope_questions, split_name
-from lvlm_skip.evaluation.pope_metrics import METRICS, PopeCounts, count_pope, pope_answer, score_pope
+from lvlm_skip.benchmarks.pope.task import PopeTask
+from lvlm_skip.data.pope import PopeFormatError, find_split_files, read_pope_questions, split_name
+from lvlm_skip.benchmarks.pope.metrics import METRICS, PopeCounts, count_pope, pope_answer, score_pope
 from lvlm_skip.evaluation.records import read_answers
 from lvlm_skip.evaluation.variants import parse_variant_spec, plan_variants
 from pope_fixture import SPLITS, FakePopeModel, pope_lines, write_pope
@@ -352,9 +352,8 @@ def test_questions_and_split_are_exclusive(pope, capsys):
 
 def test_peer_specs():
     import lvlm_skip
-    from lvlm_skip.evaluation.variants import PEER_VARIANTS
 
-    assert PEER_VARIANTS == lvlm_skip.PEERS and set(PEER_VARIANTS) <= set(lvlm_skip.VARIANTS)
+    assert lvlm_skip.PEERS == ("dola", "deco", "vcd") and set(lvlm_skip.PEERS) <= set(lvlm_skip.VARIANTS)
     assert parse_variant_spec("dola").variant == "dola"
     with pytest.raises(InputError, match="'vcd:static': vcd has no mode"):
         parse_variant_spec("vcd:static")

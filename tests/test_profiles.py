@@ -110,8 +110,8 @@ def test_explicit_options_win_and_bad_profiles_are_refused(llama, tmp_path):
 
 
 def test_content_tokens_are_word_starts_of_object_words():
-    from lvlm_skip.profiling import content_token_mask
-    from lvlm_skip.tiny import build_word_tokenizer
+    from lvlm_skip.profiles.measure import content_token_mask
+    from lvlm_skip.inputs.builtin_models import build_word_tokenizer
 
     tokenizer = build_word_tokenizer()
     ids = tokenizer("a red apple on the table .", add_special_tokens=False)["input_ids"]
@@ -129,8 +129,8 @@ def test_content_tokens_are_word_starts_of_object_words():
 
 def test_profile_of_a_tiny_model_from_items_and_from_the_cli(tmp_path):
     from lvlm_skip.cli import main
-    from lvlm_skip.profiling import ProfileItem
-    from lvlm_skip.tiny import build_tiny_llava, demo_image
+    from lvlm_skip.profiles.measure import ProfileItem
+    from lvlm_skip.inputs.builtin_models import build_tiny_llava, demo_image
 
     model, processor = build_tiny_llava(num_layers=6)
     items = [ProfileItem(demo_image(), "describe this image ."), ProfileItem(demo_image(64), "what color is the cup ?")]
@@ -148,7 +148,7 @@ def test_profile_of_a_tiny_model_from_items_and_from_the_cli(tmp_path):
     assert saved["provenance"]["model"]["model_sha256"] == "builtin:tiny"
     assert all((tmp_path / "out" / name).is_file() for name in ("profile.md", "profile.png", "profile.svg"))
     # the same export's POPE questions: the probed objects are the content words
-    from lvlm_skip.profiling import load_profile_data
+    from lvlm_skip.profiles.measure import load_profile_data
 
     pope = load_profile_data(tmp_path / "scenes" / "pope", image_dir=tmp_path / "scenes" / "images", limit=3)
     assert pope.provenance["format"] == "pope" and len(pope.items) == 3
@@ -169,7 +169,7 @@ def test_profile_command_errors_are_one_line(tmp_path, capsys):
 
 
 def test_presets_cite_the_paper_and_give_no_mutation_layers():
-    from lvlm_skip.presets import PRESETS, get_preset
+    from lvlm_skip.profiles.presets import PRESETS, get_preset
 
     seven, thirteen = PRESETS["llava-1.5-7b"], PRESETS["llava-1.5-13b"]
     assert (seven.num_layers, seven.critical_layer, seven.keep_last) == (32, 18, 5)

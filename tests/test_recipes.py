@@ -21,7 +21,7 @@ PROG = "python -m recipes.fig5: error: "
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """An 8-layer tiny LLaVA saved with ``save_pretrained`` (model and processor)."""
-    from lvlm_skip.tiny import build_tiny_llava
+    from lvlm_skip.inputs.builtin_models import build_tiny_llava
 
     model, processor = build_tiny_llava(num_layers=TINY_LAYERS, hidden_size=32, intermediate_size=64)
     assert sum(p.numel() for p in model.parameters()) < 200_000
@@ -93,9 +93,9 @@ def test_presets_are_the_library_s_and_give_no_mutation_layers():
     assert (seven.critical, seven.mutation, seven.keep_last, seven.num_layers) == (18, None, 5, 32)
     assert seven.critical_source == "preset llava-1.5-7b"
     assert resolve_layers(("skip3",), preset="llava-1.5-13b").critical == 16
-    import lvlm_skip.presets
+    import lvlm_skip.profiles.presets
 
-    assert cli.PRESETS is lvlm_skip.presets.PRESETS and not hasattr(layers, "PRESETS")
+    assert cli.PRESETS is lvlm_skip.profiles.presets.PRESETS and not hasattr(layers, "PRESETS")
     for variant in ("skip1", "skip2"):
         with pytest.raises(InputError, match="the paper gives no mutation-layer numbers") as error:
             resolve_layers((variant, "skip3"), preset="llava-1.5-7b")
@@ -210,9 +210,9 @@ def test_tables_carry_the_papers_names_and_the_layer_source(tmp_path):
 @pytest.fixture()
 def no_model(monkeypatch):
     """Loading a model fails the test: bad input must be refused before."""
-    import lvlm_skip.loading
+    import lvlm_skip.inputs.models
 
-    monkeypatch.setattr(lvlm_skip.loading, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(lvlm_skip.inputs.models, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
 
 
 @pytest.mark.parametrize("case", [

@@ -20,7 +20,7 @@ from lvlm_skip.evaluation import fingerprint as fp
 from lvlm_skip.evaluation.generation import Generation
 from lvlm_skip.evaluation.lock import FolderLock
 from lvlm_skip.evaluation.records import read_answers
-from lvlm_skip.paths import resolve_under
+from lvlm_skip.inputs.paths import resolve_under
 
 
 def answer(image, prompt, label):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from lvlm_skip.loading import chat_prompt
+from lvlm_skip.inputs.models import chat_prompt
 from lvlm_skip.scenes import make_scene
 from recipes.evaluate_scene_llava import caption_metrics, mentions
 from recipes.pretrain_scene_vision import pretrain_vision, targets
@@ -118,10 +118,10 @@ def test_train_and_evaluate_write_under_runs_by_default():
 def test_unusable_out_is_one_line_and_exit_2_before_any_work(recipe, out, tmp_path, capsys, monkeypatch):
     import importlib
 
-    import lvlm_skip.loading
+    import lvlm_skip.inputs.models
 
     module = importlib.import_module(f"recipes.{recipe}")
-    monkeypatch.setattr(lvlm_skip.loading, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(lvlm_skip.inputs.models, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
     monkeypatch.setattr(module, "build_processor", lambda *a, **k: pytest.fail("built a model"), raising=False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(SystemExit) as exit_info:
@@ -173,7 +173,7 @@ def test_train_one_step_writes_a_loadable_model_into_out(tmp_path):
     assert main(["--out", str(out), "--steps", "1", "--vision-steps", "0", "--hidden", "32", "--layers", "2",
                  "--intermediate", "64", "--batch-size", "2", "--threads", "1"]) == 0
     assert json.loads((out / "train_summary.json").read_text())["steps_done"] == 1
-    from lvlm_skip.loading import load_model
+    from lvlm_skip.inputs.models import load_model
 
     model, _ = load_model(out, progress=False)
     assert model.config.text_config.num_hidden_layers == 2

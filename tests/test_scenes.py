@@ -140,9 +140,9 @@ def test_export_amber_format(exported):
 
 
 def test_export_loads_with_project_readers(exported):
-    from lvlm_skip.evaluation import amber_data
-    from lvlm_skip.evaluation.caption import load_image_objects
-    from lvlm_skip.evaluation.caption_data import load_captions
+    from lvlm_skip.data import amber as amber_data
+    from lvlm_skip.benchmarks.caption.task import load_image_objects
+    from lvlm_skip.data.coco_captions import load_captions
 
     data = amber_data.load_amber(exported)
     for task in ("a", "g", "d", "de", "da", "dr"):

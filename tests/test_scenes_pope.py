@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lvlm_skip.cli import main
-from lvlm_skip.evaluation.pope_data import find_split_files, read_pope_questions
+from lvlm_skip.data.pope import find_split_files, read_pope_questions
 from lvlm_skip.scenes import KINDS, OBJECTS, generate
 from lvlm_skip.scenes.pope import POPE_STRATEGIES, pope_question, pope_questions, write_pope_files
 

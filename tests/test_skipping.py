@@ -9,8 +9,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, Sto
 
 import lvlm_skip
 from lvlm_skip.anatomy import ModelAnatomy
-from lvlm_skip.loading import chat_prompt
-from lvlm_skip.tiny import build_tiny_llava
+from lvlm_skip.inputs.models import chat_prompt
+from lvlm_skip.inputs.builtin_models import build_tiny_llava
 
 from batches import left_padded_batch
 from references import deleted_layers_model, slow_reference_tokens

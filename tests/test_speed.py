@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lvlm_skip.cli import main
-from lvlm_skip.evaluation import speed
+from lvlm_skip.speed import benchmark as speed
 
 
 def test_layer_plan_and_configurations():
@@ -20,20 +20,21 @@ def test_layer_plan_and_configurations():
     configs = {c.name: c for c in speed.default_configs(plan, 32, 256)}
     assert list(configs)[0] == "stock" and configs["stock"].wrap is None
     assert configs["skip1 static"].wrap == dict(variant="skip1", critical_layer=18, mutation_layers=(27, 30))
-    assert configs["skip3 online"].target == "online >= 4 layers, >= 90% of ideal"
+    assert configs["skip3 online"].target.label == "online >= 4 layers, >= 90% of ideal"
     assert configs["online detect-only (k=256)"].wrap["detection"].patience > 10**6 - 1
     names = [c.name for c in speed.select_configs(speed.default_configs(plan, 32, 256), "none,skip2")]
     assert names == ["stock", "none", "skip2 static", "skip2 online"]
 
 
 def test_targets_are_judged_from_the_row():
-    assert speed._met("static >= 95% of ideal", {"pct_of_ideal": 95.0}) == "yes"
-    assert speed._met("static >= 95% of ideal", {"pct_of_ideal": 94.9}) == "no"
-    assert speed._met("detect <= 5%", {"overhead_pct": 5.1}) == "no"
-    assert speed._met("quiet steps <= 5%", {"quiet_overhead_pct": None}) == "-"
+    assert speed.STATIC.met({"pct_of_ideal": 95.0}) == "yes"
+    assert speed.STATIC.met({"pct_of_ideal": 94.9}) == "no"
+    assert speed.DETECT.met({"overhead_pct": 5.0}) == "yes" and speed.DETECT.met({"overhead_pct": 5.1}) == "no"
+    assert speed.QUIET_STEPS.met({"quiet_overhead_pct": None}) == "-"
     row = {"layers_skipped": 4.2, "pct_of_ideal": 91.0}
-    assert speed._met("online >= 4 layers, >= 90% of ideal", row) == "yes"
-    assert speed._met("online >= 4 layers, >= 90% of ideal", dict(row, layers_skipped=3.9)) == "no"
+    assert speed.ONLINE_SPAN.met(row) == "yes"
+    assert speed.ONLINE_SPAN.met(dict(row, layers_skipped=3.9)) == "no"
+    assert speed.ONLINE_SPAN.met({"layers_skipped": 0.0, "pct_of_ideal": None}) == "no"  # skipped nothing
 
 
 def test_step_time_takes_each_steps_least_duration_over_the_runs():
@@ -49,7 +50,7 @@ def test_rows_from_samples():
     sample = {"prefill": [1.0, 1.2], "run_steps": [[0.05, 0.06, 0.05], [0.06, 0.05, 0.07], [0.07, 0.05, 0.06]],
               "skipped": [8.0, 8.0], "acted": []}
     stock = [[0.0625, 0.07, 0.0625], [0.08, 0.0625, 0.0625]]
-    row = speed._row(speed.SpeedConfig("x", dict(variant="layers", layers=[1]), "static >= 95% of ideal"), sample,
+    row = speed._row(speed.SpeedConfig("x", dict(variant="layers", layers=[1]), speed.STATIC), sample,
                      stock_runs=stock, num_layers=32)
     assert row.step_ms == 50.0 and row.speedup == 1.25 and row.ideal == pytest.approx(1.333, abs=1e-3)
     assert row.pct_of_ideal == pytest.approx(93.8, abs=0.1) and row.met == "no"
@@ -62,7 +63,7 @@ def test_quiet_steps_are_those_quiet_in_every_run_against_stocks_same_steps():
     sample = {"prefill": [1.0, 1.0], "run_steps": [[0.11, 0.05, 0.10], [0.10, 0.06, 0.12]], "skipped": [1.0, 1.0],
               "acted": [[False, True, False], [False, True, True]]}
     stock = [[0.10, 0.10, 0.08], [0.12, 0.10, 0.08]]
-    row = speed._row(speed.SpeedConfig("exit online", dict(variant="exit", mode="online"), "quiet steps <= 5%"), sample,
+    row = speed._row(speed.SpeedConfig("exit online", dict(variant="exit", mode="online"), speed.QUIET_STEPS), sample,
                      stock_runs=stock, num_layers=32)
     assert row.quiet_steps == 1 and row.quiet_overhead_pct == 0.0 and row.met == "yes"  # step 0 only: 0.10 vs 0.10
 
@@ -74,9 +75,9 @@ def test_the_benchmark_models_curves_show_the_planted_layers():
     from lvlm_skip.detection import detect_layers
     from lvlm_skip.divergence import adjacent_js_divergence
     from lvlm_skip.hooks import record_last_position_states
-    from lvlm_skip.loading import chat_prompt, encode_inputs
+    from lvlm_skip.inputs.models import chat_prompt, encode_inputs
     from lvlm_skip.readout import stack_layer_logprobs
-    from lvlm_skip.tiny import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS, build_bench_llava
+    from lvlm_skip.inputs.builtin_models import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS, build_bench_llava
 
     model, processor = build_bench_llava()
     inputs = encode_inputs(processor, [chat_prompt(processor, "Please describe this image in detail.")],
@@ -121,7 +122,7 @@ def test_speed_run_writes_its_table(tmp_path, capsys):
 
 def test_the_full_size_benchmark_model_is_llava_1_5_7b_shaped():
     """bench-llava-7b (for a GPU) is llava-1.5-7b-hf's configuration: built here on the meta device only."""
-    from lvlm_skip.tiny import build_bench_llava
+    from lvlm_skip.inputs.builtin_models import build_bench_llava
 
     model, _ = build_bench_llava(shape="7b", device="meta", dtype=torch.float16)
     assert sum(p.numel() for p in model.parameters()) == 7_063_427_072  # llava-hf/llava-1.5-7b-hf's count

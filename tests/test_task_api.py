@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from lvlm_skip.evaluation.generation import Generation, GenerationSettings
-from lvlm_skip.evaluation.json_files import read_json_lines
+from lvlm_skip.data.json_files import read_json_lines
 from lvlm_skip.evaluation.runner import RunSettings, evaluate
 from lvlm_skip.evaluation.task import EvalItem, EvalTask, TaskScores
 from lvlm_skip.evaluation.variants import VariantPlan, VariantSpec

@@ -1,4 +1,4 @@
-"""One word-level tokenizer builder (lvlm_skip.tiny.build_word_tokenizer) for the demo models and scene-llava.
+"""One word-level tokenizer builder (lvlm_skip.inputs.builtin_models.build_word_tokenizer) for the demo models and scene-llava.
 
 Both tokenizers it builds must stay byte-identical to what was shipped and saved before the two
 builders were merged: scene-llava's against the files in ``recipes/models/scene-llava``, the demo
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lvlm_skip.tiny import DEMO_WORDS, build_word_tokenizer
+from lvlm_skip.inputs.builtin_models import DEMO_WORDS, build_word_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "recipes" / "models" / "scene-llava"
@@ -55,10 +55,10 @@ def test_bad_options_are_refused():
 
 
 def test_no_second_builder_or_prompt_formatter_is_left():
-    import lvlm_skip.tiny
+    import lvlm_skip.inputs.builtin_models
     import recipes.scene_llava
 
-    assert not hasattr(lvlm_skip.tiny, "llava_prompt")
+    assert not hasattr(lvlm_skip.inputs.builtin_models, "llava_prompt")
     assert not hasattr(recipes.scene_llava, "prompt")
     assert recipes.scene_llava.build_tokenizer.__code__.co_names.count("build_word_tokenizer") == 1
     source = Path(recipes.scene_llava.__file__).read_text()

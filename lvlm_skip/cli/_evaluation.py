@@ -4,7 +4,7 @@ A subcommand adds its options with :func:`lvlm_skip.cli.options.add_evaluation_a
 data files, and its ``run`` calls :func:`run_task` with a function that loads its task. The order
 of checks is the same everywhere, cheapest first, so that bad input never waits for a model:
 
-1. ``--out`` is a writable folder (:func:`lvlm_skip.paths.check_output_dir`);
+1. ``--out`` is a writable folder (:func:`lvlm_skip.inputs.paths.check_output_dir`);
 2. the variants, their options and ``--profile`` (:func:`lvlm_skip.evaluation.variants.plan_variants`);
 3. ``--model`` and ``--image-dir`` are given (unless ``--score-only``), the device and dtype resolve;
 4. the task's data files load;
@@ -32,7 +32,7 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
     Prints the report's table on stdout (rank 0). Returns 0; bad input raises
     :class:`~lvlm_skip.errors.InputError` / :class:`CliError` (one line, exit status 2).
     """
-    from ..paths import check_output_dir
+    from ..inputs.paths import check_output_dir
 
     out = check_output_dir(args.out)
     from ..evaluation.runner import RunSettings, evaluate
@@ -49,7 +49,7 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
         if not image_dir.is_dir():
             raise CliError(f"--image-dir {args.image_dir!r} is not a folder")
         from ..evaluation.generation import GenerationSettings
-        from ..loading import resolve_device, resolve_dtype
+        from ..inputs.models import resolve_device, resolve_dtype
 
         device = resolve_device(args.device)
         dtype = str(resolve_dtype(args.dtype, device)).replace("torch.", "")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .options import add_evaluation_arguments
 
 HELP = "AMBER hallucination benchmark (generative and yes/no), one row per variant."
-#: AMBER tasks (``lvlm_skip.evaluation.amber_data.TASK_FILES``), repeated so that --help imports nothing.
+#: AMBER tasks (``lvlm_skip.data.amber.TASK_FILES``), repeated so that --help imports nothing.
 TASKS = ("g", "d", "a", "de", "da", "dr")
 
 
@@ -32,7 +32,7 @@ def run(args) -> int:
     from ._evaluation import run_task
 
     def load_task():
-        from ..evaluation.amber import AmberTask
+        from ..benchmarks.amber.task import AmberTask
 
         return AmberTask.load(args.amber_root, args.task, backend=args.backend)
 

@@ -12,7 +12,7 @@ from .options import add_evaluation_arguments
 
 HELP = "Caption metrics, CHAIR and closeness to the stock model, one row per variant."
 DEFAULT_PROMPT = "Please describe this image in detail."
-#: COCO scorer groups (``lvlm_skip.evaluation.coco_metrics.SCORER_GROUPS``), repeated so that --help imports nothing.
+#: COCO scorer groups (``lvlm_skip.benchmarks.caption.coco_metrics.SCORER_GROUPS``), repeated so that --help imports nothing.
 METRICS = "bleu,meteor,rouge,cider,spice"
 
 
@@ -30,7 +30,7 @@ def run(args) -> int:
     from ._evaluation import run_task
 
     def load_task():
-        from ..evaluation.caption import CaptionTask
+        from ..benchmarks.caption.task import CaptionTask
 
         return CaptionTask.load(args.captions, prompt=args.prompt, metrics=args.metrics.split(","), instances=args.instances)
 

@@ -11,7 +11,8 @@ name, meaning and default everywhere:
 * evaluation (amber, caption, pope): all of the above and ``--score-only``;
 * common to all (added by the dispatcher): ``--log-level``, ``--no-progress``.
 
-This module imports only the standard library: ``--help`` must stay instant.
+This module imports no torch (only the torch-free :mod:`lvlm_skip.config` and the registry):
+``--help`` must stay instant.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import MODES
+from ..inputs import BUILTIN_MODELS
+
 PROG = "lvlm-skip"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-MODES = ("static", "online")
-#: Built-in models that ``--model`` accepts besides a local folder (nothing is downloaded): a copy of
-#: ``lvlm_skip.loading.BUILTIN_MODELS``, which imports torch (tested equal).
-BUILTIN_MODELS = ("tiny", "bench-llava", "bench-llava-7b")
 
 
 class CliError(Exception):

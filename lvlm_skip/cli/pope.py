@@ -14,9 +14,9 @@ import argparse
 from .options import CliError, add_evaluation_arguments
 
 HELP = "POPE yes/no object probing (random, popular, adversarial), one row per variant."
-#: POPE's splits (``lvlm_skip.evaluation.pope_data.POPE_SPLITS``), repeated so that --help imports nothing.
+#: POPE's splits (``lvlm_skip.data.pope.POPE_SPLITS``), repeated so that --help imports nothing.
 SPLITS = ("random", "popular", "adversarial")
-#: ``lvlm_skip.evaluation.pope.PROMPT_SUFFIXES``' names, repeated for the same reason.
+#: ``lvlm_skip.benchmarks.pope.task.PROMPT_SUFFIXES``' names, repeated for the same reason.
 SUFFIXES = ("none", "llava", "vcd")
 
 
@@ -50,7 +50,7 @@ def run(args) -> int:
     splits = SPLITS if args.split == "all" else (args.split,)
 
     def load_task():
-        from ..evaluation.pope import PopeTask, resolve_prompt_suffix
+        from ..benchmarks.pope.task import PopeTask, resolve_prompt_suffix
 
         suffix = resolve_prompt_suffix(args.prompt_suffix)
         if args.questions:

@@ -36,7 +36,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..paths import check_output_dir
+    from ..inputs.paths import check_output_dir
 
     out = check_output_dir(args.out)
     detection = None
@@ -49,9 +49,9 @@ def run(args) -> int:
             raise CliError("--detection: JSON nested too deeply") from None
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise CliError(f"--detection: {error}") from None
-    from ..loading import load_model, resolve_device, resolve_dtype
-    from ..profiling import load_profile_data, profile
-    from ..profile_report import write_profile_outputs
+    from ..inputs.models import load_model, resolve_device, resolve_dtype
+    from ..profiles.measure import load_profile_data, profile
+    from ..profiles.report import write_profile_outputs
 
     data = load_profile_data(args.data, data_format=args.format, image_dir=args.image_dir, limit=args.limit,
                              prompt=args.prompt)
@@ -61,7 +61,7 @@ def run(args) -> int:
     result = profile(model, processor, data, max_new_tokens=args.max_new_tokens, detection=detection,
                      readout=args.readout, progress=progress_enabled(args))
     from ..evaluation.fingerprint import model_identity
-    from ..loading import BUILTIN_MODELS
+    from ..inputs.models import BUILTIN_MODELS
 
     result.provenance["model"].update(model_identity(args.model, builtin=BUILTIN_MODELS, verify=args.verify_weights))
     paths = write_profile_outputs(result, out, title=str(args.model))

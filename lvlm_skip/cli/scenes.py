@@ -39,7 +39,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """The ``scenes`` subcommand."""
-    from ..paths import check_output_dir
+    from ..inputs.paths import check_output_dir
 
     out = check_output_dir(args.out)
     from ..scenes.export import export

@@ -4,7 +4,7 @@ Every configuration generates exactly ``--new-tokens`` tokens (EOS suppressed); 
 each token, giving the prefill time and the decode rate. Configurations are interleaved run by
 run after a warm-up round; a row's step time is the mean over steps of each step's least duration
 over the runs (or ``--statistic median``). Writes ``speed.md`` and
-``speed.json`` into ``--out`` (see :mod:`lvlm_skip.evaluation.speed`).
+``speed.json`` into ``--out`` (see :mod:`lvlm_skip.speed.benchmark`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def run(args) -> int:
     """The ``speed`` subcommand."""
     import json
 
-    from ..paths import check_output_dir
+    from ..inputs.paths import check_output_dir
 
     out = check_output_dir(args.out)
     if args.new_tokens < 2:
@@ -53,9 +53,9 @@ def run(args) -> int:
     import torch
 
     from ..anatomy import ModelAnatomy
-    from ..evaluation import speed
+    from ..speed import benchmark as speed
     from ..evaluation.report import markdown_table
-    from ..loading import chat_prompt, encode_inputs, load_image, load_model, resolve_device, resolve_dtype
+    from ..inputs.models import chat_prompt, encode_inputs, load_image, load_model, resolve_device, resolve_dtype
 
     speed.parse_only(args.only)  # an unknown name is refused before the model loads
     image = load_image(args.image) if args.image else speed.random_image()

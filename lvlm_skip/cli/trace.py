@@ -135,10 +135,10 @@ def resolve_choices(args) -> dict[str, str]:
 def load_image(spec: str):
     """The ``--image`` argument as an RGB PIL image."""
     if spec == DEMO_IMAGE:
-        from ..tiny import demo_image
+        from ..inputs.builtin_models import demo_image
 
         return demo_image()
-    from ..loading import load_image as read_image
+    from ..inputs.models import load_image as read_image
 
     return read_image(spec)
 
@@ -148,8 +148,8 @@ def load_image(spec: str):
 
 def run(args) -> int:
     """The ``trace`` subcommand."""
-    from ..image_sets import resolve_images
-    from ..paths import check_output_dir
+    from ..inputs.image_sets import resolve_images
+    from ..inputs.paths import check_output_dir
 
     # 1. cheap checks first: the output folder, the options, the images; then the model
     out = check_output_dir(args.out)
@@ -165,7 +165,7 @@ def run(args) -> int:
     import torch
 
     from ..anatomy import ModelAnatomy
-    from ..loading import chat_prompt, encode_inputs, is_vision_language, load_model, resolve_device, resolve_dtype
+    from ..inputs.models import chat_prompt, encode_inputs, is_vision_language, load_model, resolve_device, resolve_dtype
     from ..tracing import trace
 
     device = resolve_device(args.device)

@@ -11,12 +11,12 @@ The harness (each module one concept; dependencies point down this list):
 * :mod:`~lvlm_skip.evaluation.variants`, :mod:`~lvlm_skip.evaluation.generation`: what a variant
   is and how it answers; :mod:`~lvlm_skip.evaluation.processes`: sharding over processes;
 * :mod:`~lvlm_skip.evaluation.report`: the typed report row and the one Markdown / JSON writer;
-* :mod:`~lvlm_skip.evaluation.json_files`: the one reader of JSON data files.
+* :mod:`~lvlm_skip.data.json_files`: the one reader of JSON data files.
 
-Tasks and their metrics: AMBER (:mod:`~lvlm_skip.evaluation.amber`, ``amber_data``,
-``amber_metrics``, ``language``), captions (:mod:`~lvlm_skip.evaluation.caption`,
-``caption_data``, ``coco_metrics``, ``closeness``, CHAIR) and POPE (:mod:`~lvlm_skip.evaluation.pope`,
-``pope_data``, ``pope_metrics``). :mod:`~lvlm_skip.evaluation.speed` is
+Tasks and their metrics: AMBER (:mod:`~lvlm_skip.benchmarks.amber.task`, ``amber_data``,
+``amber_metrics``, ``language``), captions (:mod:`~lvlm_skip.benchmarks.caption.task`,
+``caption_data``, ``coco_metrics``, ``closeness``, CHAIR) and POPE (:mod:`~lvlm_skip.benchmarks.pope.task`,
+``pope_data``, ``pope_metrics``). :mod:`~lvlm_skip.speed.benchmark` is
 the decoding-speed benchmark. The command line is ``lvlm-skip amber|caption|pope|speed``
 (:mod:`lvlm_skip.cli`). Importing this package imports nothing heavy.
 """

@@ -1,9 +1,9 @@
 """Answering one request: an image and a prompt in, greedy text out, for one variant.
 
-:func:`load_generator` loads the model once (:func:`lvlm_skip.loading.load_model`) and returns a
+:func:`load_generator` loads the model once (:func:`lvlm_skip.inputs.models.load_model`) and returns a
 :class:`ModelGenerator`, a callable ``generator(image, prompt, label) -> Generation``. It wraps the
 model for the requested variant (``none`` is the stock model), formats the prompt with the
-processor's chat template (:func:`lvlm_skip.loading.chat_prompt`) and decodes greedily. Layer
+processor's chat template (:func:`lvlm_skip.inputs.models.chat_prompt`) and decodes greedily. Layer
 numbers in the variants' options are checked against the model when it is loaded, before any
 generation.
 
@@ -76,7 +76,7 @@ class ModelGenerator:
     """Greedy answers of a loaded model for each variant of a :class:`VariantPlan`.
 
     Args:
-        model: A model loaded by :func:`lvlm_skip.loading.load_model`.
+        model: A model loaded by :func:`lvlm_skip.inputs.models.load_model`.
         processor: Its processor.
         plan: The variants (and their options) that will be asked for.
         max_new_tokens: Generation length limit.
@@ -120,7 +120,7 @@ class ModelGenerator:
         import torch
 
         import lvlm_skip
-        from ..loading import chat_prompt, encode_inputs
+        from ..inputs.models import chat_prompt, encode_inputs
 
         self._use(label)
         inputs = encode_inputs(self.processor, [chat_prompt(self.processor, prompt, with_image=True)], [image], self.model)
@@ -145,10 +145,10 @@ def load_generator(settings: GenerationSettings, plan: VariantPlan, progress: bo
     """Load ``settings.model`` and return its :class:`ModelGenerator`.
 
     Raises:
-        InputError: the model cannot be loaded (:class:`~lvlm_skip.loading.ModelLoadError`), is not
+        InputError: the model cannot be loaded (:class:`~lvlm_skip.inputs.models.ModelLoadError`), is not
             supported, or rejects a variant's options.
     """
-    from ..loading import load_model, resolve_device, resolve_dtype
+    from ..inputs.models import load_model, resolve_device, resolve_dtype
 
     device = resolve_device(settings.device)
     model, processor = load_model(settings.model, dtype=resolve_dtype(settings.dtype, device), device=device,

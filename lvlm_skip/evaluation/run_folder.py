@@ -36,7 +36,7 @@ class RunFolder:
     """The output folder of an evaluation, held by this process from :meth:`claim` to :meth:`release`.
 
     Args:
-        path: The folder (it exists and is writable: :func:`lvlm_skip.paths.check_output_dir`).
+        path: The folder (it exists and is writable: :func:`lvlm_skip.inputs.paths.check_output_dir`).
         option: The option that named it, for messages.
     """
 

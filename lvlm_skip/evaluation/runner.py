@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, one_line
-from ..images import load_image, max_image_pixels
-from ..paths import resolve_under
+from ..inputs.images import load_image, max_image_pixels
+from ..inputs.paths import resolve_under
 from . import generation
 from .fingerprint import RunFingerprint, data_identity, file_sha256, model_identity, package_versions
 from .generation import GenerationSettings
@@ -57,7 +57,7 @@ class RunSettings:
     """Everything an evaluation run needs besides the task.
 
     Attributes:
-        out: The run folder (checked with :func:`lvlm_skip.paths.check_output_dir`).
+        out: The run folder (checked with :func:`lvlm_skip.inputs.paths.check_output_dir`).
         plan: The variants and their options.
         generation: How answers are generated; ``None`` with ``score_only``.
         image_dir: The folder the items' image names are relative to; ``None`` with ``score_only``.

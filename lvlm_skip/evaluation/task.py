@@ -13,7 +13,7 @@ does everything else (variants, the model, resuming, sharding, locking, fingerpr
 
 A new benchmark is a subclass with those three methods and a few attributes. POPE, for
 example: items from the JSON lines ``{"question_id", "image", "text", "label"}``
-(:func:`~lvlm_skip.evaluation.json_files.read_json_lines`) with ``annotations={"label": ...}``,
+(:func:`~lvlm_skip.data.json_files.read_json_lines`) with ``annotations={"label": ...}``,
 ``data_files = {"questions": path}``, and a ``score`` that maps each answer to yes/no and counts.
 """
 
@@ -38,7 +38,7 @@ class EvalItem:
     Attributes:
         id: Unique within the task (an int or a string, as in the data file).
         image: The image's name relative to ``--image-dir``, as written in the data file (resolved
-            with :func:`lvlm_skip.paths.resolve_under`, which refuses names outside the folder).
+            with :func:`lvlm_skip.inputs.paths.resolve_under`, which refuses names outside the folder).
         prompt: The question or instruction, without chat template.
         annotations: What the task knows about the item (ground truth, labels), for scoring and
             for analyses; not sent to the model.

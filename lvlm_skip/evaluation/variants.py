@@ -34,13 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import MODES, SkipConfig, build_config
+from ..data.json_files import parse_json
 from ..errors import InputError, one_line
-from .json_files import parse_json
-
-#: The variants that take their layers from ``--profile`` (``lvlm_skip.wrap(..., profile=path)``).
-PROFILE_VARIANTS = ("skip1", "skip2", "skip3", "exit")
-#: The peers (``lvlm_skip.PEERS``), which have no mode; repeated so that a fingerprint imports no torch.
-PEER_VARIANTS = ("dola", "deco", "vcd")
+from ..profiles.profile import LayerProfile
+from ..variants import PEERS, PROFILE_VARIANTS, VARIANTS
 
 
 @dataclass(frozen=True)
@@ -91,14 +89,13 @@ def parse_variant_spec(spec: str, default_mode: str = "static") -> VariantSpec:
     Raises:
         InputError: unknown variant or mode, or a malformed spec.
     """
-    from .. import MODES, VARIANTS
 
     label = spec.strip()
     name, sep, mode = label.partition(":")
     name, mode = name.strip(), (mode.strip() if sep else default_mode)
     if name not in VARIANTS:
         raise InputError(f"unknown variant {name!r} in variant spec {label!r}; known: {', '.join(VARIANTS)}")
-    if sep and name in PEER_VARIANTS:
+    if sep and name in PEERS:
         raise InputError(f"variant spec {label!r}: {name} has no mode (it acts at every step); write {name!r}")
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r} in variant spec {label!r}; known: {', '.join(MODES)}")
@@ -208,19 +205,14 @@ def check_option_types(config_class: type, options: Mapping[str, Any], where: st
 
 def _config_class(variant: str) -> type:
     """The dataclass whose fields are ``variant``'s ``wrap`` options: SkipConfig, or the peer's config."""
-    from ..peers import PEER_CONFIGS
-    from ..skips import SkipConfig
-
-    return PEER_CONFIGS.get(variant, SkipConfig)
+    return VARIANTS[variant].options
 
 
 def _check_options(spec: VariantSpec, options: Mapping[str, Any]) -> None:
     """Build the variant's config from ``options`` once, so a bad option fails before any work."""
-    from ..peers import PEER_CONFIGS, peer_config
-    from ..skips import SkipConfig
-
-    if spec.variant in PEER_CONFIGS:
-        peer_config(spec.variant, **options)
+    declared = VARIANTS[spec.variant]
+    if declared.is_peer:
+        build_config(declared.options, **options)
     else:
         SkipConfig.from_kwargs(variant=spec.variant, mode=spec.mode, **options)
 
@@ -266,7 +258,6 @@ def check_profile(path: str | None) -> Path | None:
     """
     if not path:
         return None
-    from ..profiles import LayerProfile
 
     try:
         LayerProfile.load(path)
@@ -290,7 +281,9 @@ def plan_variants(variants: str, mode: str = "static", variant_options: str | No
 def wrap_arguments(plan: VariantPlan, label: str) -> dict[str, Any]:
     """The keyword arguments of ``lvlm_skip.wrap`` for the variant ``label`` (the one place that builds them)."""
     spec = plan.spec(label)
-    arguments: dict[str, Any] = {"variant": spec.variant, "mode": spec.mode, **plan.options.get(label, {})}
+    arguments: dict[str, Any] = {"variant": spec.variant, **plan.options.get(label, {})}
+    if not VARIANTS[spec.variant].is_peer:  # a peer takes no mode
+        arguments["mode"] = spec.mode
     if plan.profile is not None and spec.variant in PROFILE_VARIANTS:
         arguments["profile"] = str(plan.profile)
     return arguments
@@ -303,7 +296,7 @@ def variant_fingerprint(plan: VariantPlan, label: str, profile_sha256: str | Non
     """
     spec = plan.spec(label)
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(plan.options.get(label, {}).items())}
-    modeless = spec.variant == "none" or spec.variant in PEER_VARIANTS
+    modeless = spec.variant == "none" or spec.variant in PEERS
     uses_profile = plan.profile is not None and spec.variant in PROFILE_VARIANTS
     return {"variant": spec.variant, "mode": None if modeless else spec.mode, "options": options,
             "profile_sha256": profile_sha256 if uses_profile else None}

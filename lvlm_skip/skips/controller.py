@@ -6,12 +6,12 @@ import logging
 
 import torch
 
-from ..anatomy import UnsupportedModelError, ModelAnatomy
+from ..anatomy import ModelAnatomy, UnsupportedModelError
+from ..config import SkipConfig
+from ..variants import Discard, ExitVariant, skip_variant, static_skip_set
 from .calibration import calibrate
-from .config import SkipConfig
 from .kv import DeferredKV
-from .online import OnlineContext, OnlineSequence, OnlineStep
-from .policies import policy_for, static_skip_set
+from .online import OnlineContext, OnlineSequence, online_step
 from .report import SkipReport, StepRecord
 from .static import StaticStep
 
@@ -32,15 +32,15 @@ class SkipController:
         config.validate_for(anatomy)
         self.anatomy = anatomy
         self.config = config
-        self.policy = policy_for(config)
-        if config.mode == "online" and self.policy.online == "discard" and anatomy.has_sliding_window_layers:
+        self.variant = skip_variant(config.variant)
+        if config.mode == "online" and self.variant.online is Discard and anatomy.has_sliding_window_layers:
             raise UnsupportedModelError(
                 f"online {config.variant} is not supported on {type(anatomy.model).__name__}: it re-runs a step's late "
                 "layers, and its sliding-window caches cannot be cropped back once the window is full; use static mode"
             )
         self.num_layers = anatomy.num_layers
-        self.online = OnlineContext(anatomy, config, self.policy, self._window_start()) if config.mode == "online" else None
-        self.needs_calibration = config.mode == "static" and not self.policy.layers_given(config)
+        self.online = OnlineContext(anatomy, config, self.variant, self._window_start()) if config.mode == "online" else None
+        self.needs_calibration = config.mode == "static" and not self.variant.layers_given(config)
         self._given_skip = None if self.needs_calibration else static_skip_set(config, self.num_layers)
         self._call_checked = False
         self.reset()
@@ -96,7 +96,7 @@ class SkipController:
         if self.config.mode == "online":
             if prefill:
                 self._sequence = OnlineSequence(spans=[(1, 0)] * batch, resume=[0] * batch, deferred=DeferredKV(self.anatomy))
-            self._step = OnlineStep(self.online, self._sequence, record)
+            self._step = online_step(self.online, self._sequence, record)
         else:
             reusable = self._calibrate(hidden, layer_kwargs, layer_forwards) if prefill and self.needs_calibration else None
             if prefill and not self.needs_calibration:
@@ -104,7 +104,7 @@ class SkipController:
             self._step = StaticStep(self.anatomy, self.config, self._skip, record, reusable)
             if self._calibration:
                 record.critical = torch.tensor([c["critical"] for c in self._calibration], device=device)
-            if self.policy.name == "exit":
+            if isinstance(self.variant, ExitVariant):
                 skipped = self._skip
                 record.exit_layer = torch.where(skipped.any(-1), skipped.long().argmax(-1), self.num_layers)
         self._records.append(record)

@@ -2,10 +2,10 @@
 
 Step ``t`` is the forward pass that predicts generated token ``t`` (step 0: the prefill, whose last
 position predicts token 0; the other prompt positions are never skipped). At every step the states
-``h_{w-1} .. h_L`` of the predicting position are read out (:mod:`~lvlm_skip.skipping.window`), the
+``h_{w-1} .. h_L`` of the predicting position are read out (:mod:`~lvlm_skip.skips.window`), the
 adjacent-layer JSD gives the step's curve, and the causal detector (:mod:`lvlm_skip.detection`)
 gives its critical layer and mutation layers. How a variant acts on them
-(:mod:`~lvlm_skip.skipping.policies`):
+(its online strategy in :mod:`lvlm_skip.variants`; one step class each below):
 
 * **exit**: every layer runs; after layer ``L`` the rows whose step shows a mutation at ``m`` take
   their distribution from ``h_{m-1}`` (one extra LM head for those rows only).
@@ -24,7 +24,7 @@ gives its critical layer and mutation layers. How a variant acts on them
   runs the next step in full. With ``decide="step"`` each step confirms its own ``k`` layer by layer
   (one readout and one device-to-host copy per layer until every row has decided).
 
-A layer skipped at a step gets its K/V from its input (:mod:`~lvlm_skip.skipping.kv`), since it
+A layer skipped at a step gets its K/V from its input (:mod:`~lvlm_skip.skips.kv`), since it
 may run again at a later step. Skipped layers are not observed: their ``d_j`` is NaN in the report.
 """
 
@@ -37,9 +37,9 @@ import torch
 from ..anatomy import ModelAnatomy, drop_cache_positions_, unpack_layer_output
 from ..detection import CausalLayerDetector
 from ..divergence import js_divergence
-from .config import SkipConfig
+from ..config import SkipConfig
+from ..variants import Discard, Exit, OnlineStrategy, SkipVariant, Span
 from .kv import DeferredKV, keep_input_at_last_position, write_skipped_kv
-from .policies import VariantPolicy
 from .report import StepRecord
 from .window import WindowReadout, detect_window, window_curve
 
@@ -50,7 +50,7 @@ class OnlineContext:
 
     anatomy: ModelAnatomy
     config: SkipConfig
-    policy: VariantPolicy
+    variant: SkipVariant
     window_start: int
 
     @property
@@ -77,7 +77,13 @@ class OnlineSequence:
 
 
 class OnlineStep:
-    """One step: routes the layers, observes the window, applies the variant's decisions."""
+    """One step: routes the layers and observes the window; a subclass per online strategy decides.
+
+    The shared observation: the states ``h_{w-1} .. h_L`` of the predicting position, read out over the
+    step's candidates, the adjacent-layer JSD and the causal detector, either layer by layer while the
+    step runs (:attr:`per_layer`, when the strategy decides inside the step) or once after layer ``L``.
+    Subclasses override :meth:`decides_per_layer`, :meth:`decide_at_layer` and :meth:`act`.
+    """
 
     def __init__(self, ctx: OnlineContext, sequence: OnlineSequence, record: StepRecord):
         self.ctx = ctx
@@ -91,12 +97,7 @@ class OnlineStep:
         self.readout = WindowReadout(ctx.anatomy, readout=config.readout, candidates=config.candidates)
         self.spans = list(sequence.spans) if config.decide == "lagged" else [(1, 0)] * batch
         self.skip_from_layer = min((first for first, last in self.spans if first <= last), default=ctx.num_layers + 1)
-        online = ctx.policy.online
-        resume_unknown = ctx.policy.name == "skip1" and not config.mutation_layers and record.prefill
-        # layer by layer now: step-decided spans (except a skip1 step 0 that measures m), and skip2's prefill
-        self.per_layer = (online == "span" and config.decide == "step" and not resume_unknown) or (
-            online == "discard" and record.prefill
-        )
+        self.per_layer = self.decides_per_layer()
         self.decided = [False] * batch  # rows whose span is decided (step mode)
         self.detector = CausalLayerDetector(batch, config.detection, device=self.device, num_layers=ctx.num_layers) if self.per_layer else None
         self.observed: dict[int, tuple[list[float], list[bool]]] = {}  # layer -> (d, mutation) per row, layer by layer
@@ -137,7 +138,7 @@ class OnlineStep:
     def _observe(self, layer: int, state: torch.Tensor, out=None, hidden=None):
         """Keep the window state; on the layer-by-layer path, read it out and decide."""
         self.window[layer] = state
-        if not self.per_layer or (self.ctx.policy.online == "span" and all(self.decided)):
+        if not self.per_layer or self.done_deciding():
             return out
         if self.prev_logp is None:  # the window's seed h_{w-1}: candidates and first readout
             self.readout.choose_from_state(state, layer)
@@ -152,27 +153,27 @@ class OnlineStep:
         mutation = self.detector.observe_values(layer, values, changed)
         self.observed[layer] = (values, mutation)
         # 2. the decision
-        if self.ctx.policy.online == "span":
-            self._decide_span(layer)
-            self.prev_logp = logp
-        elif any(mutation):  # discard: the mutation rows' update is dropped, their readout goes back to the input's
-            rows = torch.tensor(mutation, device=logp.device)
-            out = keep_input_at_last_position(out, hidden, rows)
-            self.record.skipped[:, layer - 1] |= rows.to(self.device)
-            self.window[layer] = out[:, -1]
-            self.prev_logp = torch.where(rows[:, None], self.prev_logp, logp)
-        else:
-            self.prev_logp = logp
+        return self.decide_at_layer(layer, logp, mutation, out, hidden)
+
+    # -- what a strategy overrides ---------------------------------------------------------------------
+
+    def decides_per_layer(self) -> bool:
+        """Whether this step reads its window out layer by layer and decides inside the step."""
+        return False
+
+    def done_deciding(self) -> bool:
+        """Layer by layer: whether every row has decided (the rest of the window need not be read out)."""
+        return False
+
+    def decide_at_layer(self, layer: int, logp: torch.Tensor, mutation: list[bool], out, hidden):
+        """Layer by layer: act on layer ``layer``'s readout `(batch, candidates)` ``logp`` and the
+        detector's per-row ``mutation``; returns the layer's (possibly changed) output."""
+        self.prev_logp = logp
         return out
 
-    def _decide_span(self, layer: int) -> None:
-        """Step mode: rows that confirmed their critical layer at ``layer`` skip their span from ``layer + 1``."""
-        ctx = self.ctx
-        for b, row in enumerate(self.detector.rows):
-            if row.critical and not self.decided[b]:
-                self.spans[b] = ctx.policy.span(ctx.config, ctx.num_layers, layer, self._resume(b))
-                self.decided[b] = True
-                self.skip_from_layer = min(self.skip_from_layer, layer + 1)
+    def act(self, logits: torch.Tensor, found, states: torch.Tensor, jsd: torch.Tensor) -> torch.Tensor:
+        """After layer ``L``, on the step's detection ``found``: returns the logits the model returns."""
+        return logits
 
     def _record_observed(self) -> None:
         """The layer-by-layer path's observations into the step's record, in one copy each."""
@@ -183,10 +184,6 @@ class OnlineStep:
         self.record.jsd[:, index] = torch.tensor([self.observed[j][0] for j in layers], device=self.device).T
         self.record.mutation[:, index] = torch.tensor([self.observed[j][1] for j in layers], device=self.device).T
         self.record.critical = self.detector.critical.to(self.device)
-
-    def _resume(self, row: int) -> int:
-        given = self.ctx.config.mutation_layers
-        return given[0] if given else self.sequence.resume[row]
 
     # -- after layer L -------------------------------------------------------------------------------
 
@@ -212,27 +209,62 @@ class OnlineStep:
                                    unobserved=record.skipped)  # a skipped layer is not observed
         record.jsd, record.critical, record.mutation = jsd, found.critical.to(self.device), found.mutation.to(self.device)
         # 2. what the variant does with it
-        online = ctx.policy.online
-        if online == "exit":
-            return self._exit(logits, found.first_mutation())
-        if online == "discard":
-            return self._rerun_after_mutation(logits, found.first_mutation(), states, jsd)
-        if online == "span":
-            self._plan_next_step(found)
+        return self.act(logits, found, states, jsd)
+
+
+class SpanStep(OnlineStep):
+    """:class:`~lvlm_skip.variants.Span`: once the critical layer is confirmed at ``k``, skip the variant's span."""
+
+    def decides_per_layer(self) -> bool:
+        # a step that measures skip1's resume layer m (step 0 without given mutation layers) runs in full
+        measures_resume = self._resume_measured() and self.record.prefill
+        return self.ctx.config.decide == "step" and not measures_resume
+
+    def done_deciding(self) -> bool:
+        return all(self.decided)
+
+    def decide_at_layer(self, layer, logp, mutation, out, hidden):
+        """Step mode: rows that confirmed their critical layer at ``layer`` skip their span from ``layer + 1``."""
+        ctx = self.ctx
+        for b, row in enumerate(self.detector.rows):
+            if row.critical and not self.decided[b]:
+                self.spans[b] = ctx.variant.span(ctx.config, ctx.num_layers, layer, self._resume(b))
+                self.decided[b] = True
+                self.skip_from_layer = min(self.skip_from_layer, layer + 1)
+        self.prev_logp = logp
+        return out
+
+    def act(self, logits, found, states, jsd):
+        self._plan_next_step(found)
         return logits
+
+    def _resume_measured(self) -> bool:
+        """Whether the span ends at a mutation layer that has to be measured (skip1 without given mutation layers)."""
+        return "mutation" in self.ctx.variant.needs and not self.ctx.config.mutation_layers
+
+    def _resume(self, row: int) -> int:
+        given = self.ctx.config.mutation_layers
+        return given[0] if given else self.sequence.resume[row]
 
     def _plan_next_step(self, found) -> None:
         """Lagged spans: the next step skips after the layer where this step confirmed its critical layer."""
         ctx, sequence = self.ctx, self.sequence
-        if self.record.prefill and ctx.policy.name == "skip1" and not ctx.config.mutation_layers:
+        if self.record.prefill and self._resume_measured():
             sequence.resume = found.first_mutation().tolist()
             sequence.measured = [
                 {"critical": int(found.critical[b]), "mutation": found.mutation_layers(b)} for b in range(len(sequence.resume))
             ]
         confirmed_at = found.confirmed_at.tolist()
         sequence.spans = [
-            ctx.policy.span(ctx.config, ctx.num_layers, k, self._resume(b)) if k else (1, 0) for b, k in enumerate(confirmed_at)
+            ctx.variant.span(ctx.config, ctx.num_layers, k, self._resume(b)) if k else (1, 0) for b, k in enumerate(confirmed_at)
         ]
+
+
+class ExitStep(OnlineStep):
+    """:class:`~lvlm_skip.variants.Exit`: every layer runs; mutation rows take the distribution of ``h_{m-1}``."""
+
+    def act(self, logits, found, states, jsd):
+        return self._exit(logits, found.first_mutation())
 
     def _exit(self, logits: torch.Tensor, first_mutation: torch.Tensor) -> torch.Tensor:
         """Rows with a mutation at ``m`` take their distribution from ``h_{m-1}``."""
@@ -247,6 +279,28 @@ class OnlineStep:
         logits = logits.clone()
         logits[rows, -1] = new.to(logits.dtype)
         return logits
+
+
+
+class DiscardStep(OnlineStep):
+    """:class:`~lvlm_skip.variants.Discard`: a layer whose update spikes is dropped (speculatively after step 0)."""
+
+    def decides_per_layer(self) -> bool:
+        return self.record.prefill  # the prefill decides layer by layer
+
+    def decide_at_layer(self, layer, logp, mutation, out, hidden):
+        if any(mutation):  # the mutation rows' update is dropped, their readout goes back to the input's
+            rows = torch.tensor(mutation, device=logp.device)
+            out = keep_input_at_last_position(out, hidden, rows)
+            self.record.skipped[:, layer - 1] |= rows.to(self.device)
+            self.window[layer] = out[:, -1]
+            self.prev_logp = torch.where(rows[:, None], self.prev_logp, logp)
+        else:
+            self.prev_logp = logp
+        return out
+
+    def act(self, logits, found, states, jsd):
+        return self._rerun_after_mutation(logits, found.first_mutation(), states, jsd)
 
     def _rerun_after_mutation(self, logits, first_mutation, states, jsd) -> torch.Tensor:
         """skip2, speculatively: if a row's curve spikes at ``m``, rerun layers ``m+1..L`` dropping the spikes."""
@@ -290,3 +344,12 @@ class OnlineStep:
         changed_rows = torch.tensor([bool(m) for m in firsts], device=logits.device)
         last = torch.where(changed_rows[:, None], new.to(logits.dtype), logits[:, -1])
         return torch.cat([logits[:, :-1], last[:, None]], dim=1)
+
+
+#: The step class of each online strategy.
+STEPS: dict[type[OnlineStrategy], type[OnlineStep]] = {Span: SpanStep, Discard: DiscardStep, Exit: ExitStep}
+
+
+def online_step(ctx: OnlineContext, sequence: OnlineSequence, record: StepRecord) -> OnlineStep:
+    """The step of ``ctx.variant``'s online strategy."""
+    return STEPS[ctx.variant.online](ctx, sequence, record)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .config import SkipConfig
+from ..config import SkipConfig
 
 
 @dataclass

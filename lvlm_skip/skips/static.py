@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..anatomy import ModelAnatomy, unpack_layer_output
-from .config import SkipConfig
+from ..config import SkipConfig
 from .kv import keep_input_at_last_position, write_skipped_kv
 from .report import StepRecord
 

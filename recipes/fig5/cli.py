@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lvlm_skip.cli.options import positive_int
-from lvlm_skip.presets import PRESETS
+from lvlm_skip.profiles.presets import PRESETS
 
 from ..command import progress_enabled, recipe_parser, run_recipe
 from .layers import SKIP_VARIANTS
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="Discard results in --out made with other settings, instead of refusing to mix them.")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="The paper's critical layer and keep_last for LLaVA-1.5 (lvlm_skip.presets); it gives no "
+                   help="The paper's critical layer and keep_last for LLaVA-1.5 (lvlm_skip.profiles.presets); it gives no "
                    "mutation layers (the paper states none): add --mutation or --profile for skip1 and skip2.")
     p.add_argument("--profile", default=None,
                    help="A layer profile (profile.json from `lvlm-skip profile`) giving the critical and mutation layers.")

@@ -18,7 +18,7 @@ ANALYSIS_FIGURES = ("fig2_token_probabilities", "fig4_jsd_heatmap")
 
 def encode(processor, model, image, prompt: str) -> dict:
     """The processor's inputs for one image and one prompt (the processor's chat template), on the model's device."""
-    from lvlm_skip.loading import chat_prompt, encode_inputs
+    from lvlm_skip.inputs.models import chat_prompt, encode_inputs
 
     return encode_inputs(processor, [chat_prompt(processor, prompt, with_image=True)], [image], model)
 

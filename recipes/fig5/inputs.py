@@ -33,7 +33,7 @@ def given_images(paths: list[str]) -> list[InputImage]:
     Raises:
         InputError: a file that is missing or not a readable image (one line naming it).
     """
-    from lvlm_skip.loading import load_image
+    from lvlm_skip.inputs.models import load_image
 
     files = [Path(p) for p in paths]
     for path in files:

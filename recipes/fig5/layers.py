@@ -14,7 +14,7 @@ layers, ``m = min(M)`` and ``L`` the decoder depth:
 1. ``--critical``, ``--mutation``, ``--keep-last``;
 2. ``--profile profile.json`` (``lvlm-skip profile``): the model's ``c`` and ``M`` measured over
    many tokens (:mod:`lvlm_skip.profiles`), also passed to ``lvlm_skip.wrap(..., profile=...)``;
-3. ``--preset`` (:mod:`lvlm_skip.presets`): ``c`` and ``keep_last`` as the paper reads them for
+3. ``--preset`` (:mod:`lvlm_skip.profiles.presets`): ``c`` and ``keep_last`` as the paper reads them for
    LLaVA-1.5-7B / 13B. The paper gives no mutation-layer numbers, so a preset gives no ``M``.
 
 With none of them, static mode measures ``c`` and ``M`` on each prompt (the JSD curve of the
@@ -31,19 +31,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from lvlm_skip.errors import InputError, one_line
+from lvlm_skip.variants import VARIANTS
 
 #: The paper's skip variants, in its order.
 SKIP_VARIANTS = ("skip1", "skip2", "skip3")
-#: Column titles: the paper's names.
-TITLES = {"none": "original", "skip1": "skip.1", "skip2": "skip.2", "skip3": "skip.3"}
-#: What each variant skips, for table captions.
-DEFINITIONS = {
-    "skip1": "c+1..m-1, critical layer to the first mutation layer",
-    "skip2": "the mutation layers M",
-    "skip3": "c+1..L-keep_last, critical layer to the last keep_last layers",
-}
-#: The layers each variant needs.
-NEEDS = {"skip1": ("critical", "mutation"), "skip2": ("mutation",), "skip3": ("critical",)}
+#: Column titles: the paper's names (Fig. 5 calls the stock model "original"); from the registry.
+TITLES = {"none": "original", **{v: VARIANTS[v].title for v in SKIP_VARIANTS}}
 
 
 def format_layers(layers) -> str:
@@ -104,9 +97,9 @@ class LayerChoice:
             return options
         if self.mode == "static":
             options["positions"] = self.positions
-        if "critical" in NEEDS[variant] and self.critical is not None:
+        if "critical" in VARIANTS[variant].needs and self.critical is not None:
             options["critical_layer"] = self.critical
-        if "mutation" in NEEDS[variant] and self.mutation is not None:
+        if "mutation" in VARIANTS[variant].needs and self.mutation is not None:
             options["mutation_layers"] = self.mutation
         if variant == "skip3":
             options["keep_last"] = self.keep_last
@@ -139,7 +132,7 @@ class LayerChoice:
         if self.measured_per_prompt:
             text = "c and M measured per prompt (on the JSD curve of the prompt's last position)"
         else:
-            needed = {name for v in self.variants for name in NEEDS[v]}
+            needed = {name for v in self.variants for name in VARIANTS[v].needs}
             parts = []
             if "critical" in needed:
                 parts.append(f"c = {self.critical} ({self.critical_source})" if self.critical is not None
@@ -182,7 +175,7 @@ def resolve_layers(
         InputError: an unknown preset, an unreadable profile, a preset and a profile for different
             depths, a variant missing a layer it needs, or options ``lvlm_skip`` rejects.
     """
-    from lvlm_skip.presets import get_preset
+    from lvlm_skip.profiles.presets import get_preset
     from lvlm_skip.profiles import LayerProfile
 
     if mode == "online" and positions != "generated":
@@ -227,18 +220,18 @@ def _check_needs(choice: LayerChoice) -> None:
     given = choice.critical is not None or choice.mutation is not None
     for variant in choice.variants:
         title = TITLES[variant]
-        if "mutation" in NEEDS[variant] and choice.mutation == ():
+        if "mutation" in VARIANTS[variant].needs and choice.mutation == ():
             raise InputError(f"{title} would skip nothing: profile {choice.profile!r} found no mutation layer that recurs "
                              "across tokens; pass --mutation M1,M2 or leave it out of --variants")
         if choice.mode != "static" or not given:
             continue
-        if "mutation" in NEEDS[variant] and choice.mutation is None:
+        if "mutation" in VARIANTS[variant].needs and choice.mutation is None:
             reason = (f"the preset {choice.preset} gives only the critical layer (the paper gives no mutation-layer numbers)"
                       if choice.preset else "only --critical was given")
             raise InputError(f"{title} needs mutation layers and {reason}: pass --mutation M1,M2 or --profile profile.json "
                              "(from `lvlm-skip profile`), leave it out of --variants, or give no layers at all (no --preset) "
                              "to measure them per prompt")
-        if "critical" in NEEDS[variant] and choice.critical is None:
+        if "critical" in VARIANTS[variant].needs and choice.critical is None:
             reason = f"profile {choice.profile!r} found none" if choice.profile else "only --mutation was given"
             raise InputError(f"{title} needs the critical layer and {reason}: pass --critical C or a --preset, or leave it "
                              "out of --variants")

@@ -2,7 +2,7 @@
 
 Order of work, so that bad input costs nothing:
 
-1. the output folder (:func:`lvlm_skip.paths.check_output_dir`), the layers
+1. the output folder (:func:`lvlm_skip.inputs.paths.check_output_dir`), the layers
    (:func:`~recipes.fig5.layers.resolve_layers`), the images, the device and the model folder;
 2. ``results.json``: the finished images of the same settings (:class:`~recipes.fig5.results.ResultsFile`);
 3. the model, loaded only if something is missing, and the layers checked against its depth;
@@ -33,8 +33,8 @@ def run(args: argparse.Namespace, progress: bool = False) -> list[ImageResult]:
     Raises:
         InputError: bad input (one line), before the model is loaded wherever it can be checked before.
     """
-    from lvlm_skip.loading import resolve_device
-    from lvlm_skip.paths import check_output_dir
+    from lvlm_skip.inputs.models import resolve_device
+    from lvlm_skip.inputs.paths import check_output_dir
 
     # 1. everything that can be checked without the model
     out = check_output_dir(args.out)
@@ -71,7 +71,7 @@ def run_settings(args: argparse.Namespace, layers: LayerChoice, device_type: str
         InputError: the model folder does not exist or has no ``config.json``.
     """
     from lvlm_skip.evaluation.fingerprint import file_sha256, model_identity, package_versions
-    from lvlm_skip.loading import BUILTIN_MODELS
+    from lvlm_skip.inputs.models import BUILTIN_MODELS
 
     if args.model not in BUILTIN_MODELS and Path(args.model).is_dir() and not (Path(args.model) / "config.json").is_file():
         raise InputError(f"model folder {args.model!r} has no config.json (a local Hugging Face folder, or one of "
@@ -92,7 +92,7 @@ def config_depth(model_name: str) -> int | None:
     Raises:
         InputError: the config cannot be read.
     """
-    from lvlm_skip.loading import BUILTIN_MODELS, ModelLoadError
+    from lvlm_skip.inputs.models import BUILTIN_MODELS, ModelLoadError
 
     if model_name in BUILTIN_MODELS:
         return None
@@ -109,7 +109,7 @@ def _generate_missing(args, layers: LayerChoice, images: list[InputImage], resul
                       progress: bool) -> list[ImageResult]:
     from tqdm.auto import tqdm
 
-    from lvlm_skip.loading import load_image
+    from lvlm_skip.inputs.models import load_image
 
     wanted = ("none", *layers.variants)
     found = {image.stem: results.finished(image.stem, image.sha256) for image in images}
@@ -144,7 +144,7 @@ def _generate_missing(args, layers: LayerChoice, images: list[InputImage], resul
 def _load(model_name: str, device, layers: LayerChoice):
     """``(model, processor)`` without loading bars, the layers checked against the model's depth."""
     from lvlm_skip import ModelAnatomy
-    from lvlm_skip.loading import load_model
+    from lvlm_skip.inputs.models import load_model
 
     model, processor = load_model(model_name, device=device, progress=False)
     layers.check_model(ModelAnatomy.from_model(model))

@@ -14,7 +14,9 @@ import html
 import io
 from pathlib import Path
 
-from .layers import DEFINITIONS, SKIP_VARIANTS, TITLES, format_layers
+from lvlm_skip.variants import VARIANTS
+
+from .layers import SKIP_VARIANTS, TITLES, format_layers
 from .results import ImageResult, VariantResult
 from .word_diff import html_diff, markdown_diff, markdown_escape
 
@@ -49,7 +51,7 @@ def skip_summary(result: VariantResult) -> str:
 
 def caption(variants: tuple[str, ...], model: str, prompt: str, layers: str) -> str:
     """The sentences above the table: model, prompt, the variants' definitions, the layers."""
-    definitions = "; ".join(f"{TITLES[v]} skips {DEFINITIONS[v]}" for v in variants)
+    definitions = "; ".join(f"{TITLES[v]} skips {VARIANTS[v].skips}" for v in variants)
     return f"Model {model}, prompt \"{prompt}\"; {definitions}. Layers: {layers}."
 
 

@@ -1,0 +1,249 @@
+"""``lvlm_skip.profile(...)``: trace N prompts and aggregate a model's layer profile.
+
+Every prompt is answered greedily by :func:`lvlm_skip.trace`, which detects each generated token's
+critical and mutation layers (:mod:`lvlm_skip.detection`). The detections of all tokens, and of the
+content-word tokens alone, become a :class:`~lvlm_skip.profiles.LayerProfile` with the model's
+``c`` and ``M`` chosen by :func:`~lvlm_skip.profiles.choose_layers`.
+
+*Content words* are the object words the data's annotations name: AMBER's (and the scene
+benchmark's) annotation vocabulary (truth / hallucination words, ``relation.json``), COCO's CHAIR
+object words, POPE's probed objects. A token counts as a content token when it is the first
+token of a generated word that is one of them (lower-cased; a plural whose singular is one counts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..anatomy import ModelAnatomy
+from ..config import DetectionConfig
+from ..data.amber import check_queries, load_amber, load_queries
+from ..data.coco_captions import load_captions
+from ..data.coco_objects import object_words
+from ..data.digests import file_sha256s
+from ..data.pope import read_pope_questions
+from ..errors import InputError
+from ..inputs.models import chat_prompt, encode_inputs, is_vision_language, load_image
+from ..inputs.paths import resolve_under
+from ..tracing import trace
+from .profile import LayerProfile, LayerStatistics, choose_layers
+
+logger = logging.getLogger(__name__)
+
+#: The paper's caption prompt (§3.1), used when the data does not give one.
+PAPER_PROMPT = "Please describe this image in detail."
+DATA_FORMATS = ("amber", "coco", "pope")
+
+
+@dataclass(frozen=True)
+class ProfileItem:
+    """One prompt to trace: an image (file path, PIL image, or None for text-only models) and its prompt."""
+
+    image: object
+    prompt: str
+
+
+@dataclass
+class ProfileData:
+    """Prompts and the content words of a data folder.
+
+    Attributes:
+        items: The prompts.
+        content_words: Lower-cased object words the annotations name (empty: no content-word statistics).
+        provenance: What the data is (format, root, files and their digests, N).
+    """
+
+    items: list[ProfileItem]
+    content_words: frozenset[str] = frozenset()
+    provenance: dict = field(default_factory=dict)
+
+
+def load_profile_data(root: str | Path, *, data_format: str = "auto", image_dir: str | Path | None = None,
+                      limit: int | None = None, prompt: str | None = None) -> ProfileData:
+    """The first ``limit`` prompts of an AMBER-, COCO- or POPE-format folder (the scene benchmark is AMBER format).
+
+    * ``amber``: ``query/query_generative.json`` (its query, or ``prompt``), content words = the
+      annotation vocabulary; images under ``image_dir`` (default ``root/images``, else ``root``).
+    * ``coco``: ``captions.json`` (or the single ``captions*.json``), ``prompt`` (default the paper's),
+      content words = CHAIR's COCO object words.
+    * ``pope``: every ``*.json`` question file under ``root`` (or ``root/pope``), the question as prompt,
+      content words = the probed objects.
+
+    Raises:
+        InputError: a missing folder or file, an unknown or undetectable format.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"data folder {str(root)!r} does not exist")
+    data_format = _detect_format(root) if data_format == "auto" else data_format
+    if data_format not in DATA_FORMATS:
+        raise InputError(f"unknown data format {data_format!r}; use auto, {', '.join(DATA_FORMATS)}")
+    images = Path(image_dir) if image_dir else (root / "images" if (root / "images").is_dir() else root)
+    if data_format == "amber":
+        amber = load_amber(root)
+        queries = load_queries(root, "g")
+        check_queries(queries, amber)
+        files = [root / "query" / "query_generative.json", root / "annotations.json", root / "relation.json"]
+        pairs = [(q["image"], prompt or q["query"]) for q in queries]
+        words = frozenset(w.lower() for w in amber.vocabulary() if w.isalpha())
+    elif data_format == "coco":
+        captions = root / "captions.json"
+        if not captions.is_file():
+            found = sorted(root.glob("captions*.json"))
+            if len(found) != 1:
+                raise InputError(f"{str(root)!r} has no captions.json (nor a single captions*.json)")
+            captions = found[0]
+        files = [captions]
+        pairs = [(image.file_name, prompt or PAPER_PROMPT) for image in load_captions(captions).images]
+        words = object_words()
+    else:
+        folder = root / "pope" if (root / "pope").is_dir() else root
+        files = sorted(folder.glob("*pope*.json")) or sorted(folder.glob("*.json"))
+        if not files:
+            raise InputError(f"{str(folder)!r} holds no POPE question file (*.json)")
+        questions = [q for path in files for q in read_pope_questions(path)]
+        pairs = [(q.image, prompt or q.text) for q in questions]
+        words = frozenset(_probed_object(q.text) for q in questions) - {""}
+    pairs = pairs[:limit] if limit else pairs
+    items = [ProfileItem(resolve_under(images, name, what="image"), text) for name, text in pairs]
+    digests = file_sha256s(files)
+    provenance = {"format": data_format, "root": str(root), "image_dir": str(images), "n": len(items),
+                  "files": {str(p.relative_to(root)) if p.is_relative_to(root) else str(p): d for p, d in digests.items()}}
+    return ProfileData(items=items, content_words=words, provenance=provenance)
+
+
+def _probed_object(question: str) -> str:
+    """The object a POPE question probes: "Is there a dining table in the image?" -> "table" (its last word)."""
+    words = question.lower().rstrip("?").split()
+    if "in" in words:
+        words = words[: words.index("in")]
+    return words[-1] if len(words) > 2 else ""
+
+
+def _detect_format(root: Path) -> str:
+    if (root / "query" / "query_generative.json").is_file():
+        return "amber"
+    if (root / "captions.json").is_file() or list(root.glob("captions*.json")):
+        return "coco"
+    if list(root.glob("*pope*.json")) or (root / "pope").is_dir():
+        return "pope"
+    raise InputError(f"cannot tell the format of {str(root)!r}: no query/query_generative.json (AMBER), "
+                     "captions*.json (COCO) or *pope*.json (POPE); pass --format")
+
+
+def content_token_mask(tokenizer, token_ids: Sequence[int], content_words: frozenset[str]) -> np.ndarray:
+    """`(tokens,)` bool: the tokens that start a generated word in ``content_words``.
+
+    Word boundaries come from decoding the growing prefix, so any tokenizer works: a token starts a
+    word when the text it adds starts with white space (or it is the first token).
+    """
+    mask = np.zeros(len(token_ids), dtype=bool)
+    if not content_words:
+        return mask
+    texts = [tokenizer.decode(list(token_ids[: k + 1]), skip_special_tokens=True) for k in range(len(token_ids))]
+    starts = [k for k in range(len(token_ids)) if k == 0 or (texts[k][len(texts[k - 1]):][:1].isspace())]
+    for i, k in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(token_ids)
+        word = texts[end - 1][len(texts[k - 1]) if k else 0:].strip().strip(".,;:!?\"'()").lower()
+        if word in content_words or (word.endswith("s") and word[:-1] in content_words):
+            mask[k] = True
+    return mask
+
+
+def profile(
+    model,
+    processor,
+    data: str | Path | Iterable[ProfileItem] | ProfileData,
+    *,
+    content_words: Iterable[str] = (),
+    data_format: str = "auto",
+    image_dir: str | Path | None = None,
+    limit: int | None = 50,
+    prompt: str | None = None,
+    max_new_tokens: int = 64,
+    detection: DetectionConfig | None = None,
+    readout: str = "normed",
+    rule: dict | None = None,
+    progress: bool = False,
+) -> LayerProfile:
+    """Trace prompts and return the model's :class:`~lvlm_skip.profiles.LayerProfile`.
+
+    Args:
+        model: A supported HF model.
+        processor: Its processor (or tokenizer for text-only models).
+        data: A data folder (AMBER / COCO / POPE format, see :func:`load_profile_data`), a
+            :class:`ProfileData`, or :class:`ProfileItem` s.
+        content_words: Object words for the content-word statistics when ``data`` is items.
+        data_format, image_dir, limit, prompt: For a data folder (``limit``: the first N prompts).
+        max_new_tokens: Generation length per prompt.
+        detection: Critical / mutation thresholds (default ``DetectionConfig()``).
+        readout: ``"normed"`` or ``"raw"``.
+        rule: Keyword arguments of :func:`~lvlm_skip.profiles.choose_layers`.
+        progress: A progress bar over the prompts.
+
+    Returns:
+        The profile (save it with ``.save("profile.json")``).
+    """
+    if isinstance(data, (str, Path)):
+        data = load_profile_data(data, data_format=data_format, image_dir=image_dir, limit=limit, prompt=prompt)
+    elif not isinstance(data, ProfileData):
+        data = ProfileData(items=list(data)[:limit] if limit else list(data),
+                           content_words=frozenset(w.lower() for w in content_words), provenance={"format": "items"})
+    if not data.items:
+        raise InputError("no prompt to profile")
+    detection = detection or DetectionConfig()
+    anatomy = ModelAnatomy.from_model(model)
+    vision = is_vision_language(model)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    critical, mutation, content = [], [], []
+    items = data.items
+    if progress:
+        items = tqdm(items, desc="profile", unit="prompt")
+    for item in items:
+        image = None
+        if vision:
+            image = load_image(item.image) if isinstance(item.image, (str, Path)) else item.image
+        text = chat_prompt(processor, item.prompt, with_image=image is not None)
+        inputs = encode_inputs(processor, [text], None if image is None else [image], model)
+        result = trace(model, inputs, processor=processor, max_new_tokens=max_new_tokens, top_k=1,
+                       readout=readout, detection=detection)
+        n = int(result.lengths[0])
+        ids = result.token_ids[0, :n].tolist()
+        if n and ids[-1] in _eos_ids(model):
+            n -= 1  # the end-of-sequence token predicts no word
+        critical.append(result.critical[0, :n])
+        mutation.append(result.mutation[0, :n])
+        content.append(content_token_mask(tokenizer, ids[:n], data.content_words))
+    critical_all, mutation_all, content_all = np.concatenate(critical), np.concatenate(mutation), np.concatenate(content)
+    statistics = {"all": LayerStatistics.from_detections(critical_all, mutation_all)}
+    if data.content_words:
+        statistics["content"] = LayerStatistics.from_detections(critical_all[content_all], mutation_all[content_all])
+    c, m, applied = choose_layers(statistics, **(rule or {}))
+    provenance = {
+        "model": {"class": type(model).__name__, "name_or_path": getattr(model.config, "_name_or_path", ""),
+                  "num_layers": anatomy.num_layers},
+        "data": data.provenance,
+        "generation": {"max_new_tokens": max_new_tokens, "prompt": prompt, "decoding": "greedy"},
+        "detection": asdict(detection),
+        "readout": readout,
+        "lvlm_skip": __version__,
+    }
+    logger.info("profile: %d tokens (%d content), critical layer %d, mutation layers %s",
+                statistics["all"].tokens, statistics.get("content", statistics["all"]).tokens, c, list(m))
+    return LayerProfile(critical_layer=c, mutation_layers=m, num_layers=anatomy.num_layers, statistics=statistics,
+                        rule=applied, provenance=provenance)
+
+
+def _eos_ids(model) -> set[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}

@@ -1,0 +1,500 @@
+"""Decoding speed of every variant and mode versus the stock model, measured side by side.
+
+    lvlm-skip speed                            # bench-llava: LLaVA-1.5-7B's shape scaled for CPU
+    lvlm-skip speed --model PATH --image IMG [--device cuda --dtype float16]
+    lvlm-skip speed --model bench-llava-7b --device cuda --dtype float16      # full-size LLaVA-1.5-7B config
+
+**Default model** (``--model bench-llava``, :func:`lvlm_skip.inputs.builtin_models.build_bench_llava`):
+``LlavaForConditionalGeneration`` with LLaVA-1.5-7B's shape scaled for a CPU (32 Llama layers, 576
+visual tokens, width 512, MLP 1376, a 4000-token vocabulary so that the LM head costs the same 0.65
+of a layer as in 7B), with random weights edited so that its curves look like LLaVA's: a high
+shallow stage, a critical layer at 18, quiet layers after it, loud mutation layers 27 and 30 that
+fire on most tokens, and a large last-layer change. The detector finds them (tested), so online
+mode decides on it as it would on a real model. Absolute times are not comparable with a 7B model.
+
+**Layers.** The static rows and online skip1 take their layers from ``--profile`` if given, else
+from the model's known plan (bench-llava: critical 18, mutations 27 and 30; any other model: the
+paper's LLaVA-1.5-7B choices, critical 18 and deep layers 27-30, scaled to its depth).
+
+**Method.** Every configuration runs ``generate`` with exactly ``--new-tokens`` tokens (EOS
+suppressed); a streamer stamps each token, giving the prefill time (call start -> first token) and
+the duration of every decoding step (token ``t - 1`` -> token ``t``). Configurations are interleaved
+run by run (stock, A, B, ..., stock, A, B, ...), ``--runs`` times after one warm-up round. A row's step
+time is, by ``--statistic`` (:func:`step_time`), ``min`` (the default): every run makes the same
+greedy tokens, so step ``t`` does the same work in every run; the least of its durations over the
+runs is its undisturbed cost (another process can only add time, the reasoning of :mod:`timeit`),
+and the row's step time is the mean of those over the steps, so a configuration that skips on some
+steps and not on others is weighed as it runs. ``median`` is the median of all steps of all runs;
+both are written (``step_ms``, ``step_ms_median``). The decode rate is ``1000 / step_ms``; the
+spread is ``(max - min) / median`` of the runs' own median steps, and a spread above 10% is flagged:
+the machine was busy during some runs (the ``min`` statistic is built to survive that; the
+``median`` is not). Speedup is the stock model's step time over the row's; the
+ideal speedup of ``k`` layers skipped per step (mean) of ``L`` is ``L / (L - k)``.
+
+**Clock.** ``--clock wall`` times elapsed time; ``--clock cpu`` (the default on a CPU device) times
+the CPU time of this process, which on a shared machine leaves out the time other processes held
+the cores: the figures are then the work each configuration does, and the spread shrinks. On a
+CPU the benchmark runs one thread by default (``--threads``), so CPU time and elapsed time agree on
+an idle machine. On CUDA the clock is the wall clock, with the device synchronised.
+
+**Targets** (:class:`Target`, judged per row in ``met``):
+
+* static variants reach >= 95% of their ideal;
+* online detect-only (the whole online detection at every step, with thresholds that never act)
+  costs <= 5% over stock;
+* online exit and skip2 cost <= 5% over stock *on the steps where they skip nothing* (the step time
+  of those steps against the stock model's on the same steps);
+* online skip3 skips >= 4 layers per step and reaches >= 90% of its ideal.
+
+The approximation error of the candidate-vocabulary JSD against the exact full-vocabulary JSD, and
+the agreement of lagged decisions (step ``t`` acts on step ``t-1``'s critical layer) with per-step
+decisions, are measured on the same prompt's steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import InputError
+from ..variants import VARIANTS
+
+logger = logging.getLogger(__name__)
+
+
+STATISTICS = ("min", "median")
+
+
+def step_time(run_steps: Sequence[Sequence[float]], statistic: str = "min", indices: Sequence[int] | None = None) -> float:
+    """A configuration's time per decoding step from its timed runs (seconds).
+
+    Args:
+        run_steps: ``run_steps[r][t]``, the duration of decoding step ``t`` in run ``r``. Every run
+            generates the same tokens greedily, so step ``t`` does the same work in every run.
+        statistic: ``"min"``: for every step, the least of its durations over the runs, then the
+            mean over steps. Another process can only add time to a step, so the least of repeated
+            identical work is its undisturbed cost (the reasoning of :mod:`timeit`), and the mean
+            over steps weighs every kind of step a configuration makes as often as it makes it.
+            ``"median"``: the median of all durations of all runs.
+        indices: Only these steps (default: all).
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"`statistic` (={statistic!r}) has to be one of {STATISTICS}")
+    if not run_steps or not run_steps[0]:
+        raise ValueError("no step durations")
+    steps = range(len(run_steps[0])) if indices is None else indices
+    if not steps:
+        raise ValueError("no step durations")
+    if statistic == "median":
+        return statistics.median(run[t] for run in run_steps for t in steps)
+    return statistics.fmean(min(run[t] for run in run_steps) for t in steps)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """The layers the benchmark's static rows (and online skip1's resume layer) use."""
+
+    critical_layer: int
+    mutation_layers: tuple[int, ...]
+    source: str
+
+
+def layer_plan(model_name: str, num_layers: int, profile=None) -> LayerPlan:
+    """The layers of the static rows: a profile's, bench-llava's own plan, or the paper's 7B layers scaled."""
+    if profile is not None:
+        return LayerPlan(profile.critical_layer, tuple(profile.mutation_layers), "profile")
+    if model_name in ("bench-llava", "bench-llava-7b"):
+        from ..inputs.builtin_models import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS
+
+        return LayerPlan(BENCH_CRITICAL_LAYER, tuple(BENCH_LOUD_LAYERS), "bench-llava's layer plan")
+    scale = num_layers / 32
+    return LayerPlan(round(18 * scale), tuple(sorted({round(m * scale) for m in (27, 28, 29, 30)})),
+                     "the paper's LLaVA-1.5-7B layers (critical 18, deep 27-30) scaled to the model")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A row's goal: its ``metric`` (a :class:`SpeedRow` field) at most / at least ``bound``.
+
+    Attributes:
+        label: As printed (``"static >= 95% of ideal"``).
+        metric: The :class:`SpeedRow` field judged.
+        bound: The limit, in the metric's unit (percent).
+        at_most: ``metric <= bound`` (else ``metric >= bound``).
+        min_layers_skipped: Also required: at least this many layers skipped per step (mean).
+    """
+
+    label: str
+    metric: str
+    bound: float
+    at_most: bool
+    min_layers_skipped: float = 0.0
+
+    def met(self, row: dict) -> str:
+        """``"yes"`` / ``"no"`` for ``row`` (a :class:`SpeedRow` as a dict); ``"-"`` when it cannot be measured."""
+        if row.get("layers_skipped", 0.0) < self.min_layers_skipped:
+            return "no"
+        value = row.get(self.metric)
+        if value is None:
+            return "-"
+        return "yes" if (value <= self.bound if self.at_most else value >= self.bound) else "no"
+
+
+#: The targets of the default configurations (see the module docstring).
+OVERHEAD = Target("overhead <= 3%", "overhead_pct", 3, at_most=True)
+DETECT = Target("detect <= 5%", "overhead_pct", 5, at_most=True)
+QUIET_STEPS = Target("quiet steps <= 5%", "quiet_overhead_pct", 5, at_most=True)
+STATIC = Target("static >= 95% of ideal", "pct_of_ideal", 95, at_most=False)
+ONLINE_SPAN = Target("online >= 4 layers, >= 90% of ideal", "pct_of_ideal", 90, at_most=False, min_layers_skipped=4)
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """One benchmarked configuration.
+
+    Attributes:
+        name: Its row label (``"skip1 static"``).
+        wrap: ``lvlm_skip.wrap`` keyword arguments; ``None`` is the stock model.
+        target: The row's :class:`Target`, or ``None``.
+    """
+
+    name: str
+    wrap: dict | None
+    target: Target | None = None
+
+
+@dataclass(frozen=True)
+class SpeedRow:
+    """The measurements of one configuration (times in milliseconds, rates per second).
+
+    Attributes:
+        config: The configuration's name.
+        layers_skipped: Median over runs of the mean layers skipped per decoding step.
+        prefill_ms: Median time from the ``generate`` call to the first token.
+        decode_tokens_per_s: ``1000 / step_ms``.
+        step_ms: The time per decoding step (:func:`step_time`, by the run's statistic).
+        step_ms_median: The median duration of a decoding step over every step of every run.
+        speedup: The stock model's ``step_ms`` over this row's.
+        spread_pct: ``100 * (max - min) / median`` of the runs' own median step durations.
+        ideal: ``L / (L - layers_skipped)``.
+        pct_of_ideal: ``100 * speedup / ideal``.
+        overhead_pct: ``100 * (stock rate / rate - 1)``.
+        quiet_steps: Decoding steps at which the configuration skipped nothing and exited nowhere in
+            every run.
+        quiet_overhead_pct: ``100 * (step time of those steps / the stock model's on the same steps - 1)``.
+        target: The row's target, if any.
+        met: ``"yes"`` / ``"no"`` against the target.
+    """
+
+    config: str
+    layers_skipped: float
+    prefill_ms: float
+    decode_tokens_per_s: float
+    step_ms: float
+    step_ms_median: float
+    speedup: float
+    spread_pct: float
+    ideal: float | None = None
+    pct_of_ideal: float | None = None
+    overhead_pct: float | None = None
+    quiet_steps: int | None = None
+    quiet_overhead_pct: float | None = None
+    target: str | None = None
+    met: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_configs(plan: LayerPlan, num_layers: int, candidates: int) -> list[SpeedConfig]:
+    """Stock, ``none``, the static skips, detect-only, the online variants (both decision modes) and the peers."""
+    from ..detection import DetectionConfig
+
+    c, mutations = plan.critical_layer, plan.mutation_layers
+    quarter = list(range(num_layers - num_layers // 4 - 3, num_layers - 3))
+    online = dict(mode="online", candidates=candidates)
+    resume = dict(mutation_layers=mutations[:1])
+    static = STATIC
+    return [
+        SpeedConfig("stock", None),
+        SpeedConfig("none", dict(variant="none"), OVERHEAD),
+        SpeedConfig(f"layers k={len(quarter)}", dict(variant="layers", layers=quarter), static),
+        SpeedConfig("skip1 static", dict(variant="skip1", critical_layer=c, mutation_layers=mutations), static),
+        SpeedConfig("skip2 static", dict(variant="skip2", mutation_layers=mutations), static),
+        SpeedConfig("skip3 static", dict(variant="skip3", critical_layer=c), static),
+        SpeedConfig("exit static", dict(variant="exit", exit_layer=mutations[0] - 1), static),
+        SpeedConfig("skip3 static measured", dict(variant="skip3")),
+        SpeedConfig(f"online detect-only (k={candidates})", dict(variant="exit", detection=DetectionConfig.never(), **online),
+                    DETECT),
+        SpeedConfig("online detect-only (exact)", dict(variant="exit", mode="online", candidates=0,
+                                                       detection=DetectionConfig.never())),
+        SpeedConfig("exit online", dict(variant="exit", **online), QUIET_STEPS),
+        SpeedConfig("skip2 online", dict(variant="skip2", **online), QUIET_STEPS),
+        SpeedConfig("skip3 online", dict(variant="skip3", **online), ONLINE_SPAN),
+        SpeedConfig("skip1 online", dict(variant="skip1", **resume, **online)),
+        SpeedConfig("skip3 online decide=step", dict(variant="skip3", decide="step", **online)),
+        SpeedConfig("skip1 online decide=step", dict(variant="skip1", decide="step", **resume, **online)),
+        # the decoding-time peers, at their papers' defaults (their cost: extra readouts, or a second pass)
+        SpeedConfig("dola", dict(variant="dola")),
+        SpeedConfig("deco", dict(variant="deco")),
+        SpeedConfig("vcd", dict(variant="vcd")),
+    ]
+
+
+CLOCKS = ("wall", "cpu")
+
+
+class _Stamps:
+    """A minimal streamer: the time of every ``put`` (the first put is the prompt), on ``clock``.
+
+    ``"wall"`` is :func:`time.perf_counter`; ``"cpu"`` is :func:`time.process_time`, the CPU time this
+    process used (all its threads): on a shared CPU machine it leaves out the time other processes
+    held the cores, so it measures the work a configuration does, not the machine's load.
+    """
+
+    def __init__(self, clock: str = "wall"):
+        self.clock = time.process_time if clock == "cpu" else time.perf_counter
+        self.times: list[float] = []
+
+    def put(self, value):
+        self.times.append(self.clock())
+
+    def end(self):
+        pass
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    """One timed ``generate``: prefill seconds, and step ``t``'s seconds for ``t = 1..N-1``."""
+
+    prefill_s: float
+    step_s: tuple[float, ...]
+
+
+def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None], clock: str = "wall") -> TimedRun:
+    """One greedy generate of exactly ``new_tokens`` tokens, timed token by token on ``clock`` (:class:`_Stamps`)."""
+    stamps = _Stamps(clock)
+    sync()
+    start = stamps.clock()
+    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=stamps)
+    sync()
+    token_times = stamps.times[1:]  # [0] is the prompt; [t] is generated token t
+    steps = tuple(b - a for a, b in zip(token_times[:-1], token_times[1:]))
+    return TimedRun(token_times[0] - start, steps)
+
+
+def random_image(size: int = 336):
+    """Random RGB pixels (seeded): the default benchmark image."""
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray((np.random.RandomState(0).rand(size, size, 3) * 255).astype("uint8"))
+
+
+def approximation_error(model, inputs, candidates: int, new_tokens: int) -> dict:
+    """JSD error of the candidate-vocabulary readout against the exact one, on the same steps.
+
+    Both runs use detection that never acts, so they decode the same tokens through the same
+    states; the recorded per-layer JSDs are then compared element by element, and the default
+    detector is run on both sets of curves.
+    """
+    import numpy as np
+    import torch
+
+    import lvlm_skip
+    from lvlm_skip.detection import DetectionConfig, detect_layers
+
+    curves = {}
+    for k in (candidates, 0):
+        with lvlm_skip.skipping(model, variant="exit", mode="online", candidates=k, detection=DetectionConfig.never()) as run:
+            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        curves[k] = run.report.jsd
+    approx, exact = curves[candidates], curves[0]
+    observed = ~np.isnan(exact) & ~np.isnan(approx)
+    error = np.abs(approx - exact)[observed]
+    det_exact, det_approx = detect_layers(torch.from_numpy(exact)), detect_layers(torch.from_numpy(approx))
+    return {
+        "candidates": candidates,
+        "mean_abs_error_nats": float(error.mean()),
+        "max_abs_error_nats": float(error.max()),
+        "mean_exact_jsd_nats": float(exact[observed].mean()),
+        "critical_agreement": float((det_exact.critical == det_approx.critical).float().mean()),
+        "mutation_agreement": float((det_exact.mutation == det_approx.mutation).float().mean()),
+    }
+
+
+def lagged_agreement(model, inputs, candidates: int, new_tokens: int) -> dict:
+    """How often a lagged decision (step ``t`` skips after step ``t-1``'s confirmation layer) equals the
+    per-step decision (after step ``t``'s own), on the full curves of the unmodified model.
+
+    Detect-only runs read every step's whole window; the default detector then gives each step's
+    confirmation layer ``k_t``, and the share of steps ``t >= 1`` with ``k_{t-1} = k_t`` (and within one
+    layer) is the agreement. Steps where neither confirms count as agreeing.
+    """
+    import numpy as np
+    import torch
+
+    import lvlm_skip
+    from lvlm_skip.detection import DetectionConfig, detect_layers
+
+    with lvlm_skip.skipping(model, variant="exit", mode="online", candidates=candidates,
+                            detection=DetectionConfig.never()) as run:
+        model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    confirmed = detect_layers(torch.from_numpy(run.report.jsd)).confirmed_at.numpy()  # shape: (steps, batch)
+    now, before = confirmed[1:], confirmed[:-1]
+    return {"steps": int(now.size), "exact": float((now == before).mean()),
+            "within_one_layer": float((np.abs(now - before) <= 1).mean()),
+            "confirmation_layers": sorted({int(k) for k in confirmed.flatten()})}
+
+
+def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_tokens: int,
+            progress: bool = False, clock: str = "wall", statistic: str = "min") -> list[SpeedRow]:
+    """Time every configuration ``runs`` times, interleaved, after one warm-up round; one row each.
+
+    Args:
+        model: The (unwrapped) model; every configuration is wrapped and unwrapped around its run.
+        inputs: The processor's inputs of one prompt.
+        configs: The configurations; the first must be the stock model (``wrap=None``).
+        runs: Timed rounds (>= 1).
+        new_tokens: Tokens generated per run, exactly (>= 2: the decode rate needs two).
+        progress: Show a progress bar over rounds.
+        clock: ``"wall"`` (elapsed time) or ``"cpu"`` (this process's CPU time; see :class:`_Stamps`).
+        statistic: ``"min"`` or ``"median"`` (:func:`step_time`).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    import lvlm_skip
+
+    if configs[0].wrap is not None:
+        raise ValueError("the first configuration must be the stock model (wrap=None)")
+    if clock not in CLOCKS:
+        raise ValueError(f"`clock` (={clock!r}) has to be one of {CLOCKS}")
+    if statistic not in STATISTICS:
+        raise ValueError(f"`statistic` (={statistic!r}) has to be one of {STATISTICS}")
+    if clock == "cpu" and model.device.type != "cpu":
+        raise ValueError("the cpu clock measures host CPU time: use the wall clock on an accelerator")
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    num_layers = lvlm_skip.ModelAnatomy.from_model(model).num_layers
+    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": []} for c in configs}
+    for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
+        for config in configs:
+            if config.wrap is None:
+                timed, report = timed_generate(model, inputs, new_tokens, sync, clock), None
+            else:
+                with lvlm_skip.skipping(model, **config.wrap) as run:
+                    timed = timed_generate(model, inputs, new_tokens, sync, clock)
+                report = run.report
+            if round_index == 0:
+                continue  # warm-up
+            sample = samples[config.name]
+            sample["prefill"].append(timed.prefill_s)
+            sample["run_steps"].append(list(timed.step_s))
+            sample["skipped"].append(report.mean_layers_skipped() if report is not None else 0.0)
+            if report is not None and hasattr(report, "exit_layer"):
+                acted = report.skipped.any(axis=(1, 2)) | (report.exit_layer < num_layers).any(axis=1)
+                sample["acted"].append([bool(a) for a in acted[1:]])  # decoding step t makes token t
+    stock_runs = samples[configs[0].name]["run_steps"]
+    return [_row(config, samples[config.name], stock_runs, num_layers, statistic) for config in configs]
+
+
+def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, statistic: str = "min") -> SpeedRow:
+    """The row of one configuration from its samples (seconds), against the stock model's runs.
+
+    ``sample`` holds ``prefill`` (seconds per run), ``run_steps`` (step durations per run),
+    ``skipped`` (mean layers skipped per step, per run) and ``acted`` (per run, per decoding step:
+    whether the configuration skipped or exited; online rows only).
+    """
+    step = step_time(sample["run_steps"], statistic)
+    stock_step = step_time(stock_runs, statistic)
+    skipped = statistics.median(sample["skipped"])
+    speedup = stock_step / step
+    runs = [statistics.median(steps) for steps in sample["run_steps"]]
+    values: dict[str, Any] = dict(
+        config=config.name, layers_skipped=round(skipped, 2), prefill_ms=round(1000 * statistics.median(sample["prefill"]), 1),
+        decode_tokens_per_s=round(1.0 / step, 2), step_ms=round(1000.0 * step, 2),
+        step_ms_median=round(1000.0 * step_time(sample["run_steps"], "median"), 2), speedup=round(speedup, 3),
+        spread_pct=round(100 * (max(runs) - min(runs)) / statistics.median(runs), 1),
+        overhead_pct=round(100 * (step / stock_step - 1), 1),
+    )
+    if skipped > 0:
+        ideal = num_layers / (num_layers - skipped)
+        values.update(ideal=round(ideal, 3), pct_of_ideal=round(100 * speedup / ideal, 1))
+    if config.wrap is not None and config.wrap.get("mode") == "online":
+        quiet = [t for t, acted in enumerate(zip(*sample["acted"])) if not any(acted)] if sample["acted"] else []
+        values["quiet_steps"] = len(quiet)
+        if quiet:
+            ratio = step_time(sample["run_steps"], statistic, quiet) / step_time(stock_runs, statistic, quiet)
+            values["quiet_overhead_pct"] = round(100 * (ratio - 1), 1)
+    if config.target is not None:
+        values.update(target=config.target.label, met=config.target.met(values))
+    return SpeedRow(**values)
+
+
+
+
+#: The first words of the configuration names of :func:`default_configs` (``--only`` accepts them as prefixes):
+#: the stock model, the online detect-only rows, and every variant of the registry.
+CONFIG_PREFIXES = ("stock", "online", *VARIANTS)
+
+
+def parse_only(only: str | None) -> list[str]:
+    """The names of ``--only`` (comma-separated), each checked to start with a known prefix (before a model loads).
+
+    Raises:
+        InputError: an empty list, or a name whose first word no configuration has.
+    """
+    if only is None:
+        return []
+    names = list(dict.fromkeys(name.strip() for name in only.split(",") if name.strip()))
+    if not names:
+        raise InputError(f"--only {only!r} names no configuration; names start with {', '.join(CONFIG_PREFIXES)}")
+    for name in names:
+        if name.split()[0] not in CONFIG_PREFIXES:
+            raise InputError(f"--only: unknown configuration {name!r}; names start with {', '.join(CONFIG_PREFIXES)}")
+    return names
+
+
+def select_configs(configs: Sequence[SpeedConfig], only: str | None) -> list[SpeedConfig]:
+    """The stock configuration and those named in ``only`` (comma-separated names or variant prefixes).
+
+    Raises:
+        InputError: a name that is neither a configuration's name nor the first word of one (the message
+            lists the names).
+    """
+    names = parse_only(only)
+    if not names:
+        return list(configs)
+    known = {c.name for c in configs} | {c.name.split(" ")[0] for c in configs}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InputError(f"--only: unknown configuration {unknown[0]!r}; the configurations are "
+                         f"{', '.join(repr(c.name) for c in configs)}")
+    wanted = set(names)
+    return [c for i, c in enumerate(configs) if i == 0 or c.name in wanted or c.name.split(" ")[0] in wanted]
+
+
+#: Below this many timed runs neither a spread nor a target can be judged.
+MIN_JUDGED_RUNS = 3
+
+
+def unjudged(rows: Sequence[dict], runs: int) -> tuple[list[dict], str | None]:
+    """The rows as printed: with fewer than :data:`MIN_JUDGED_RUNS` runs, spread and targets blanked, and a note.
+
+    One or two runs give a spread of zero or of a single difference, so neither the spread nor a
+    target met or missed says anything; the rows then show ``-`` there and the note says why.
+    """
+    if runs >= MIN_JUDGED_RUNS:
+        return [dict(row) for row in rows], None
+    blanked = [{k: ("-" if k in ("spread_pct", "met") else v) for k, v in row.items()} for row in rows]
+    return blanked, (f"--runs {runs}: with fewer than {MIN_JUDGED_RUNS} timed runs no spread or target can be "
+                     f"judged; rerun with --runs {MIN_JUDGED_RUNS} or more")
+
+
+def noisy_rows(rows: Sequence[SpeedRow], limit_pct: float = 10.0) -> list[str]:
+    """The rows whose decode rate spread over the runs exceeds ``limit_pct``."""
+    return [row.config for row in rows if row.spread_pct > limit_pct]
