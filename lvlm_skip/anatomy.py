@@ -415,6 +415,17 @@ def drop_cache_positions_(anatomy: ModelAnatomy, cache, layers, count: int) -> N
         cache_layer.crop(-count)
 
 
+def eos_token_ids(model: nn.Module) -> frozenset[int]:
+    """The token ids that end a sequence: the generation config's ``eos_token_id`` (an int or a list), else
+    the text config's; empty when neither has one. ``generate`` stops on the same ids."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config.get_text_config(), "eos_token_id", None)
+    if eos is None:
+        return frozenset()
+    return frozenset(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+
+
 def encode_images(model: nn.Module, image_inputs: dict):
     """The model's own image encoding, as ``generate`` computes it before decoding (transformers >= 5.2).
 

@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .anatomy import ModelAnatomy
+from .anatomy import ModelAnatomy, eos_token_ids
 from .detection import DetectionConfig, detect_layers
 from .divergence import adjacent_js_divergence, adjacent_top1_changes, check_reduction
 from .errors import InputError
 from .hooks import record_last_position_states
+from .inputs.models import tokenizer_of
 from .readout import check_readout, stack_layer_logits
 
 logger = logging.getLogger(__name__)
@@ -179,10 +180,6 @@ class Trace:
         return cls(**small)
 
 
-def _tokenizer_of(processor_or_tokenizer):
-    return getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
-
-
 def resolve_watch_tokens(watch_tokens, tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     """Names and ids of watch tokens given as words (first token watched) or token ids.
 
@@ -292,7 +289,7 @@ def trace_readouts(
         anatomy.check_layer(competitor_window)
     if not isinstance(max_competitors, int) or max_competitors < 1:
         raise ValueError(f"`max_competitors` (={max_competitors}) has to be a positive int")
-    tokenizer = _tokenizer_of(processor)
+    tokenizer = tokenizer_of(processor)
     watch_names, watch_ids = resolve_watch_tokens(watch_tokens, tokenizer, anatomy.vocab_size)
     prompt_length = inputs["input_ids"].shape[1]
 
@@ -308,7 +305,7 @@ def trace_readouts(
     calls = recorder.calls[:num_steps]
 
     # 3. what every setting shares: decoded tokens and texts, hidden vectors, settings
-    lengths = _lengths(generated, _eos_ids(model))
+    lengths = _lengths(generated, eos_token_ids(model))
     decode = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else (lambda ids: " ".join(map(str, ids)))
     tokens = [[decode([tok]) for tok in row[:n]] for row, n in zip(generated.tolist(), lengths)]
     texts = [tokenizer.decode(row[:n], skip_special_tokens=True) if tokenizer is not None else ""
@@ -451,10 +448,3 @@ def _lengths(generated: torch.Tensor, eos_ids: set[int]) -> list[int]:
     return lengths
 
 
-def _eos_ids(model) -> set[int]:
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = getattr(model.config.get_text_config(), "eos_token_id", None)
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}

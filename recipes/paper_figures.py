@@ -214,9 +214,9 @@ def vision_inputs(processor, model, question: str, images: list) -> dict:
 
 def text_only_inputs(processor, model, question: str, same_model: bool) -> dict:
     """The prompt without the image: the LVLM's own chat format with a text-only message, or a text model's."""
-    from lvlm_skip.inputs.models import chat_prompt
+    from lvlm_skip.inputs.models import chat_prompt, tokenizer_of
 
-    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer = tokenizer_of(processor)
     if same_model and getattr(processor, "chat_template", None):
         messages = [{"role": "user", "content": [{"type": "text", "text": question}]}]
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -326,7 +326,7 @@ def run(args) -> Path:
     """Make every figure; returns the output folder."""
     from lvlm_skip.anatomy import ModelAnatomy
     from lvlm_skip.cli.options import CliError
-    from lvlm_skip.inputs.models import is_vision_language, load_model, resolve_device, resolve_dtype
+    from lvlm_skip.inputs.models import is_vision_language, load_model, resolve_device, resolve_dtype, tokenizer_of
     from lvlm_skip.inputs.paths import check_output_dir
 
     # 1. everything checkable before loading: output folder, questions, images
@@ -363,7 +363,7 @@ def run(args) -> Path:
                 "questions": {g: q for g, (q, _) in asked.items()}, "max_new_tokens": args.max_new_tokens,
                 "answer_tokens": args.answer_tokens, "critical": args.critical, "modes": {k: asdict(m) for k, m in MODES.items()}}
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
-    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer = tokenizer_of(processor)
 
     # 3. the text-only control of the description prompt, then every description
     control = trace_modes(text_model, text_processor, text_only_inputs(text_processor, text_model, args.describe_prompt, same),

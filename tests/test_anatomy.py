@@ -89,3 +89,22 @@ def test_project_kv_matches_what_the_layer_writes(name):
 def test_project_kv_rejects_non_llama_layers():
     with pytest.raises(UnsupportedModelError, match="input_layernorm"):
         project_kv_into_cache_(nn.Linear(4, 4), torch.zeros(1, 1, 4), (torch.zeros(1), torch.zeros(1)), None)
+
+
+def test_eos_token_ids_read_the_generation_config_then_the_text_config():
+    from types import SimpleNamespace
+
+    from lvlm_skip.anatomy import eos_token_ids
+
+    class Config(SimpleNamespace):
+        def get_text_config(self):
+            return self
+
+    def model(generation_eos, text_eos):
+        return SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=generation_eos),
+                               config=Config(eos_token_id=text_eos))
+
+    assert eos_token_ids(model([2, 7], 9)) == {2, 7}
+    assert eos_token_ids(model(3, 9)) == {3}
+    assert eos_token_ids(model(None, 9)) == {9}
+    assert eos_token_ids(model(None, None)) == frozenset()

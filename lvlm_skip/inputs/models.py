@@ -191,6 +191,11 @@ def _builtin_model(name: str, dtype, device):
     return model.to(target), processor
 
 
+def tokenizer_of(processor):
+    """The tokenizer of a processor (its ``.tokenizer``), or the argument itself when it is a tokenizer."""
+    return getattr(processor, "tokenizer", processor)
+
+
 def chat_prompt(processor, question: str, with_image: bool = True) -> str:
     """The prompt text for one (image and) question.
 
@@ -198,7 +203,7 @@ def chat_prompt(processor, question: str, with_image: bool = True) -> str:
     LLaVA-1.5's format ``"USER: <image>\\n{question} ASSISTANT:"``; for text-only models without a
     template, the question itself.
     """
-    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer = tokenizer_of(processor)
     if getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None):
         if with_image:
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]

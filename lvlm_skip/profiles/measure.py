@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..anatomy import ModelAnatomy
+from ..anatomy import ModelAnatomy, eos_token_ids
 from ..config import DetectionConfig
 from ..data.amber import check_queries, load_amber, load_queries
 from ..data.coco_captions import load_captions
@@ -31,7 +31,7 @@ from ..data.coco_objects import object_words
 from ..data.digests import file_sha256s
 from ..data.pope import read_pope_questions
 from ..errors import InputError
-from ..inputs.models import chat_prompt, encode_inputs, is_vision_language, load_image
+from ..inputs.models import chat_prompt, encode_inputs, is_vision_language, load_image, tokenizer_of
 from ..inputs.paths import resolve_under
 from ..tracing import trace
 from .profile import LayerProfile, LayerStatistics, choose_layers
@@ -202,7 +202,7 @@ def profile(
     detection = detection or DetectionConfig()
     anatomy = ModelAnatomy.from_model(model)
     vision = is_vision_language(model)
-    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer = tokenizer_of(processor)
     critical, mutation, content = [], [], []
     items = data.items
     if progress:
@@ -217,7 +217,7 @@ def profile(
                        readout=readout, detection=detection)
         n = int(result.lengths[0])
         ids = result.token_ids[0, :n].tolist()
-        if n and ids[-1] in _eos_ids(model):
+        if n and ids[-1] in eos_token_ids(model):
             n -= 1  # the end-of-sequence token predicts no word
         critical.append(result.critical[0, :n])
         mutation.append(result.mutation[0, :n])
@@ -242,8 +242,3 @@ def profile(
                         rule=applied, provenance=provenance)
 
 
-def _eos_ids(model) -> set[int]:
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
