@@ -298,6 +298,52 @@ class VcdConfig:
         check_int("noise_step", self.noise_step, 0, VCD_DIFFUSION_STEPS - 1)
 
 
+@dataclass(frozen=True)
+class LayerChoice:
+    """The layers the skip variants use, and where they come from: one value for every producer.
+
+    A preset (:meth:`lvlm_skip.profiles.presets.LayerPreset.layer_choice`), a profile
+    (:meth:`lvlm_skip.profiles.LayerProfile.layer_choice`), a measurement on a prompt
+    (:meth:`lvlm_skip.skips.calibration.PromptLayers.layer_choice`), the speed benchmark's plan
+    (:func:`lvlm_skip.speed.benchmark.layer_plan`) and the fig5 recipe all give one. Layers are 1-based.
+
+    Attributes:
+        critical: The critical layer ``c`` (0: none was found); ``None``: not given (measured where needed).
+        mutations: The mutation layers ``M``, ascending (empty: none found); ``None``: not given.
+        keep_last: skip.3 keeps this many final layers.
+        source: Where the values come from (``"preset llava-1.5-7b"``, ``"profile runs/p/profile.json"``).
+    """
+
+    critical: int | None = None
+    mutations: tuple[int, ...] | None = None
+    keep_last: int = 5
+    source: str = ""
+
+    def __post_init__(self):
+        if self.critical is not None:
+            check_int("critical", self.critical, 0)
+        if self.mutations is not None:
+            if isinstance(self.mutations, (int, str)):
+                raise TypeError(f"`mutations` has to be a list of layer numbers, got {self.mutations!r}")
+            for layer in self.mutations:
+                check_int("mutations", layer, 1)
+            object.__setattr__(self, "mutations", tuple(sorted(set(self.mutations))))
+        check_int("keep_last", self.keep_last, 1)
+
+    def wrap_options(self, variant: str) -> dict:
+        """The :class:`SkipConfig` options of ``variant`` these layers fix: only what the variant needs
+        (:attr:`lvlm_skip.variants.Variant.needs`), and only the values that are given."""
+        needs = variants.variant(variant).needs
+        options: dict = {}
+        if "critical" in needs and self.critical is not None:
+            options["critical_layer"] = self.critical
+        if "mutation" in needs and self.mutations is not None:
+            options["mutation_layers"] = self.mutations
+        if variant == "skip3":
+            options["keep_last"] = self.keep_last
+        return options
+
+
 def build_config(config_class: type, **options):
     """``config_class(**options)``, rejecting unknown options with the list of known ones; lists become tuples."""
     known = {f.name for f in fields(config_class)}

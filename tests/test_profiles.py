@@ -178,3 +178,23 @@ def test_presets_cite_the_paper_and_give_no_mutation_layers():
     assert any("no numbers" in source for source in seven.sources)
     with pytest.raises(InputError, match="unknown preset"):
         get_preset("llava-2")
+
+
+def test_every_producer_gives_one_layer_choice():
+    from lvlm_skip.config import LayerChoice
+    from lvlm_skip.profiles.presets import get_preset
+    from lvlm_skip.skips.calibration import PromptLayers
+    from lvlm_skip.speed.benchmark import layer_plan
+
+    preset = get_preset("llava-1.5-7b").layer_choice("llava-1.5-7b")
+    assert preset == LayerChoice(18, None, 5, "preset llava-1.5-7b")
+    assert preset.wrap_options("skip3") == {"critical_layer": 18, "keep_last": 5}
+    assert preset.wrap_options("skip2") == {}  # the paper gives no mutation layers
+    measured = PromptLayers(critical=7, mutation=(12, 10), jsd=()).layer_choice()
+    assert (measured.critical, measured.mutations) == (7, (10, 12))
+    assert measured.wrap_options("skip1") == {"critical_layer": 7, "mutation_layers": (10, 12)}
+    assert layer_plan("bench-llava", 32).wrap_options("exit") == {"mutation_layers": (27, 30)}
+    with pytest.raises(ValueError, match="keep_last"):
+        LayerChoice(keep_last=0)
+    with pytest.raises(TypeError, match="mutations"):
+        LayerChoice(mutations=5)

@@ -14,9 +14,9 @@ from lvlm_skip.speed import benchmark as speed
 
 def test_layer_plan_and_configurations():
     plan = speed.layer_plan("bench-llava", 32)
-    assert (plan.critical_layer, plan.mutation_layers) == (18, (27, 30))
+    assert (plan.critical, plan.mutations) == (18, (27, 30))
     scaled = speed.layer_plan("some/folder", 40)
-    assert scaled.critical_layer == 22 and scaled.mutation_layers == (34, 35, 36, 38)
+    assert scaled.critical == 22 and scaled.mutations == (34, 35, 36, 38)
     configs = {c.name: c for c in speed.default_configs(plan, 32, 256)}
     assert list(configs)[0] == "stock" and configs["stock"].wrap is None
     assert configs["skip1 static"].wrap == dict(variant="skip1", critical_layer=18, mutation_layers=(27, 30))

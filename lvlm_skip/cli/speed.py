@@ -76,7 +76,7 @@ def run(args) -> int:
     plan = speed.layer_plan(args.model, anatomy.num_layers, profile)
     configs = speed.select_configs(speed.default_configs(plan, anatomy.num_layers, args.candidates), args.only)
     setting = {"model": args.model, "model_class": type(model).__name__, "num_layers": anatomy.num_layers,
-               "layer_plan": {"critical_layer": plan.critical_layer, "mutation_layers": list(plan.mutation_layers),
+               "layer_plan": {"critical_layer": plan.critical, "mutation_layers": list(plan.mutations),
                               "source": plan.source},
                "hidden_size": anatomy.hidden_size, "vocab_size": anatomy.vocab_size,
                "prompt_tokens": int(inputs["input_ids"].shape[1]), "new_tokens": args.new_tokens,

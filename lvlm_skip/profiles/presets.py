@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import LayerChoice
 from ..errors import InputError
 
 
@@ -35,6 +36,10 @@ class LayerPreset:
     critical_range: tuple[int, int]
     keep_last: int
     sources: tuple[str, ...]
+
+    def layer_choice(self, name: str) -> LayerChoice:
+        """The preset's layers as a :class:`~lvlm_skip.config.LayerChoice` (no mutation layers)."""
+        return LayerChoice(self.critical_layer, None, self.keep_last, source=f"preset {name}")
 
     def wrap_options(self) -> dict:
         """``lvlm_skip.wrap`` options the preset fixes (no mutation layers: see the module docstring)."""

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import LayerChoice
 from ..errors import InputError
 
 PROFILE_FORMAT = "lvlm_skip.profile/1"
@@ -102,6 +103,10 @@ class LayerProfile:
     statistics: dict[str, LayerStatistics]
     rule: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+
+    def layer_choice(self, source: str = "profile") -> LayerChoice:
+        """The profile's ``c`` and ``M`` as a :class:`~lvlm_skip.config.LayerChoice`."""
+        return LayerChoice(self.critical_layer, tuple(self.mutation_layers), source=source)
 
     def to_dict(self) -> dict:
         return {

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..anatomy import ModelAnatomy, unpack_layer_output
+from ..config import LayerChoice
 from ..detection import DetectionConfig, detect_layers
 from ..divergence import adjacent_js_divergence, adjacent_top1_changes
 from ..readout import stack_layer_logprobs
@@ -37,6 +38,10 @@ class PromptLayers:
     critical: int
     mutation: tuple[int, ...]
     jsd: tuple[float, ...]
+
+    def layer_choice(self) -> LayerChoice:
+        """The measured ``c`` (0: none) and ``M`` as a :class:`~lvlm_skip.config.LayerChoice`."""
+        return LayerChoice(self.critical, self.mutation, source="measured at the prompt's last position")
 
     def to_dict(self) -> dict:
         return {"critical": self.critical, "mutation": list(self.mutation), "jsd": list(self.jsd)}

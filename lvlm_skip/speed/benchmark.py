@@ -60,7 +60,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..config import LayerChoice
 from ..errors import InputError
+from ..inputs.builtin_models import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS
 from ..variants import VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -94,26 +96,16 @@ def step_time(run_steps: Sequence[Sequence[float]], statistic: str = "min", indi
     return statistics.fmean(min(run[t] for run in run_steps) for t in steps)
 
 
-@dataclass(frozen=True)
-class LayerPlan:
-    """The layers the benchmark's static rows (and online skip1's resume layer) use."""
-
-    critical_layer: int
-    mutation_layers: tuple[int, ...]
-    source: str
-
-
-def layer_plan(model_name: str, num_layers: int, profile=None) -> LayerPlan:
-    """The layers of the static rows: a profile's, bench-llava's own plan, or the paper's 7B layers scaled."""
+def layer_plan(model_name: str, num_layers: int, profile=None) -> LayerChoice:
+    """The layers of the static rows (and online skip1's resume layer): a profile's, bench-llava's own
+    plan, or the paper's LLaVA-1.5-7B layers scaled to the model's depth. Always both ``c`` and ``M``."""
     if profile is not None:
-        return LayerPlan(profile.critical_layer, tuple(profile.mutation_layers), "profile")
+        return profile.layer_choice("profile")
     if model_name in ("bench-llava", "bench-llava-7b"):
-        from ..inputs.builtin_models import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS
-
-        return LayerPlan(BENCH_CRITICAL_LAYER, tuple(BENCH_LOUD_LAYERS), "bench-llava's layer plan")
+        return LayerChoice(BENCH_CRITICAL_LAYER, tuple(BENCH_LOUD_LAYERS), source="bench-llava's layer plan")
     scale = num_layers / 32
-    return LayerPlan(round(18 * scale), tuple(sorted({round(m * scale) for m in (27, 28, 29, 30)})),
-                     "the paper's LLaVA-1.5-7B layers (critical 18, deep 27-30) scaled to the model")
+    return LayerChoice(round(18 * scale), tuple(sorted({round(m * scale) for m in (27, 28, 29, 30)})),
+                       source="the paper's LLaVA-1.5-7B layers (critical 18, deep 27-30) scaled to the model")
 
 
 @dataclass(frozen=True)
@@ -210,11 +202,11 @@ class SpeedRow:
         return asdict(self)
 
 
-def default_configs(plan: LayerPlan, num_layers: int, candidates: int) -> list[SpeedConfig]:
+def default_configs(plan: LayerChoice, num_layers: int, candidates: int) -> list[SpeedConfig]:
     """Stock, ``none``, the static skips, detect-only, the online variants (both decision modes) and the peers."""
     from ..detection import DetectionConfig
 
-    c, mutations = plan.critical_layer, plan.mutation_layers
+    c, mutations = plan.critical, plan.mutations
     quarter = list(range(num_layers - num_layers // 4 - 3, num_layers - 3))
     online = dict(mode="online", candidates=candidates)
     resume = dict(mutation_layers=mutations[:1])

@@ -27,7 +27,7 @@ def describe(model, processor, inputs: dict, variant: str, options: dict, max_ne
     """Greedy description under ``lvlm_skip.skipping(model, variant, **options)``.
 
     The options are checked against the model before any generation
-    (:meth:`~recipes.fig5.layers.LayerChoice.check_model`).
+    (:meth:`~recipes.fig5.layers.Fig5Layers.check_model`).
     """
     import lvlm_skip
 

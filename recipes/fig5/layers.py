@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from lvlm_skip.config import LayerChoice
 from lvlm_skip.errors import InputError, one_line
 from lvlm_skip.variants import VARIANTS
 
@@ -54,8 +55,10 @@ def format_layers(layers) -> str:
 
 
 @dataclass(frozen=True)
-class LayerChoice:
-    """The layers of every variant and where they come from (see the module docstring).
+class Fig5Layers:
+    """The fig5 recipe's resolved settings: its variants, mode and positions, and the layers of every
+    variant with where each value comes from (see the module docstring); :attr:`layers` is the
+    package's :class:`~lvlm_skip.config.LayerChoice`.
 
     Attributes:
         variants: The requested skip variants, in the paper's order.
@@ -86,6 +89,13 @@ class LayerChoice:
     num_layers: int | None = None
 
     @property
+    def layers(self) -> LayerChoice:
+        """The given ``c``, ``M`` and ``keep_last`` as the package's :class:`~lvlm_skip.config.LayerChoice`."""
+        sources = "; ".join(f"{name} from {where}" for name, where in (
+            ("c", self.critical_source), ("M", self.mutation_source), ("keep_last", self.keep_last_source)) if where)
+        return LayerChoice(self.critical, self.mutation, self.keep_last, source=sources)
+
+    @property
     def measured_per_prompt(self) -> bool:
         """Static mode with no layer given: ``c`` and ``M`` are measured on each prompt."""
         return self.mode == "static" and self.critical is None and self.mutation is None
@@ -97,12 +107,7 @@ class LayerChoice:
             return options
         if self.mode == "static":
             options["positions"] = self.positions
-        if "critical" in VARIANTS[variant].needs and self.critical is not None:
-            options["critical_layer"] = self.critical
-        if "mutation" in VARIANTS[variant].needs and self.mutation is not None:
-            options["mutation_layers"] = self.mutation
-        if variant == "skip3":
-            options["keep_last"] = self.keep_last
+        options.update(self.layers.wrap_options(variant))
         if self.profile is not None:
             options["profile"] = self.profile
         return options
@@ -168,8 +173,8 @@ def resolve_layers(
     keep_last: int | None = None,
     preset: str | None = None,
     profile: str | None = None,
-) -> LayerChoice:
-    """The :class:`LayerChoice` of the command-line values (precedence in the module docstring).
+) -> Fig5Layers:
+    """The :class:`Fig5Layers` of the command-line values (precedence in the module docstring).
 
     Raises:
         InputError: an unknown preset, an unreadable profile, a preset and a profile for different
@@ -204,7 +209,7 @@ def resolve_layers(
     elif layer_preset:
         values.update(keep_last=layer_preset.keep_last, keep_last_source=f"preset {preset}")
     depth = layer_profile.num_layers if layer_profile else layer_preset.num_layers if layer_preset else None
-    choice = LayerChoice(variants=tuple(v for v in SKIP_VARIANTS if v in variants), mode=mode, positions=positions,
+    choice = Fig5Layers(variants=tuple(v for v in SKIP_VARIANTS if v in variants), mode=mode, positions=positions,
                          keep_last=values.pop("keep_last", 5), preset=preset, profile=profile, num_layers=depth, **values)
     _check_needs(choice)
     for variant in choice.variants:
@@ -215,7 +220,7 @@ def resolve_layers(
     return choice
 
 
-def _check_needs(choice: LayerChoice) -> None:
+def _check_needs(choice: Fig5Layers) -> None:
     """Every variant has the layers it needs (static mode once a layer is given), and no empty ``M``."""
     given = choice.critical is not None or choice.mutation is not None
     for variant in choice.variants:

@@ -6,7 +6,7 @@
   identity (SHA-256 of its weight, config and tokenizer files), the prompt, the generation length,
   the device type, the mode, skip positions and layers, the profile's SHA-256 and the versions of
   lvlm_skip and transformers;
-* ``layers``: the layers and where they come from, in words (:meth:`LayerChoice.to_dict`);
+* ``layers``: the layers and where they come from, in words (:meth:`Fig5Layers.to_dict`);
 * ``images``: per image, the description of each variant (:class:`ImageResult`).
 
 A rerun into the same folder reuses an image's variants when its settings are equal and the image
@@ -93,7 +93,7 @@ class RunSettings:
         prompt: The instruction.
         max_new_tokens: Generation length limit (greedy decoding).
         device_type: ``cpu`` or ``cuda``.
-        mode, positions, critical, mutation, keep_last: The layers (:class:`~recipes.fig5.layers.LayerChoice`).
+        mode, positions, critical, mutation, keep_last: The layers (:class:`~recipes.fig5.layers.Fig5Layers`).
         profile: The ``--profile`` path (informational: ``profile_sha256`` decides).
         profile_sha256: The profile file's SHA-256, or ``None``.
         versions: ``lvlm_skip_version`` and ``transformers_version``.

@@ -21,7 +21,7 @@ from lvlm_skip.errors import InputError, one_line
 
 from . import generation, tables
 from .inputs import InputImage, default_images, given_images
-from .layers import LayerChoice, resolve_layers
+from .layers import Fig5Layers, resolve_layers
 from .results import ImageResult, ResultsFile, RunSettings
 
 logger = logging.getLogger("recipes.fig5")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, progress: bool = False) -> list[ImageResult]:
     return ordered
 
 
-def run_settings(args: argparse.Namespace, layers: LayerChoice, device_type: str) -> RunSettings:
+def run_settings(args: argparse.Namespace, layers: Fig5Layers, device_type: str) -> RunSettings:
     """The settings that change the descriptions (a folder's results are reused only under equal settings).
 
     Raises:
@@ -105,7 +105,7 @@ def config_depth(model_name: str) -> int | None:
         raise ModelLoadError(f"cannot read the config of {model_name!r}: {one_line(error)}") from None
 
 
-def _generate_missing(args, layers: LayerChoice, images: list[InputImage], results: ResultsFile, device,
+def _generate_missing(args, layers: Fig5Layers, images: list[InputImage], results: ResultsFile, device,
                       progress: bool) -> list[ImageResult]:
     from tqdm.auto import tqdm
 
@@ -141,7 +141,7 @@ def _generate_missing(args, layers: LayerChoice, images: list[InputImage], resul
     return ordered
 
 
-def _load(model_name: str, device, layers: LayerChoice):
+def _load(model_name: str, device, layers: Fig5Layers):
     """``(model, processor)`` without loading bars, the layers checked against the model's depth."""
     from lvlm_skip import ModelAnatomy
     from lvlm_skip.inputs.models import load_model

@@ -3,7 +3,7 @@
 Each variant's cell is its description with the words that differ from the original's marked
 (:mod:`recipes.fig5.word_diff`) and one line of what it skipped (:func:`skip_summary`). The
 caption names the model, the prompt, each variant's definition and the layers with their source
-(:meth:`~recipes.fig5.layers.LayerChoice.describe`). The Markdown table links its thumbnails
+(:meth:`~recipes.fig5.layers.Fig5Layers.describe`). The Markdown table links its thumbnails
 (``images/`` of the output folder, or the image files); the HTML page embeds them.
 """
 
