@@ -36,7 +36,7 @@ from .divergence import adjacent_js_divergence, adjacent_top1_changes, check_red
 from .errors import InputError
 from .hooks import record_last_position_states
 from .inputs.models import tokenizer_of
-from .readout import check_readout, stack_layer_logits
+from .readout import Lens, check_readout, get_lens, stack_layer_logits
 
 logger = logging.getLogger(__name__)
 
@@ -215,14 +215,15 @@ def resolve_watch_tokens(watch_tokens, tokenizer, vocab_size: int) -> tuple[list
 
 
 @torch.no_grad()
-def trace(model, inputs: dict, *, readout: str = "normed", reduction: str = "sum", **options) -> Trace:
+def trace(model, inputs: dict, *, readout: str | Lens = "normed", reduction: str = "sum", **options) -> Trace:
     """Greedy-generate and record the layer-by-layer evolution of every emitted token.
 
     Args:
         model: A supported HF model (see :mod:`lvlm_skip.anatomy`).
         inputs: What the processor / tokenizer returned (``input_ids``, ``attention_mask``,
             ``pixel_values``, ...), on the model's device.
-        readout: ``"normed"`` (faithful) or ``"raw"`` (the authors' code), see :mod:`lvlm_skip.readout`.
+        readout: ``"normed"`` (faithful), ``"raw"`` (the authors' code) or any
+            :class:`~lvlm_skip.readout.Lens`, see :mod:`lvlm_skip.readout`.
         reduction: ``"sum"`` (the JSD) or ``"paper"`` (the authors' formula), see
             :mod:`lvlm_skip.divergence`.
         **options: The other keyword arguments of :func:`trace_readouts`.
@@ -341,7 +342,7 @@ def trace_readouts(
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc=f"readout ({readout}, {reduction})", unit="step")
+            steps = tqdm(steps, desc=f"readout ({get_lens(readout).name}, {reduction})", unit="step")
         reader = _StepReader(anatomy, readout, reduction, first, top_k, watch_ids, detection, competitor_window,
                              max_competitors)
         per_step = [reader(calls[t], generated[:, t]) for t in steps]
@@ -350,7 +351,7 @@ def trace_readouts(
         ids = {*generated.flatten().tolist(), *arrays["topk_ids"].flatten().tolist(), *watch_ids,
                *arrays["competitor_ids"].flatten().tolist()}
         token_text = {i: decode([i]) for i in sorted(ids) if i >= 0}
-        meta = {**base_meta, "readout": readout, "reduction": reduction}
+        meta = {**base_meta, "readout": get_lens(readout).name, "reduction": reduction}
         results.append(Trace(**shared, **arrays, meta=meta, token_text=token_text))
     return results
 

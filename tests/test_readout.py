@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +110,45 @@ def test_vocab_rows_with_head_bias():
     torch.testing.assert_close(
         readout_logits(anatomy_like, hidden, vocab_rows=rows), readout_logits(anatomy_like, hidden)[:, rows]
     )
+
+
+class _ScaledLens:
+    """A stand-in for a trained lens: the normed readout, its states scaled per layer by ``1 + j / 10``."""
+
+    name = "scaled"
+
+    def head_input(self, anatomy, states, layers):
+        scale = torch.tensor([1 + j / 10 for j in layers], dtype=states.dtype).view(-1, *[1] * (states.dim() - 1))
+        return anatomy.final_norm(states) * scale
+
+
+def test_a_lens_object_plugs_into_every_readout(model_and_output, tiny_llama):
+    from lvlm_skip.readout import Lens, NormedLens, RawLens, get_lens
+
+    model, out = model_and_output
+    anatomy = ModelAnatomy.from_model(model)
+    assert isinstance(_ScaledLens(), Lens) and get_lens("raw").name == "raw" and isinstance(get_lens("normed"), NormedLens)
+    with pytest.raises(ValueError, match="has to be one of"):
+        get_lens("tuned")
+    # the named lenses are the strings
+    for name, lens in (("normed", NormedLens()), ("raw", RawLens())):
+        assert torch.equal(layer_logits_from_hidden_states(anatomy, out.hidden_states, readout=lens),
+                           layer_logits_from_hidden_states(anatomy, out.hidden_states, readout=name))
+    # a custom lens: layer j's logits are the normed ones times 1 + j / 10 (the head is linear, no bias)
+    normed = layer_logits_from_hidden_states(anatomy, out.hidden_states)
+    scaled = layer_logits_from_hidden_states(anatomy, out.hidden_states, readout=_ScaledLens())
+    L = anatomy.num_layers
+    for j in range(1, L):
+        torch.testing.assert_close(scaled[j - 1], normed[j - 1] * (1 + j / 10), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scaled[-1], normed[-1])  # layer L is the model's own logits, whatever the lens
+
+
+def test_trace_takes_a_lens_object(tiny_llama):
+    import lvlm_skip
+
+    inputs = {"input_ids": torch.tensor([[5, 9, 14, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    by_name = lvlm_skip.trace(tiny_llama, inputs, max_new_tokens=3, readout="normed")
+    by_lens = lvlm_skip.trace(tiny_llama, inputs, max_new_tokens=3, readout=_ScaledLens())
+    assert by_lens.meta["readout"] == "scaled" and by_name.meta["readout"] == "normed"
+    assert torch.equal(torch.as_tensor(by_lens.token_ids), torch.as_tensor(by_name.token_ids))  # decoding is the model's
+    assert not np.allclose(by_lens.jsd, by_name.jsd, equal_nan=True)  # the curves are the lens's

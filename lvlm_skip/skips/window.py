@@ -22,7 +22,7 @@ import torch
 from ..anatomy import ModelAnatomy
 from ..detection import DetectionConfig, LayerDetection, detect_layers
 from ..divergence import adjacent_js_divergence, adjacent_top1_changes
-from ..readout import readout_logits
+from ..readout import Lens, get_lens, readout_logits
 
 
 class WindowReadout:
@@ -30,13 +30,15 @@ class WindowReadout:
 
     Args:
         anatomy: The model's anatomy.
-        readout: ``"normed"`` (``lm_head(norm(h_j))``) or ``"raw"`` (``lm_head(h_j)`` for ``j < L``).
+        readout: ``"normed"`` (``lm_head(norm(h_j))``), ``"raw"`` (``lm_head(h_j)`` for ``j < L``) or a
+            :class:`~lvlm_skip.readout.Lens`.
         candidates: ``k``; 0 reads the full vocabulary.
     """
 
-    def __init__(self, anatomy: ModelAnatomy, *, readout: str = "normed", candidates: int = 256):
+    def __init__(self, anatomy: ModelAnatomy, *, readout: str | Lens = "normed", candidates: int = 256):
         self.anatomy = anatomy
         self.readout = readout
+        self.lens = get_lens(readout)
         self.candidates = min(candidates, anatomy.vocab_size) if candidates else 0
         self.token_ids: torch.Tensor | None = None  # (batch, k) candidate ids of the step
         self._head_rows: torch.Tensor | None = None  # (batch, k, hidden)
@@ -67,13 +69,8 @@ class WindowReadout:
 
     def _logits(self, states: torch.Tensor, layers: list[int], full: bool = False) -> torch.Tensor:
         anatomy = self.anatomy
-        # 1. the norm: every state (normed readout), or only layer L's (raw readout, as transformers returns it)
-        if self.readout == "normed":
-            x = anatomy.final_norm(states)
-        elif layers[-1] == anatomy.num_layers:  # layers ascend: only the last one can be L
-            x = torch.cat([states[:-1], anatomy.final_norm(states[-1:])])
-        else:
-            x = states
+        # 1. the lens: the norm on every state (normed readout), or only on layer L's (raw readout)
+        x = self.lens.head_input(anatomy, states, layers)
         # 2. the head: all rows, or the step's candidate rows
         if full or not self.candidates:
             return readout_logits(anatomy, x, normed=False)
