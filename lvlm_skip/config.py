@@ -82,9 +82,9 @@ class DetectionConfig:
     """After confirmation, a spike is a JSD above this multiple of the plateau level."""
     clip_factor: float = 10.0
     """A value enters a robust level clipped to [level / clip_factor, level * clip_factor]."""
-    critical_rule: str = "jsd"
+    critical_rule: CriticalRule = "jsd"
     """What makes a layer low: "jsd", "top1" (top-1 token unchanged) or "jsd_and_top1"."""
-    mutation_rule: str = "spike"
+    mutation_rule: MutationRule = "spike"
     """One of "spike", "top1", "spike_or_top1", "spike_and_top1"."""
     min_mutation_layer: int = 0
     """Mutation layers must be at least this deep (0: anywhere after the critical layer's confirmation)."""

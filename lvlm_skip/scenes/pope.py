@@ -118,7 +118,9 @@ def pope_questions(scenes: Sequence[Scene], seed: int, strategy: str,
     lines: list[dict[str, Any]] = []
     for scene, image in zip(scenes, names):
         negatives = _NEGATIVES[strategy](scene, stats, seed)
-        assert len(negatives) == len(scene.kinds) and not set(negatives) & set(scene.kinds)
+        if len(negatives) != len(scene.kinds) or set(negatives) & set(scene.kinds):
+            raise RuntimeError(f"POPE {strategy}: the negatives {negatives} of a scene with {list(scene.kinds)} "
+                               "are not one absent object per present one")
         for present, absent in zip(scene.kinds, negatives):
             for kind, label in ((present, "yes"), (absent, "no")):
                 lines.append({"question_id": len(lines) + 1, "image": image, "text": pope_question(kind), "label": label})
