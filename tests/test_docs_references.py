@@ -2,15 +2,17 @@
 
 Two sources are checked:
 
-* every Sphinx role ``:mod:``, ``:class:``, ``:func:``, ``:meth:``, ``:data:`` and ``:attr:`` in a
-  module, class or function docstring under ``lvlm_skip/`` (read with :mod:`ast`, so nothing is
-  imported to find them);
+* every Sphinx role ``:mod:``, ``:class:``, ``:func:``, ``:meth:``, ``:data:`` and ``:attr:``, and
+  every double-backticked literal that starts with a dotted ``lvlm_skip.`` name, in a module, class
+  or function docstring under ``lvlm_skip/`` (read with :mod:`ast`, so nothing is imported to find
+  them);
 * every backticked dotted name in ``README.md`` that starts with ``lvlm_skip.``.
 
 A target resolves when importing its longest importable module prefix and ``getattr``-ing the rest
 succeeds. A leading ``~`` is dropped; a leading ``.`` is relative to the module it appears in (or to its
 package); an unqualified name resolves in the enclosing class (for a docstring inside a class), in the
-module's namespace, or among the builtins. ``lvlm_skip.lmms_plugin`` imports lmms-eval, so when lmms-eval
+module's namespace, or among the builtins. An instance attribute counts when it is a dataclass field,
+an annotation or assigned as ``self.name`` in a method. ``lvlm_skip.lmms_plugin`` imports lmms-eval, so when lmms-eval
 is not installed references into that module are reported as skipped rather than checked.
 """
 
@@ -54,8 +56,7 @@ class Reference:
     role: str
     target: str
     module: str  #: dotted name of the module the docstring belongs to
-    scope: tuple[str, ...]  #: enclosing class / function names inside that module, outermost first
-    classes: tuple[str, ...]  #: the enclosing class names among ``scope`` (a prefix path to the class)
+    classes: tuple[str, ...]  #: the enclosing classes' names, outermost first (empty outside a class)
 
 
 def module_name(path: Path) -> str:
@@ -71,7 +72,7 @@ def references_in_source(source: str, filename: str, module: str) -> list[Refere
     docstrings of ``source``."""
     found: list[Reference] = []
 
-    def collect(node: ast.AST, scope: tuple[str, ...], classes: tuple[str, ...]) -> None:
+    def collect(node: ast.AST, classes: tuple[str, ...]) -> None:
         body = getattr(node, "body", None)
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                 and isinstance(body[0].value.value, str):
@@ -81,19 +82,19 @@ def references_in_source(source: str, filename: str, module: str) -> list[Refere
                 if "<" in target and target.endswith(">"):  # `title <target>`
                     target = target[target.rindex("<") + 1:-1]
                 line = body[0].value.lineno + text.count("\n", 0, match.start())
-                found.append(Reference(f"{filename}:{line}", match.group(1), target.strip(), module, scope, classes))
+                found.append(Reference(f"{filename}:{line}", match.group(1), target.strip(), module, classes))
             for match in LITERAL.finditer(text):
                 name = README_NAME.match(match.group(1).strip())
                 if name:
                     line = body[0].value.lineno + text.count("\n", 0, match.start())
-                    found.append(Reference(f"{filename}:{line}", "literal", name.group(0), module, scope, classes))
+                    found.append(Reference(f"{filename}:{line}", "literal", name.group(0), module, classes))
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ClassDef):
-                collect(child, scope + (child.name,), scope + (child.name,))
+                collect(child, classes + (child.name,))
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                collect(child, scope + (child.name,), classes)
+                collect(child, classes)
 
-    collect(ast.parse(source, filename=filename), (), ())
+    collect(ast.parse(source, filename=filename), ())
     return found
 
 
@@ -183,7 +184,7 @@ def package_references() -> list[Reference]:
     return found
 
 
-def readout_unresolved(references: list[Reference]) -> tuple[list[str], list[str]]:
+def unresolved_and_skipped(references: list[Reference]) -> tuple[list[str], list[str]]:
     """``(unresolved, skipped)``, each as ``"file:line :role:`target`"`` lines."""
     unresolved, skipped = [], []
     for reference in references:
@@ -208,7 +209,7 @@ def readme_references() -> list[Reference]:
         for span in README_SPAN.finditer(line):
             name = README_NAME.match(span.group(2).strip())
             if name:
-                found.append(Reference(f"README.md:{number}", "readme", name.group(0), "lvlm_skip", (), ()))
+                found.append(Reference(f"README.md:{number}", "readme", name.group(0), "lvlm_skip", ()))
     return found
 
 
@@ -231,7 +232,7 @@ class Box:
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         references = references_in_source(source, "synthetic.py", "synthetic_docs")
-        unresolved, skipped = readout_unresolved(references)
+        unresolved, skipped = unresolved_and_skipped(references)
     finally:
         sys.modules.pop("synthetic_docs", None)
     assert len(references) == 12 and not skipped
@@ -248,19 +249,19 @@ def test_readme_scan_finds_backticked_package_names():
 def test_every_docstring_reference_resolves():
     references = package_references()
     assert len(references) > 100, len(references)  # the scan finds the package's references at all
-    unresolved, _ = readout_unresolved(references)
+    unresolved, _ = unresolved_and_skipped(references)
     assert not unresolved, f"{len(unresolved)} of {len(references)} references do not resolve:\n" + "\n".join(unresolved)
 
 
 def test_every_readme_name_resolves():
     references = readme_references()
-    unresolved, _ = readout_unresolved(references)
+    unresolved, _ = unresolved_and_skipped(references)
     assert not unresolved, f"{len(unresolved)} of {len(references)} README.md names do not resolve:\n" + "\n".join(unresolved)
 
 
 def test_lmms_plugin_references_resolve():
     """The references the two tests above could not resolve without lmms-eval (none when it is installed)."""
-    _, skipped = readout_unresolved(package_references() + readme_references())
+    _, skipped = unresolved_and_skipped(package_references() + readme_references())
     if skipped:
         pytest.skip(f"lmms-eval is not installed: {len(skipped)} references in or into {LMMS_MODULE} "
                     "were not resolved:\n" + "\n".join(skipped))
