@@ -31,8 +31,8 @@ def check_reduction(reduction: str) -> str:
     """Validate a ``reduction`` name (one of :data:`REDUCTIONS`).
 
     Raises:
-        ValueError: an unknown name; ``"mean"`` (removed: it was ``JSD / V``, not the authors'
-            formula) says what to use instead.
+        ValueError: an unknown name; ``"mean"`` (``JSD / V``, which is not the authors' formula) is
+            refused with a message naming ``"paper"`` and ``"sum"`` instead.
     """
     if reduction == "mean":
         raise ValueError(

@@ -13,10 +13,13 @@ The harness (each module one concept; dependencies point down this list):
 * :mod:`~lvlm_skip.evaluation.report`: the typed report row and the one Markdown / JSON writer;
 * :mod:`~lvlm_skip.data.json_files`: the one reader of JSON data files.
 
-Tasks and their metrics: AMBER (:mod:`~lvlm_skip.benchmarks.amber.task`, ``amber_data``,
-``amber_metrics``, ``language``), captions (:mod:`~lvlm_skip.benchmarks.caption.task`,
-``caption_data``, ``coco_metrics``, ``closeness``, CHAIR) and POPE (:mod:`~lvlm_skip.benchmarks.pope.task`,
-``pope_data``, ``pope_metrics``). :mod:`~lvlm_skip.speed.benchmark` is
+Tasks and their metrics: AMBER (:mod:`~lvlm_skip.benchmarks.amber.task`,
+:mod:`~lvlm_skip.data.amber`, :mod:`~lvlm_skip.benchmarks.amber.metrics`,
+:mod:`~lvlm_skip.benchmarks.language`), captions (:mod:`~lvlm_skip.benchmarks.caption.task`,
+:mod:`~lvlm_skip.data.coco_captions`, :mod:`~lvlm_skip.benchmarks.caption.coco_metrics`,
+:mod:`~lvlm_skip.benchmarks.caption.closeness`, CHAIR in :mod:`~lvlm_skip.benchmarks.caption.chair`)
+and POPE (:mod:`~lvlm_skip.benchmarks.pope.task`, :mod:`~lvlm_skip.data.pope`,
+:mod:`~lvlm_skip.benchmarks.pope.metrics`). :mod:`~lvlm_skip.speed.benchmark` is
 the decoding-speed benchmark. The command line is ``lvlm-skip amber|caption|pope|speed``
 (:mod:`lvlm_skip.cli`). Importing this package imports nothing heavy.
 """

@@ -12,7 +12,7 @@ Guarantees (tested by killing runs with SIGKILL at random points, ``tests/test_f
 * Opening a file for appending repairs its end first: a last line that is a complete record but
   lacks its newline gets one (the next record must not be glued to it); a truncated or garbage
   last line is cut off with a warning. A finished record is never lost, and a line holding
-  several glued records (written by older versions) is read as those records.
+  several glued records (a writer that did not end a record with its newline) is read as those records.
 * The merge writes a new file, ``fsync``'s it and renames it over ``responses.jsonl`` before it
   deletes the rank files, so a crash at any point of it leaves every answer in some file; the
   next run reads them all and drops the duplicates.

@@ -12,7 +12,7 @@ the model is loaded:
   shared part differs, else those of the differing variants), after a log line saying so;
 * variants that are new to the folder, or have no answers in it, take the requested settings;
   variants that are stored but not requested keep their answers;
-* answers without a fingerprint (written by an older version) are refused the same way.
+* answers in a folder without a fingerprint file are refused the same way.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def _step_tokens(trace, row: int, step: int) -> list[tuple[str, np.ndarray, bool
             if token_id >= 0:
                 out.append((trace.token_name(token_id), trace.competitor_probs[row, step, :, c], False, token_id))
                 seen.add(token_id)
-    else:  # a trace saved before competitors were recorded: the emitted token alone
+    else:  # a trace without recorded competitors (competitor_ids is None): the emitted token alone
         token_id = int(trace.token_ids[row, step])
         out.append((trace.tokens[row][step], trace.token_probs[row, step], False, token_id))
         seen.add(token_id)

@@ -1,7 +1,8 @@
 """Static mode: one skip set per row for the whole generation.
 
-The set comes from the variant's policy (:mod:`~lvlm_skip.skipping.policies`) and the given layers,
-or from layers measured once per prompt (:mod:`~lvlm_skip.skipping.calibration`). Where it applies:
+The set comes from the variant's declaration (:meth:`~lvlm_skip.variants.SkipVariant.static_layers`,
+registered in :mod:`~lvlm_skip.variants`) and the given layers, or from layers measured once per prompt
+(:mod:`~lvlm_skip.skips.calibration`). Where it applies:
 
 * ``positions="generated"`` (default): at the positions that predict a generated token, the prompt's
   last position (step 0) and every generated one. The rest of the prompt, image tokens included,
