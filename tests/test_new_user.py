@@ -6,7 +6,7 @@ import pytest
 
 import lvlm_skip
 from lvlm_skip.variants import VARIANTS
-from tests.tiny_models import _llava
+from tiny_models import _llava
 
 
 def test_wrap_unknown_variant_lists_all_nine():
