@@ -2,19 +2,15 @@
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import lvlm_skip
 
-LOOSE = dict(min_shallow_layers=1, rel_low=0.9, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
+from tiny_models import LOOSE, make_llama
 
 
 @pytest.fixture()
 def llama():
-    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=8, num_attention_heads=4,
-                         num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval()
+    return make_llama(8)
 
 
 @pytest.mark.parametrize("how", ["forward", "module"])
