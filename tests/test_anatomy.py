@@ -13,8 +13,7 @@ from tiny_models import BUILDERS, HIDDEN, LAYERS, VOCAB, count_parameters
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_anatomy_of_supported_classes(name):
-    torch.manual_seed(0)
-    model = BUILDERS[name]().eval()
+    model = BUILDERS[name]()
     assert type(model).__name__ == name
     assert count_parameters(model) < 200_000
     anatomy = ModelAnatomy.from_model(model)
@@ -60,8 +59,7 @@ def test_check_layer_range():
 def test_project_kv_matches_what_the_layer_writes(name):
     from transformers import DynamicCache
 
-    torch.manual_seed(1)
-    model = BUILDERS[name]().eval()
+    model = BUILDERS[name](seed=1)
     with torch.no_grad():  # random non-zero biases (Qwen2 has k/v biases) make the check stricter
         for layer in model.model.layers:
             if layer.self_attn.k_proj.bias is not None:

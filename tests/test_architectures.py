@@ -13,11 +13,11 @@ import lvlm_skip
 from lvlm_skip.anatomy import ModelAnatomy, UnsupportedModelError
 from lvlm_skip.readout import stack_layer_logits
 from references import deleted_layers_model, slow_reference_tokens
+from tiny_models import LOOSE
 from vlm_zoo import L, REFUSED, SERVED, build
 
 STEPS = 5
 GREEDY = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
-LOOSE = dict(min_shallow_layers=1, rel_low=0.9, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
 PROMPT = torch.tensor([[1, 5, 6, 7, 8, 9, 10]])
 INPUTS = {"input_ids": PROMPT, "attention_mask": torch.ones_like(PROMPT)}
 

@@ -17,13 +17,12 @@ from PIL import Image
 
 import lvlm_skip
 from lvlm_skip.inputs.models import chat_prompt
-from lvlm_skip.inputs.builtin_models import build_tiny_llava
 from references import deleted_layers_model, slow_reference_tokens
+from tiny_models import LOOSE, make_llava, make_qwen2_vl
 
 L = 8
 STEPS = 6
 GREEDY = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
-LOOSE = dict(min_shallow_layers=1, rel_low=0.9, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
 
 #: batch shapes: rows and whether their prompts differ in length (left padding)
 SHAPES = {"b1": (1, False), "b2-equal": (2, False), "b2-padded": (2, True), "b3-padded": (3, True)}
@@ -55,8 +54,7 @@ def _images(rows: int) -> list:
 
 @pytest.fixture(scope="module")
 def llava():
-    model, processor = build_tiny_llava(num_layers=L, hidden_size=64, intermediate_size=128, seed=1)
-    model = model.double()
+    model, processor = make_llava(L, hidden=64, intermediate=128, seed=1, dtype=torch.float64)
     questions = ["describe this image .", "what color is the cup on the table ?", "is there a dog ?"]
 
     def batch(shape: str) -> dict:
@@ -73,16 +71,7 @@ def llava():
 
 @pytest.fixture(scope="module")
 def qwen2_vl():
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-    text = dict(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=L, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2]})
-    vision = dict(depth=1, embed_dim=16, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=2, spatial_merge_size=1,
-                  temporal_patch_size=1)
-    torch.manual_seed(2)
-    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision)).double().eval()
-    assert sum(p.numel() for p in model.parameters()) < 200_000
+    model = make_qwen2_vl(L, seed=2, dtype=torch.float64)
     prompts = [[1, 5, 6, 7, 8, 9, 10], [1, 11, 12], [1, 20, 21, 22, 23]]
 
     def batch(shape: str) -> dict:

@@ -8,6 +8,7 @@ import pytest
 
 from lvlm_skip.cli import main
 from lvlm_skip.cli.trace import FIGURE_NAMES
+from tiny_models import make_llama, make_llava
 
 TRACE_ARGS = ["trace", "--model", "tiny", "--image", "demo", "--prompt", "describe this image .", "--no-progress"]
 
@@ -107,19 +108,14 @@ def test_corrupt_json_config_is_a_one_line_error(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def model_folders(tmp_path_factory):
     """A saved tiny LLaVA (model + processor) and a saved tiny text-only Llama (model + tokenizer)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lvlm_skip.inputs.builtin_models import build_tiny_llava, build_word_tokenizer
+    from lvlm_skip.inputs.builtin_models import build_word_tokenizer
 
     root = tmp_path_factory.mktemp("models")
-    model, processor = build_tiny_llava(num_layers=2)
+    model, processor = make_llava(2)
     model.save_pretrained(root / "llava")
     processor.save_pretrained(root / "llava")
     tokenizer = build_word_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    llama = LlamaForCausalLM(config)
-    assert sum(p.numel() for p in llama.parameters()) < 50_000
+    llama = make_llama(2, vocab=len(tokenizer), pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id, limit=50_000)
     llama.save_pretrained(root / "llama")
     tokenizer.save_pretrained(root / "llama")
     return root

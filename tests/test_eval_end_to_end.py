@@ -13,6 +13,7 @@ from lvlm_skip.cli import main
 from lvlm_skip.errors import InputError
 from lvlm_skip.evaluation.records import read_answers
 from lvlm_skip.evaluation.variants import VariantSpec, parse_variant_spec, resolve_variant_options
+from tiny_models import make_llava
 
 AMBER_VARIANTS = "none,skip1,skip2,skip3,exit,skip2:online"
 #: skip3 from layer 2 keeping the last 5 of 8 layers skips exactly layer 3 at every step.
@@ -34,10 +35,7 @@ def _image(seed: int) -> Image.Image:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A random 8-layer LLaVA and its processor saved as a local model folder."""
-    from lvlm_skip.inputs.builtin_models import build_tiny_llava
-
-    model, processor = build_tiny_llava(num_layers=8, hidden_size=64, intermediate_size=128)
-    assert sum(p.numel() for p in model.parameters()) < 500_000
+    model, processor = make_llava(8, hidden=64, intermediate=128)
     folder = tmp_path_factory.mktemp("tiny") / "model"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -16,6 +16,7 @@ from lvlm_skip.errors import InputError
 from lvlm_skip.evaluation.generation import Generation
 from lvlm_skip.evaluation.records import read_answers
 from lvlm_skip.inputs.images import PIXELS_VARIABLE, load_image
+from tiny_models import make_llava
 
 
 def write_pixel_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
@@ -210,10 +211,7 @@ def test_speed_only_names_match_the_configurations():
 @pytest.fixture(scope="module")
 def saved_llava(tmp_path_factory) -> Path:
     """A random 4-layer LLaVA and its processor saved as a local model folder."""
-    from lvlm_skip.inputs.builtin_models import build_tiny_llava
-
-    model, processor = build_tiny_llava(num_layers=4)
-    assert sum(p.numel() for p in model.parameters()) < 200_000
+    model, processor = make_llava(4, limit=200_000)
     folder = tmp_path_factory.mktemp("llava") / "model"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from lvlm_skip.scenes import generate
-from lvlm_skip.inputs.builtin_models import build_tiny_llava
 from recipes.layer_statistics import content_labels, main
+from tiny_models import make_llava
 
 
 def test_content_labels_mark_absent_objects_and_colours():
@@ -24,7 +24,7 @@ def test_content_labels_mark_absent_objects_and_colours():
 
 @pytest.mark.slow
 def test_main_writes_statistics_for_both_splits(tmp_path):
-    model, processor = build_tiny_llava(num_layers=6, hidden_size=32, intermediate_size=64, image_size=112, patch_size=16)
+    model, processor = make_llava(6, image_size=112, patch_size=16)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     assert main(["--model", str(tmp_path / "model"), "--n-images", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "out")]) == 0

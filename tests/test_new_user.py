@@ -6,11 +6,11 @@ import pytest
 
 import lvlm_skip
 from lvlm_skip.variants import VARIANTS
-from tiny_models import _llava
+from tiny_models import make_llava_bare
 
 
 def test_wrap_unknown_variant_lists_all_nine():
-    model = _llava()
+    model = make_llava_bare()
     with pytest.raises(ValueError) as err:
         lvlm_skip.wrap(model, variant="skipX")
     for name in VARIANTS:
@@ -21,7 +21,7 @@ def test_wrap_unknown_variant_lists_all_nine():
 
 
 def test_wrap_refuses_linear_attention_before_generation():
-    model = _llava()
+    model = make_llava_bare()
     model.config.text_config.layer_types = ["linear_attention", "full_attention"]
     with pytest.raises(lvlm_skip.UnsupportedModelError, match="linear-attention"):
         lvlm_skip.wrap(model, variant="skip1", critical_layer=1)

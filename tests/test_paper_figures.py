@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from recipes import paper_figures as pf
@@ -22,8 +23,67 @@ def image_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture()
+def drawn(monkeypatch):
+    """Every figure the recipe draws: ``{output path without suffix: FigureFiles}`` (the recipe keeps none)."""
+    from lvlm_skip import figures
+
+    record = {}
+
+    def spy(function):
+        def draw(*args, **kwargs):
+            files = function(*args, **kwargs)
+            record[files[0].with_suffix("")] = files
+            return files
+        return draw
+
+    for name in ("plot_token_probabilities", "plot_contrasts", "plot_jsd_heatmap", "plot_jsd_comparison", "plot_jsd_curves",
+                 "plot_tsne_tokens", "plot_tsne_images"):
+        monkeypatch.setattr(figures, name, spy(getattr(figures, name)))
+    return record
+
+
+def _check_drawn(drawn, out, mode_name, trace, control, answers):
+    """The figures of one mode show the saved traces with the mode's choices."""
+    from lvlm_skip import figures
+    from lvlm_skip.figures.heatmap import heatmap_matrix
+
+    mode = pf.MODES[mode_name]
+    folder = out / mode_name / "describe" / "scenes" / "test-consistent-0"
+    L, n = trace.num_layers, int(trace.lengths[0])
+    columns = [str(j) for j in figures.column_labels(L, mode.axis)]
+    # Fig. 2: one panel per answer token
+    panels = [ax for ax in drawn[folder / "fig2_token_probabilities"].figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == [figures.common.token_label(trace, 0, t, width=16) for t in range(n)]
+    # Fig. 4: the trace's divergences, scaled and labelled as the mode says, its critical layers marked
+    (ax, _) = drawn[folder / "fig4_jsd_heatmap"].figure.axes
+    np.testing.assert_allclose(ax.images[0].get_array(), heatmap_matrix(trace, normalize=mode.normalize))
+    assert ax.images[0].get_cmap().name == mode.cmap and len(ax.texts) == (n * L if mode.annotate else 0)
+    assert [t.get_text() for t in ax.get_xticklabels()] == columns[::max(1, int(np.ceil(L / 16)))]
+    steps = np.nonzero(trace.critical[0, :n] > 0)[0]
+    assert sorted(map(tuple, ax.collections[0].get_offsets().tolist())) == \
+        sorted((float(trace.critical[0, t] - 1), float(t)) for t in steps)
+    # the text-only control beside it: the control trace's divergences
+    left, right, *_ = drawn[folder / "fig4_vs_text_only"].figure.axes
+    np.testing.assert_allclose(right.images[0].get_array(), heatmap_matrix(control, normalize=mode.normalize))
+    assert right.get_title() == "text only (no image)" and left.get_title() == "LVLM: test-consistent-0"
+    # Fig. 6: T x L points; the mode's last state
+    (ax,) = drawn[folder / "fig6_tsne_tokens"].figure.axes
+    assert sum(len(c.get_offsets()) for c in ax.collections) == n * L
+    final = "after the final norm" if mode.last_state == "normed" else "before the final norm"
+    assert any(final in c.get_label() for c in ax.collections)
+    # Fig. 7 and the step-0 control of the group: 3 images x L points, the images' mean curve against the text-only one
+    (ax,) = drawn[out / mode_name / "fig7_flower"].figure.axes
+    assert sum(len(c.get_offsets()) for c in ax.collections) == answers.token_ids.shape[0] * L
+    (ax,) = drawn[out / mode_name / "control_flower"].figure.axes
+    means = {line.get_label(): line.get_ydata() for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert list(means) == ["flower: 3 images (mean of 3)", "text only (no image) (mean of 1)"]
+    np.testing.assert_allclose(means["flower: 3 images (mean of 3)"], answers.jsd[:, 0].mean(axis=0))
+    assert ax.get_ylabel() == figures.common.divergence_name(mode.reduction)
+
+
 @pytest.mark.slow
-def test_generated_scenes_both_modes(tmp_path):
+def test_generated_scenes_both_modes(tmp_path, drawn):
     from lvlm_skip import Trace
 
     out = tmp_path / "run"
@@ -42,6 +102,7 @@ def test_generated_scenes_both_modes(tmp_path):
             assert answers.token_ids.shape[0] == 3 and answers.meta["question"] == pf.SCENE_QUESTIONS[group]
         control = Trace.load(out / mode / "text_only" / "describe")
         assert control.meta["prompt_length"] < trace.meta["prompt_length"]  # no image tokens
+        _check_drawn(drawn, out, mode, trace, control, Trace.load(out / mode / "vqa" / "flower"))
     assert len(list((out / "images" / "flower").glob("*.png"))) == 3
 
 
@@ -90,8 +151,6 @@ def test_text_only_model_is_refused(tmp_path, capsys, tiny_llama):
 
 
 def test_scene_contrasts_pair_wrong_words_with_the_truth():
-    import numpy as np
-
     from test_figures import synthetic_trace
 
     generator = pf.scene_generator()

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import lvlm_skip
 from lvlm_skip.config import DOLA_REPETITION_PENALTY
@@ -15,10 +14,10 @@ from lvlm_skip.peers.vcd import vcd_contrast
 from lvlm_skip.anatomy import ModelAnatomy
 from lvlm_skip.inputs.models import chat_prompt
 from lvlm_skip.peers import noised_images
-from lvlm_skip.inputs.builtin_models import build_tiny_llava
 
 from batches import left_padded_batch
 from references import greedy_append
+from tiny_models import make_llama, make_llava
 
 NUM_LAYERS = 8
 STEPS = 6
@@ -26,8 +25,7 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def llava():
-    model, processor = build_tiny_llava(num_layers=NUM_LAYERS, hidden_size=64, intermediate_size=128, seed=3)
-    model = model.double()
+    model, processor = make_llava(NUM_LAYERS, hidden=64, intermediate=128, seed=3, dtype=torch.float64)
     images = [Image.fromarray((np.random.RandomState(s).rand(40, 40, 3) * 255).astype("uint8")) for s in (0, 1)]
     prompts = [chat_prompt(processor, "describe this image ."), chat_prompt(processor, "what color is the cup ?")]
     inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
@@ -39,13 +37,7 @@ def llava():
 def llama():
     # larger random weights than the default init, so the early layers' readouts are not uniform and
     # the peers' contrasts change tokens (a reference test on a model where they never act proves little)
-    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=NUM_LAYERS,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                         initializer_range=0.3)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).double().eval()
-    assert sum(p.numel() for p in model.parameters()) < 200_000
-    return model
+    return make_llama(NUM_LAYERS, dtype=torch.float64, initializer_range=0.3)
 
 
 GREEDY = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)

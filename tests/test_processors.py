@@ -3,26 +3,22 @@ composing with the processors transformers runs before it and the warpers after 
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 import lvlm_skip
 from lvlm_skip.detection import DetectionConfig
 from lvlm_skip.processors import MutationExitLogitsProcessor
 
 from batches import left_padded_batch
+from tiny_models import LOOSE, make_llama
 
 NUM_LAYERS = 8
-# thresholds that make a random tiny model show critical and mutation layers
-LOOSE = dict(min_shallow_layers=1, rel_low=0.9, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
 GREEDY = dict(max_new_tokens=8, do_sample=False, min_new_tokens=8)
 
 
 @pytest.fixture(scope="module")
 def llama():
-    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=NUM_LAYERS,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).double().eval()
+    return make_llama(NUM_LAYERS, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("candidates", [256, 0])

@@ -5,12 +5,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import lvlm_skip
 import lvlm_skip.scenes
 from lvlm_skip.errors import InputError
 from lvlm_skip.profiles import LayerProfile, LayerStatistics, choose_layers
+
+from tiny_models import make_llama, make_llava
 
 
 def stats(critical, mutation_rows):
@@ -74,12 +75,7 @@ def test_file_round_trip_and_bad_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=8, num_attention_heads=4,
-                         num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval()
+    return make_llama(8)
 
 
 @pytest.mark.parametrize("variant,expected", [("skip3", dict(critical_layer=3)), ("skip2", dict(mutation_layers=(6, 7))),
@@ -130,9 +126,9 @@ def test_content_tokens_are_word_starts_of_object_words():
 def test_profile_of_a_tiny_model_from_items_and_from_the_cli(tmp_path):
     from lvlm_skip.cli import main
     from lvlm_skip.profiles.measure import ProfileItem
-    from lvlm_skip.inputs.builtin_models import build_tiny_llava, demo_image
+    from lvlm_skip.inputs.builtin_models import demo_image
 
-    model, processor = build_tiny_llava(num_layers=6)
+    model, processor = make_llava(6)
     items = [ProfileItem(demo_image(), "describe this image ."), ProfileItem(demo_image(64), "what color is the cup ?")]
     result = lvlm_skip.profile(model, processor, items, content_words=["cup", "red"], max_new_tokens=5)
     assert result.num_layers == 6 and result.statistics["all"].tokens > 0

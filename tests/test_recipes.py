@@ -12,6 +12,7 @@ from lvlm_skip.errors import InputError
 from recipes.fig5 import cli, generation, layers, run, tables, word_diff
 from recipes.fig5.layers import SKIP_VARIANTS, resolve_layers
 from recipes.fig5.results import ImageResult, ResultsFile, RunSettings, VariantResult
+from tiny_models import make_llava
 
 TINY_LAYERS = 8
 GIVEN = ["--critical", "2", "--mutation", "6,7", "--keep-last", "2"]
@@ -21,10 +22,7 @@ PROG = "python -m recipes.fig5: error: "
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """An 8-layer tiny LLaVA saved with ``save_pretrained`` (model and processor)."""
-    from lvlm_skip.inputs.builtin_models import build_tiny_llava
-
-    model, processor = build_tiny_llava(num_layers=TINY_LAYERS, hidden_size=32, intermediate_size=64)
-    assert sum(p.numel() for p in model.parameters()) < 200_000
+    model, processor = make_llava(TINY_LAYERS, limit=200_000)
     folder = tmp_path_factory.mktemp("tiny-llava")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

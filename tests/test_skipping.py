@@ -5,27 +5,22 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 import lvlm_skip
 from lvlm_skip.anatomy import ModelAnatomy
 from lvlm_skip.inputs.models import chat_prompt
-from lvlm_skip.inputs.builtin_models import build_tiny_llava
 
 from batches import left_padded_batch
 from references import deleted_layers_model, slow_reference_tokens
+from tiny_models import LOOSE, make_llama, make_llava
 
 NUM_LAYERS = 8
-# thresholds that make a random tiny model show critical and mutation layers (one shallow value
-# defines the level, a layer 10% under it is low, one low layer confirms)
-LOOSE = dict(min_shallow_layers=1, rel_low=0.9, patience=1, spike_factor=1.5, mutation_rule="spike_or_top1")
 
 
 @pytest.fixture(scope="module")
 def llava():
-    model, processor = build_tiny_llava(num_layers=NUM_LAYERS, hidden_size=64, intermediate_size=128, seed=1)
-    assert sum(p.numel() for p in model.parameters()) < 500_000
-    model = model.double()
+    model, processor = make_llava(NUM_LAYERS, hidden=64, intermediate=128, seed=1, dtype=torch.float64)
     image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
     inputs = processor(images=image, text=chat_prompt(processor, "describe this image ."), return_tensors="pt")
     inputs["pixel_values"] = inputs["pixel_values"].double()
@@ -34,14 +29,7 @@ def llava():
 
 @pytest.fixture(scope="module")
 def llama():
-    config = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).double().eval()
-    assert sum(p.numel() for p in model.parameters()) < 200_000
-    return model
+    return make_llama(NUM_LAYERS, dtype=torch.float64)
 
 
 GREEDY = dict(max_new_tokens=8, do_sample=False, min_new_tokens=8)

@@ -28,8 +28,7 @@ PROMPT_LENGTH, BATCH = 6, 2
 
 
 def _model(name: str):
-    torch.manual_seed(0)
-    return BUILDERS[name]().eval()
+    return BUILDERS[name]()
 
 
 def _ids(batch: int = BATCH, length: int = PROMPT_LENGTH) -> torch.Tensor:

@@ -12,12 +12,13 @@
   mutation frequency over many tokens.
 
 Layer numbers follow :mod:`lvlm_skip.anatomy` (1-based, 0 = embeddings). Every function writes a PNG
-and an SVG next to each other (``out_path`` with its suffix replaced) and returns both paths.
+and an SVG next to each other (``out_path`` with its suffix replaced) and returns both paths as a
+:class:`~lvlm_skip.figures.common.FigureFiles`, a list that also holds the drawn figure (``.figure``).
 matplotlib is imported here only, with the non-interactive Agg backend, so importing
 ``lvlm_skip`` costs nothing of it.
 """
 
-from .common import AXES, NORMALIZATIONS, column_labels, max_abs_scale
+from .common import AXES, NORMALIZATIONS, FigureFiles, column_labels, max_abs_scale
 from .heatmap import plot_jsd_comparison, plot_jsd_curves, plot_jsd_heatmap
 from .probabilities import plot_contrasts, plot_token_probabilities
 from .profile import plot_profile
@@ -34,7 +35,7 @@ from .tsne import (
 )
 
 __all__ = [
-    "AUTHORS_PERPLEXITY_IMAGES", "AUTHORS_PERPLEXITY_TOKENS", "AXES", "LAST_STATES", "NORMALIZATIONS", "SCALINGS",
+    "AUTHORS_PERPLEXITY_IMAGES", "AUTHORS_PERPLEXITY_TOKENS", "AXES", "LAST_STATES", "NORMALIZATIONS", "SCALINGS", "FigureFiles",
     "column_labels", "dominant_critical", "layer_features", "layer_groups", "max_abs_scale", "plot_contrasts",
     "plot_jsd_comparison", "plot_jsd_curves", "plot_jsd_heatmap", "plot_profile", "plot_token_probabilities", "plot_tsne_images",
     "plot_tsne_tokens",

@@ -26,8 +26,22 @@ NORMALIZATIONS = ("none", "layer")
 GROUP_COLORS = ("#FF6347", "#3CB371", "#4682B4", "#9370DB")
 
 
-def save_figure(fig, out_path: str | Path) -> list[Path]:
-    """Write ``fig`` as PNG and SVG (``out_path`` with its suffix replaced), close it, return both paths."""
+class FigureFiles(list):
+    """``[png_path, svg_path]`` of a written figure, with the drawn ``matplotlib.figure.Figure`` as ``.figure``.
+
+    A plain list of the two paths for every caller; ``.figure`` (closed in pyplot, so it holds no
+    window and no global state, but still holds its axes, lines, images and texts) lets a caller or
+    a test read what was drawn.
+    """
+
+    def __init__(self, paths, figure=None):
+        super().__init__(paths)
+        self.figure = figure
+
+
+def save_figure(fig, out_path: str | Path) -> FigureFiles:
+    """Write ``fig`` as PNG and SVG (``out_path`` with its suffix replaced), close it in pyplot, and
+    return both paths as :class:`FigureFiles` (``.figure`` is ``fig``)."""
     base = Path(out_path)
     if base.suffix.lower() in FIGURE_FORMATS:
         base = base.with_suffix("")
@@ -36,7 +50,7 @@ def save_figure(fig, out_path: str | Path) -> list[Path]:
     for path in paths:
         fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return paths
+    return FigureFiles(paths, fig)
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 from .common import (
     AXES,
     NORMALIZATIONS,
+    FigureFiles,
     axis_title,
     check_choice,
     check_row,
@@ -85,7 +86,7 @@ def plot_jsd_heatmap(
     axis: str = "layer",
     annotate: bool = False,
     cmap: str = "viridis",
-) -> list[Path]:
+) -> FigureFiles:
     """Fig. 4: adjacent-layer divergence of every emitted token (rows) at every layer (columns).
 
     An orange square marks each token's critical layer, a red cross each mutation layer.
@@ -102,7 +103,7 @@ def plot_jsd_heatmap(
         cmap: Colour map (the authors use ``"Purples"``).
 
     Returns:
-        ``[png_path, svg_path]``.
+        ``[png_path, svg_path]``, a :class:`~lvlm_skip.figures.common.FigureFiles` holding the figure.
     """
     check_row(trace, row)
     check_choice("axis", axis, AXES)
@@ -130,7 +131,7 @@ def plot_jsd_comparison(
     normalize: str = "none",
     axis: str = "layer",
     cmap: str = "viridis",
-) -> list[Path]:
+) -> FigureFiles:
     """Several traces' heatmaps side by side, and below them each trace's mean curve over its tokens.
 
     The paper's §6 control: the LVLM answering about an image beside the language model alone
@@ -144,7 +145,7 @@ def plot_jsd_comparison(
         max_tokens, normalize, axis, cmap: As :func:`plot_jsd_heatmap`.
 
     Returns:
-        ``[png_path, svg_path]``.
+        ``[png_path, svg_path]``, a :class:`~lvlm_skip.figures.common.FigureFiles` holding the figure.
     """
     rows = [0] * len(traces) if rows is None else list(rows)
     if not traces or len(titles) != len(traces) or len(rows) != len(traces):
@@ -193,7 +194,7 @@ def plot_jsd_curves(
     axis: str = "layer",
     ylabel: str = "JSD (nats)",
     title: str = "",
-) -> list[Path]:
+) -> FigureFiles:
     """Divergence curves of several groups, e.g. one step of many images against the text-only model.
 
     Args:
@@ -204,7 +205,7 @@ def plot_jsd_curves(
         title: Figure title.
 
     Returns:
-        ``[png_path, svg_path]``.
+        ``[png_path, svg_path]``, a :class:`~lvlm_skip.figures.common.FigureFiles` holding the figure.
     """
     check_choice("axis", axis, AXES)
     if not curves:

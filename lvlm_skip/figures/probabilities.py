@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import check_row, layer_ticks, plt, save_figure, short_text, token_label
+from .common import (
+    FigureFiles,
+    check_row,
+    layer_ticks,
+    plt,
+    save_figure,
+    short_text,
+    token_label,
+)
 
 #: A watch token is drawn in a step's panel when it reaches this probability at some layer there.
 WATCH_MIN_PROBABILITY = 0.02
@@ -49,7 +57,7 @@ def plot_token_probabilities(
     max_tokens: int = 18,
     highlight_layer: int | None = None,
     ncols: int = 6,
-) -> list[Path]:
+) -> FigureFiles:
     """Fig. 2: per step, the competitors' and watch tokens' probabilities at every layer.
 
     A token keeps its colour in every panel; watch tokens are dashed, and drawn in the panels where
@@ -66,7 +74,7 @@ def plot_token_probabilities(
         ncols: Panels per figure row.
 
     Returns:
-        ``[png_path, svg_path]``.
+        ``[png_path, svg_path]``, a :class:`~lvlm_skip.figures.common.FigureFiles` holding the figure.
     """
     check_row(trace, row)
     n = int(trace.lengths[row])
@@ -114,7 +122,7 @@ def plot_token_probabilities(
     return save_figure(fig, out_path)
 
 
-def plot_contrasts(trace, out_path: str | Path, contrasts, row: int = 0) -> list[Path]:
+def plot_contrasts(trace, out_path: str | Path, contrasts, row: int = 0) -> FigureFiles:
     """Fig. 3: at each given step, the correct token's probability against the hallucinated one's.
 
     Args:
@@ -125,7 +133,7 @@ def plot_contrasts(trace, out_path: str | Path, contrasts, row: int = 0) -> list
         row: Batch row of the trace.
 
     Returns:
-        ``[png_path, svg_path]``.
+        ``[png_path, svg_path]``, a :class:`~lvlm_skip.figures.common.FigureFiles` holding the figure.
 
     Raises:
         ValueError: an empty list, a step out of range, or a token whose probability was not recorded.

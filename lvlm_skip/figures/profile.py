@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import plt, save_figure
+from .common import FigureFiles, plt, save_figure
 
 
-def plot_profile(profile, out_path: str | Path, title: str = "") -> list[Path]:
+def plot_profile(profile, out_path: str | Path, title: str = "") -> FigureFiles:
     """The supplementary's Fig. 2 for one model: the share of tokens per critical layer, and each layer's
     mutation frequency, for all tokens and content words; the chosen ``c`` and ``M`` marked.
 
@@ -19,7 +19,7 @@ def plot_profile(profile, out_path: str | Path, title: str = "") -> list[Path]:
         title: The model's name for the title.
 
     Returns:
-        ``[png_path, svg_path]``.
+        ``[png_path, svg_path]``, a :class:`~lvlm_skip.figures.common.FigureFiles` holding the figure.
     """
     stats = profile.statistics
     names = [name for name in ("all", "content") if name in stats and stats[name].tokens]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import GROUP_COLORS, check_choice, check_row, max_abs_scale, plt, save_figure, token_label
+from .common import GROUP_COLORS, FigureFiles, check_choice, check_row, max_abs_scale, plt, save_figure, token_label
 
 LAST_STATES = ("raw", "normed")
 SCALINGS = ("none", "maxabs")
@@ -164,7 +164,7 @@ def plot_tsne_tokens(
     last_state: str = "raw",
     perplexity: float = AUTHORS_PERPLEXITY_TOKENS,
     paths: bool = True,
-) -> list[Path]:
+) -> FigureFiles:
     """Fig. 6: t-SNE of the per-layer states of one answer's tokens, `(T, L, d) -> 2-D`.
 
     Args:
@@ -181,7 +181,7 @@ def plot_tsne_tokens(
         paths: Join each token's consecutive layers with a thin line, and label its last layer.
 
     Returns:
-        ``[png_path, svg_path]``.
+        ``[png_path, svg_path]``, a :class:`~lvlm_skip.figures.common.FigureFiles` holding the figure.
     """
     check_row(trace, row)
     n = min(int(trace.lengths[row]), max_tokens)
@@ -221,7 +221,7 @@ def plot_tsne_images(
     last_state: str = "raw",
     perplexity: float = AUTHORS_PERPLEXITY_IMAGES,
     paths: bool = True,
-) -> list[Path]:
+) -> FigureFiles:
     """Fig. 7: t-SNE across images (the trace's batch rows) of the states predicting answer token ``step``.
 
     One point per image and layer: `(N_images, L, d) -> 2-D`, coloured by layer group and marked by
@@ -239,7 +239,7 @@ def plot_tsne_images(
         scale, last_state, perplexity, paths: As :func:`plot_tsne_tokens` (perplexity: the authors' 35).
 
     Returns:
-        ``[png_path, svg_path]``.
+        ``[png_path, svg_path]``, a :class:`~lvlm_skip.figures.common.FigureFiles` holding the figure.
     """
     images = trace.token_ids.shape[0]
     if not 0 <= step < trace.token_ids.shape[1]:
