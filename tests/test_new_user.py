@@ -62,3 +62,20 @@ def test_stage_lines_one_per_finished_variant(caplog):
         stage.finish()
     lines = [r.getMessage() for r in caplog.records if "done:" in r.getMessage()]
     assert len(lines) == 2 and "none done: 2 item(s)" in lines[0] and "skip1 done: 1 item(s)" in lines[1]
+
+
+def test_profile_data_finds_amber_sibling_image_folder(tmp_path):
+    from amber_fixture import write_amber
+
+    from lvlm_skip.errors import InputError
+    from lvlm_skip.profiles.measure import load_profile_data
+
+    write_amber(tmp_path / "AMBER" / "data", tmp_path / "AMBER" / "image")
+    data = load_profile_data(tmp_path / "AMBER" / "data", limit=200)
+    assert len(data.items) == 2
+    assert all(item.image.parent == (tmp_path / "AMBER" / "image").resolve() for item in data.items)
+    with pytest.raises(InputError) as err:
+        load_profile_data(tmp_path / "AMBER" / "data", image_dir=tmp_path / "elsewhere")
+    assert "image_dir" in str(err.value) and "--image-dir" not in str(err.value)
+    with pytest.raises(InputError, match="--image-dir"):
+        load_profile_data(tmp_path / "AMBER" / "data", image_dir=tmp_path / "elsewhere", image_option="--image-dir")
