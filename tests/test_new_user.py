@@ -79,3 +79,28 @@ def test_profile_data_finds_amber_sibling_image_folder(tmp_path):
     assert "image_dir" in str(err.value) and "--image-dir" not in str(err.value)
     with pytest.raises(InputError, match="--image-dir"):
         load_profile_data(tmp_path / "AMBER" / "data", image_dir=tmp_path / "elsewhere", image_option="--image-dir")
+
+
+@pytest.mark.parametrize("variant", ["skip3", "skip1"])
+def test_online_no_confirmed_critical_layer_is_noted_once(variant):
+    import numpy as np
+    from PIL import Image
+
+    from lvlm_skip.inputs.builtin_models import build_tiny_llava
+    from lvlm_skip.inputs.models import chat_prompt
+
+    model, processor = build_tiny_llava(num_layers=6, hidden_size=64, intermediate_size=128, seed=1)
+    image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
+    inputs = processor(images=image, text=chat_prompt(processor, "describe this image ."), return_tensors="pt")
+    # a patience no 6-layer model can meet: no critical layer is ever confirmed
+    never = dict(min_shallow_layers=1, patience=50)
+    options = {"mutation_layers": (5,)} if variant == "skip1" else {}
+    lvlm_skip.wrap(model, variant=variant, mode="online", detection=never, candidates=0, **options)
+    try:
+        for _ in range(2):  # once per generation: a second generate starts its notes afresh
+            model.generate(**inputs, max_new_tokens=4, do_sample=False)
+            report = lvlm_skip.last_report(model)
+            assert not report.skipped.any()
+            assert report.notes == [f"row 0: no critical layer confirmed at any step: {variant} skips nothing"]
+    finally:
+        lvlm_skip.unwrap(model)
