@@ -104,3 +104,21 @@ def test_online_no_confirmed_critical_layer_is_noted_once(variant):
             assert report.notes == [f"row 0: no critical layer confirmed at any step: {variant} skips nothing"]
     finally:
         lvlm_skip.unwrap(model)
+
+
+def test_trace_watch_word_refused_before_loading(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    import lvlm_skip.inputs.models as models
+    from lvlm_skip.cli import main
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --watch was checked")
+
+    monkeypatch.setattr(models, "load_model", no_loading)
+    scene_llava = Path(lvlm_skip.__file__).resolve().parents[1] / "recipes" / "models" / "scene-llava"
+    with pytest.raises(SystemExit) as info:
+        main(["trace", "--model", str(scene_llava), "--image", "demo", "--watch", "red,zzqxj", "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--watch" in err and "'zzqxj' is not in the vocabulary" in err
