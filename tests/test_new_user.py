@@ -122,3 +122,29 @@ def test_trace_watch_word_refused_before_loading(tmp_path, monkeypatch, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "--watch" in err and "'zzqxj' is not in the vocabulary" in err
+
+
+def test_variant_options_layer_range_refused_before_loading(tmp_path, monkeypatch, capsys):
+    import json
+    from pathlib import Path
+
+    import lvlm_skip.evaluation.generation as generation
+    import lvlm_skip.inputs.models as models
+    from lvlm_skip.cli import main
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --variant-options was checked")
+
+    monkeypatch.setattr(models, "load_model", no_loading)
+    if hasattr(generation, "load_model"):
+        monkeypatch.setattr(generation, "load_model", no_loading)
+    scene_llava = Path(lvlm_skip.__file__).resolve().parents[1] / "recipes" / "models" / "scene-llava"
+    depth = json.loads((scene_llava / "config.json").read_text())["text_config"]["num_hidden_layers"]
+    (tmp_path / "images").mkdir()
+    with pytest.raises(SystemExit) as info:
+        main(["amber", "--model", str(scene_llava), "--amber-root", str(tmp_path), "--image-dir", str(tmp_path / "images"),
+              "--variants", "layers", "--variant-options", json.dumps({"layers": {"layers": [depth + 1]}}),
+              "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--variant-options" in err and f"layers {depth + 1} is out of range" in err, err
