@@ -39,6 +39,7 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
     from ..evaluation.variants import plan_variants
 
     plan = plan_variants(args.variants, args.mode, args.variant_options, args.profile)
+    _check_layers_before_loading(args.model, plan)
     generation = image_dir = None
     if not args.score_only:
         if not args.model:
@@ -68,3 +69,35 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
         for name, reason in (report.meta.get("skipped_metrics") or {}).items():
             logger.info("%s skipped: %s", name, reason)
     return 0
+
+
+def _config_num_layers(model) -> int | None:
+    """A local model folder's decoder depth from its config.json (``text_config`` first), or None when unknown."""
+    import json
+
+    config_file = Path(model) / "config.json" if model else None
+    if config_file is None or not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return None
+    for part in (config.get("text_config") or {}, config):
+        if isinstance(part.get("num_hidden_layers"), int):
+            return part["num_hidden_layers"]
+    return None
+
+
+def _check_layers_before_loading(model, plan) -> None:
+    """Refuse --variant-options layers outside 1..L from config.json alone, before any weights load."""
+    num_layers = _config_num_layers(model)
+    if num_layers is None:
+        return
+    for label, options in plan.options.items():
+        for key in ("layers", "critical_layer", "mutation_layers"):
+            value = options.get(key)
+            values = value if isinstance(value, (tuple, list)) else [value] if isinstance(value, int) else []
+            for layer in values:
+                if isinstance(layer, int) and not 1 <= layer <= num_layers:
+                    raise CliError(f"--variant-options {label}: {key} {layer} is out of range for the "
+                                   f"{num_layers}-layer model {model!r} (layers 1..{num_layers})")

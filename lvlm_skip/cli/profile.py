@@ -53,7 +53,7 @@ def run(args) -> int:
     from ..profiles.measure import load_profile_data, profile
     from ..profiles.report import write_profile_outputs
 
-    data = load_profile_data(args.data, data_format=args.format, image_dir=args.image_dir, limit=args.limit,
+    data = load_profile_data(args.data, data_format=args.format, image_dir=args.image_dir, image_option="--image-dir", limit=args.limit,
                              prompt=args.prompt)
     device = resolve_device(args.device)
     model, processor = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device,

@@ -168,6 +168,9 @@ def run(args) -> int:
     from ..inputs.models import chat_prompt, encode_inputs, is_vision_language, load_model, resolve_device, resolve_dtype
     from ..tracing import trace
 
+    watch = [w.strip() for w in args.watch.split(",") if w.strip()]
+    watch += [w for c in contrasts for w in (c.correct, c.hallucinated) if w not in watch]
+    _check_watch_before_loading(args.model, watch)
     device = resolve_device(args.device)
     model, processor = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device,
                                   device_map=args.device_map, progress=progress_enabled(args))
@@ -181,8 +184,6 @@ def run(args) -> int:
             raise CliError(f"{type(model).__name__} is text-only: --images needs a vision-language model")
         logger.warning("%s is text-only: ignoring --image", type(model).__name__)
         images = None
-    watch = [w.strip() for w in args.watch.split(",") if w.strip()]
-    watch += [w for c in contrasts for w in (c.correct, c.hallucinated) if w not in watch]
     torch.manual_seed(0)
 
     # 2. the traced answer(s): one row per image
@@ -281,3 +282,21 @@ def format_summary(result, layer: int | None = None, row: int = 0) -> str:
         others = [result.token_name(i) for i in result.competitor_ids[row, t].tolist()[1:] if i >= 0]
         lines.append(line + f"  {','.join(map(str, mutation)) or '-':<15}  " + (" ".join(map(repr, others)) or "-"))
     return "\n".join(lines) + "\n"
+
+
+def _check_watch_before_loading(model: str, watch: list[str]) -> None:
+    """Refuse a --watch (or --contrast) word outside the vocabulary from the tokenizer files alone, before any weights load."""
+    from pathlib import Path
+
+    if not watch or not Path(model).is_dir() or not (Path(model) / "tokenizer_config.json").is_file():
+        return
+    from transformers import AutoTokenizer
+
+    from ..errors import InputError
+    from ..tracing import resolve_watch_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    try:
+        resolve_watch_tokens(watch, tokenizer, len(tokenizer))
+    except InputError as error:
+        raise CliError(f"--watch: {error}") from None

@@ -67,15 +67,20 @@ class ProfileData:
 
 
 def load_profile_data(root: str | Path, *, data_format: str = "auto", image_dir: str | Path | None = None,
-                      limit: int | None = None, prompt: str | None = None) -> ProfileData:
+                      limit: int | None = None, prompt: str | None = None,
+                      image_option: str = "image_dir") -> ProfileData:
     """The first ``limit`` prompts of an AMBER-, COCO- or POPE-format folder (the scene benchmark is AMBER format).
 
     * ``amber``: ``query/query_generative.json`` (its query, or ``prompt``), content words = the
-      annotation vocabulary; images under ``image_dir`` (default ``root/images``, else ``root``).
+      annotation vocabulary; images under ``image_dir`` (default ``root/images``, else AMBER's own
+      layout's sibling ``root/../image`` when ``root`` is named ``data``, else ``root``).
     * ``coco``: ``captions.json`` (or the single ``captions*.json``), ``prompt`` (default the paper's),
       content words = CHAIR's COCO object words.
     * ``pope``: every ``*.json`` question file under ``root`` (or ``root/pope``), the question as prompt,
       content words = the probed objects.
+
+    ``image_option`` is what an error calls the image folder: the Python argument ``image_dir``, or
+    the CLI's ``--image-dir``.
 
     Raises:
         InputError: a missing folder or file, an unknown or undetectable format.
@@ -86,7 +91,7 @@ def load_profile_data(root: str | Path, *, data_format: str = "auto", image_dir:
     data_format = _detect_format(root) if data_format == "auto" else data_format
     if data_format not in DATA_FORMATS:
         raise InputError(f"unknown data format {data_format!r}; use auto, {', '.join(DATA_FORMATS)}")
-    images = Path(image_dir) if image_dir else (root / "images" if (root / "images").is_dir() else root)
+    images = Path(image_dir) if image_dir else _default_image_dir(root)
     if data_format == "amber":
         amber = load_amber(root)
         queries = load_queries(root, "g")
@@ -113,11 +118,21 @@ def load_profile_data(root: str | Path, *, data_format: str = "auto", image_dir:
         pairs = [(q.image, prompt or q.text) for q in questions]
         words = frozenset(_probed_object(q.text) for q in questions) - {""}
     pairs = pairs[:limit] if limit else pairs
-    items = [ProfileItem(resolve_under(images, name, what="image"), text) for name, text in pairs]
+    items = [ProfileItem(resolve_under(images, name, what="image", root_option=image_option), text) for name, text in pairs]
     digests = file_sha256s(files)
     provenance = {"format": data_format, "root": str(root), "image_dir": str(images), "n": len(items),
                   "files": {str(p.relative_to(root)) if p.is_relative_to(root) else str(p): d for p, d in digests.items()}}
     return ProfileData(items=items, content_words=words, provenance=provenance)
+
+
+def _default_image_dir(root: Path) -> Path:
+    """Where a data folder's images are when ``image_dir`` is not given: ``root/images`` (the scene
+    benchmark), else the sibling ``image/`` of AMBER's release (``AMBER/data`` + ``AMBER/image``), else ``root``."""
+    if (root / "images").is_dir():
+        return root / "images"
+    if root.name == "data" and (root.parent / "image").is_dir():
+        return root.parent / "image"
+    return root
 
 
 def _probed_object(question: str) -> str:

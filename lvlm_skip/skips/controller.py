@@ -69,6 +69,7 @@ class SkipController:
     def report(self) -> SkipReport:
         """The :class:`SkipReport` of the current / last sequence."""
         calibration = self._calibration or (self._sequence.measured if self._sequence else [])
+        self._note_online_no_op()
         return SkipReport.from_records(self.config, self.num_layers, self._records, calibration, self._notes)
 
     # -- the layer call and the head --------------------------------------------------------------------
@@ -134,6 +135,18 @@ class SkipController:
         skipped_any = self._skip.any(0).cpu()
         reusable = int(skipped_any.long().argmax()) if skipped_any.any() else self.num_layers
         return measured.outputs[:reusable]
+
+    def _note_online_no_op(self) -> None:
+        """Online variants that need a critical layer: a note for each row no step of this generation skipped in."""
+        if self.config.mode != "online" or "critical" not in getattr(self.variant, "needs", ()) or not self._records:
+            return
+        batch = self._records[0].skipped.shape[0]
+        skipped_any = torch.zeros(batch, dtype=torch.bool)
+        for record in self._records:
+            skipped_any |= record.skipped.any(-1).cpu()
+        for b in range(batch):
+            if not skipped_any[b]:
+                self._note(f"row {b}: no critical layer confirmed at any step: {self.config.variant} skips nothing")
 
     def _note(self, text: str) -> None:
         if text not in self._notes:
