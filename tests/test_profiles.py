@@ -141,6 +141,7 @@ def test_profile_of_a_tiny_model_from_items_and_from_the_cli(tmp_path, capfd, ca
     capfd.readouterr()
     assert main(["scenes", "--out", str(tmp_path / "scenes"), "--n-images", "2", "--seed", "1", "--no-progress"]) == 0
     assert "Creating parquet" not in "".join(capfd.readouterr())  # datasets' per-file bars stay out of the log
+    assert (tmp_path / "scenes" / "hub" / "pope" / "random.parquet").is_file()
     with caplog.at_level(logging.INFO, logger="lvlm_skip"):
         assert main(["profile", "--model", "tiny", "--data", str(tmp_path / "scenes"), "-n", "2", "--max-new-tokens", "4",
                      "--out", str(tmp_path / "out"), "--no-progress"]) == 0
