@@ -36,11 +36,16 @@ def quick_start_commands(section: str) -> list[list[str]]:
 
 
 def quick_start_table(section: str) -> dict[str, list[str]]:
-    """The table's rows: variant (the first word of its label) -> the cells after the label."""
-    rows = {}
+    """The rows of the section's table whose header starts with "variant": variant (its label's first word) -> the other cells."""
+    rows, inside = {}, False
     for line in section.splitlines():
+        if not line.startswith("|"):
+            inside = inside and not rows  # the table ends at its first non-table line
+            continue
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[0] not in ("variant",) and not set(cells[0]) <= set("-"):
+        if cells[0] == "variant":
+            inside = not rows
+        elif inside and not set(cells[0]) <= set("-"):
             rows[cells[0].split()[0]] = cells[1:]
     return rows
 
