@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .anatomy import ModelAnatomy, UnsupportedModelError
 from .clock import SequenceClock
-from .config import SkipConfig
+from .config import Mode, SkipConfig, VariantName
 from .errors import InputError
 from .hooks import HeadRouting, LayerRouting, SequenceClockHook
 from .peers import PeerController, PeerReport, peer_config
@@ -56,7 +56,7 @@ def _refuse_linear_attention(model):
         )
 
 
-def wrap(model, variant: str | SkipConfig = "none", mode: str | None = None, *, profile=None, **options):
+def wrap(model, variant: VariantName | SkipConfig = "none", mode: Mode | None = None, *, profile=None, **options):
     """Install a layer intervention on ``model`` (in place) and return it.
 
     Args:
@@ -201,7 +201,7 @@ class SkipRun:
 
 
 @contextmanager
-def skipping(model, variant: str | SkipConfig = "none", mode: str | None = None, **options):
+def skipping(model, variant: VariantName | SkipConfig = "none", mode: Mode | None = None, **options):
     """``with skipping(model, variant=..., ...) as run:`` wraps ``model`` for the block and restores it after.
 
     The model is unwrapped when the block ends, also when it raises; ``run.report`` keeps the last

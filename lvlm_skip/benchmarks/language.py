@@ -30,7 +30,9 @@ import functools
 import logging
 import re
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, get_args, runtime_checkable
+
+from ..config import LanguageBackendChoice
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ class OfflineBackend:
         return 1.0 if word1 == word2 else 0.0
 
 
-def pick_backend(prefer: str = "auto", vocabulary: Iterable[str] = ()) -> tuple[LanguageBackend, str]:
+def pick_backend(prefer: LanguageBackendChoice = "auto", vocabulary: Iterable[str] = ()) -> tuple[LanguageBackend, str]:
     """Chooses a language backend.
 
     Args:
@@ -149,7 +151,7 @@ def pick_backend(prefer: str = "auto", vocabulary: Iterable[str] = ()) -> tuple[
         RuntimeError: If ``prefer == "official"`` and it cannot be loaded.
         ValueError: On an unknown ``prefer``.
     """
-    if prefer not in ("auto", "official", "offline"):
+    if prefer not in get_args(LanguageBackendChoice):
         raise ValueError(f"unknown backend {prefer!r}; expected auto, official or offline")
     if prefer in ("auto", "official"):
         try:

@@ -7,7 +7,11 @@ as constructor arguments so a misspelt config key cannot silently give a full-si
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
+
+from ..config import WordSplit
 
 #: The demo vocabulary of the word-level tokenizer (after the special tokens).
 DEMO_WORDS = (
@@ -25,14 +29,14 @@ CHAT_TEMPLATE = (
 
 
 #: How :func:`build_word_tokenizer` splits text after whitespace.
-WORD_SPLITS = ("punctuation", "regex")
+WORD_SPLITS: tuple[str, ...] = get_args(WordSplit)
 
 
 def build_word_tokenizer(
     words=DEMO_WORDS,
     *,
     special_tokens=SPECIAL_TOKENS,
-    split: str = "punctuation",
+    split: WordSplit = "punctuation",
     add_bos: bool = False,
     model_max_length: int | None = None,
 ):

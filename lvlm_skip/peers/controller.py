@@ -38,7 +38,7 @@ from transformers import DynamicCache
 
 from ..anatomy import ModelAnatomy, encode_images
 from ..clock import SequenceClock, UnplaceableForwardError
-from ..config import DecoConfig, DolaConfig, VcdConfig, build_config
+from ..config import DecoConfig, DolaConfig, PeerName, VcdConfig, build_config
 from ..hooks import ForwardRouting, LastPositionHooks
 from ..readout import readout_logits
 from ..variants import variant as declared_variant
@@ -46,7 +46,7 @@ from .deco import deco_correct, deco_default_window
 from .dola import dola_candidate_layers, dola_contrast
 from .vcd import diffusion_noise, vcd_contrast
 
-def peer_config(variant: str, **options) -> DolaConfig | DecoConfig | VcdConfig:
+def peer_config(variant: PeerName, **options) -> DolaConfig | DecoConfig | VcdConfig:
     """The options of peer ``variant`` (its declaration's options type), rejecting unknown ones with the known ones."""
     declared = declared_variant(variant)
     if not declared.is_peer:
@@ -68,7 +68,7 @@ class PeerReport:
         chosen_layer: `(steps, batch)` DoLa's premature layer / DeCo's anchor layer at each step (-1: none).
     """
 
-    variant: str
+    variant: PeerName
     config: object
     num_layers: int
     chosen_layer: np.ndarray
@@ -94,7 +94,7 @@ class PeerController:
     advances (:class:`~lvlm_skip.hooks.SequenceClockHook`) before the routed ``forward`` runs.
     """
 
-    def __init__(self, model, anatomy: ModelAnatomy, variant: str, config, clock: SequenceClock):
+    def __init__(self, model, anatomy: ModelAnatomy, variant: PeerName, config, clock: SequenceClock):
         self.model = model
         self.anatomy = anatomy
         self.clock = clock
