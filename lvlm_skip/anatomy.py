@@ -16,6 +16,7 @@ Layer indexing, used everywhere in the package (the paper's convention, eq. 2):
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from dataclasses import dataclass
 
@@ -310,8 +311,6 @@ def _decoder_unpacks_layer_tuple(decoder_forward) -> bool:
     Layers' return annotations are unreliable (Gemma 3 declares a tuple and returns a tensor), so this reads
     the decoder's own loop.
     """
-    import re
-
     try:
         source = inspect.getsource(decoder_forward)
     except (OSError, TypeError):
@@ -426,8 +425,6 @@ def encode_images(model: nn.Module, image_inputs: dict):
     Raises:
         UnsupportedModelError: the model has no ``get_image_features``.
     """
-    import inspect
-
     encode = getattr(getattr(model, "base_model", model), "get_image_features", None)
     if encode is None:
         raise UnsupportedModelError(f"{type(model).__name__} has no get_image_features to encode images")

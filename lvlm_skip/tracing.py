@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .anatomy import ModelAnatomy, eos_token_ids
 from .config import ReadoutName, Reduction
@@ -341,8 +342,6 @@ def trace_readouts(
     for readout, reduction in settings:
         steps = range(num_steps)
         if progress:
-            from tqdm.auto import tqdm
-
             steps = tqdm(steps, desc=f"readout ({get_lens(readout).name}, {reduction})", unit="step")
         reader = _StepReader(anatomy, readout, reduction, first, top_k, watch_ids, detection, competitor_window,
                              max_competitors)

@@ -58,9 +58,9 @@ class OfficialBackend:
 
     def __init__(self) -> None:
         try:
-            import nltk
-            from nltk.stem import WordNetLemmatizer
-            import spacy
+            import nltk  # optional (AMBER's official backend), 2 s to import; this module is on the --help path
+            from nltk.stem import WordNetLemmatizer  # optional, as above
+            import spacy  # optional, as above
 
             self._nltk = nltk
             self._lemmatizer = WordNetLemmatizer()

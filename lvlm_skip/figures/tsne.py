@@ -95,8 +95,8 @@ def layer_features(trace, last_state: LastState = "raw") -> np.ndarray:
 
 def tsne_2d(points: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, float]:
     """2-D t-SNE of `(N, d)` points with the authors' settings; returns ``(xy, perplexity used)``."""
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
+    from sklearn.manifold import TSNE  # 2 s to import, for the t-SNE figures only (not the other figures)
+    from threadpoolctl import threadpool_limits  # comes with scikit-learn, as above
 
     count = points.shape[0]
     if count < 3:

@@ -10,6 +10,17 @@ from __future__ import annotations
 from typing import get_args
 
 import torch
+from PIL import Image, ImageDraw
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
 
 from ..config import WordSplit
 
@@ -63,9 +74,6 @@ def build_word_tokenizer(
     Raises:
         ValueError: ``split`` is not one of :data:`WORD_SPLITS`, or a special token is missing.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     if split not in WORD_SPLITS:
         raise ValueError(f"`split` (={split!r}) has to be one of {WORD_SPLITS}")
     missing = sorted(set(SPECIAL_TOKENS) - set(special_tokens))
@@ -133,15 +141,6 @@ def build_tiny_llava(
     Returns:
         ``(model, processor)``, the model in eval mode.
     """
-    from transformers import (
-        CLIPImageProcessorPil,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
     tokenizer = build_word_tokenizer(vocab_words)
     vocab = max(vocab_size or 0, len(tokenizer))
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
@@ -276,8 +275,6 @@ def build_bench_llava(
 
 def demo_image(size: int = 336):
     """A simple drawn scene: a red ball and a black cup on a table under a blue sky (RGB PIL image)."""
-    from PIL import Image, ImageDraw
-
     image = Image.new("RGB", (size, size), (135, 190, 235))
     draw = ImageDraw.Draw(image)
     s = size / 336

@@ -21,7 +21,7 @@ def _image(path: Path) -> dict:
 
 def write_hub_splits(benchmark: str | Path) -> dict[str, Path]:
     """Write ``benchmark/hub/...`` from a folder that ``lvlm-skip scenes`` wrote; returns name -> file."""
-    from datasets import Dataset, Features, Image, Sequence, Value
+    from datasets import Dataset, Features, Image, Sequence, Value  # the eval extra, optional
 
     root = Path(benchmark)
     images = root / "images"
