@@ -25,7 +25,7 @@ def write_hub_splits(benchmark: str | Path) -> dict[str, Path]:
     ``datasets``' own progress bars (one per file, "Creating parquet from Arrow format") are off
     while it writes: each file is one batch, so they only fill the log.
     """
-    import datasets
+    import datasets  # the eval extra, optional
 
     were_disabled = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
