@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 
 from .options import (
-    CliError, add_model_arguments, add_output_arguments, add_verify_weights_argument, positive_int, progress_enabled,
+    CliError, StageLines, add_model_arguments, add_output_arguments, add_verify_weights_argument, positive_int,
+    progress_enabled,
 )
 
 HELP = "Measure a model's critical / mutation layers over N prompts and write profile.json."
@@ -38,6 +39,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..inputs.paths import check_output_dir
 
+    stages = StageLines(args)
     out = check_output_dir(args.out)
     detection = None
     if args.detection:
@@ -58,13 +60,16 @@ def run(args) -> int:
     device = resolve_device(args.device)
     model, processor = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device,
                                   device_map=args.device_map, progress=progress_enabled(args))
+    stages.done("load", 1, "model")
     result = profile(model, processor, data, max_new_tokens=args.max_new_tokens, detection=detection,
                      readout=args.readout, progress=progress_enabled(args))
+    stages.done("profile", len(data.items), "prompt(s)")
     from ..evaluation.fingerprint import model_identity
     from ..inputs.models import BUILTIN_MODELS
 
     result.provenance["model"].update(model_identity(args.model, builtin=BUILTIN_MODELS, verify=args.verify_weights))
     paths = write_profile_outputs(result, out, title=str(args.model))
+    stages.done("write", len(paths), "file(s)")
     print(f"critical layer {result.critical_layer}, mutation layers {list(result.mutation_layers) or 'none'} "
           f"({result.rule['basis']} tokens); wrote {', '.join(str(p) for p in paths)}")
     return 0

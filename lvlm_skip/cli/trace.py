@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from .options import CliError, add_model_arguments, add_output_arguments, positive_int, progress_enabled
+from .options import CliError, StageLines, add_model_arguments, add_output_arguments, positive_int, progress_enabled
 
 logger = logging.getLogger("lvlm_skip.cli")
 
@@ -152,6 +152,7 @@ def run(args) -> int:
     from ..inputs.paths import check_output_dir
 
     # 1. cheap checks first: the output folder, the options, the images; then the model
+    stages = StageLines(args)
     out = check_output_dir(args.out)
     contrasts = [parse_contrast(text) for text in args.contrast]
     if args.images is not None and contrasts:
@@ -174,6 +175,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     model, processor = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device,
                                   device_map=args.device_map, progress=progress_enabled(args))
+    stages.done("load", 1, "model")
     is_vision = is_vision_language(model)
     anatomy = ModelAnatomy.from_model(model)
     _check_model_options(args, anatomy)
@@ -198,6 +200,7 @@ def run(args) -> int:
                    progress=progress_enabled(args))
     result.meta.update(prompt=args.prompt, image=args.image, images=[str(p) for p in paths] if paths else None, choices=choices)
     result.save(out)
+    stages.done("trace", int(result.lengths.sum()), "token(s)")
     triples = [(resolve_contrast_step(c, result), c.correct, c.hallucinated) for c in contrasts]
     (out / "cli_args.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "run"}, indent=1))
 
@@ -209,6 +212,7 @@ def run(args) -> int:
         written = _answer_figures(result, args, choices, triples, out)
         summary = format_summary(result, args.layer)
     (out / "summary.txt").write_text(summary)
+    stages.done("figures", len(written), "file(s)")
     for line in summary.splitlines():
         logger.info("%s", line)
     logger.info("wrote %s", ", ".join(str(p) for p in [out / "trace.json", out / "trace.npz", out / "summary.txt", *written]))

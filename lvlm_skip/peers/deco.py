@@ -22,13 +22,8 @@ gives no rule for other depths: :func:`deco_default_window` scales ``[20, 28]`` 
 over rows exactly as we vectorise); window softmaxes in float32 (the code: model dtype); ``top_k`` is
 clamped to the vocabulary size (the code would raise).
 
-Pure tensor functions, torch only: each takes the next-token logits of one decoding step (the last
-position) and returns the logits to decode from; :mod:`lvlm_skip.peers.controller` wires them into
-``generate``. Everything is computed in float32 whatever the input dtype; returned logits are float32,
-layer indices int64. No input is modified. Layer ``j`` is the output ``h_j`` of ``decoder.layers[j - 1]``,
-``j = 0`` the embeddings (transformers' ``output_hidden_states[j]``, and the released codes' numbers).
-The defaults are in :mod:`lvlm_skip.config`; ``tests/test_peer_parity.py`` holds the released code's
-outputs on fixed inputs.
+Pure tensor functions on one decoding step's next-token logits, with the conventions of
+:mod:`lvlm_skip.peers` (float32, layer numbering, no input modified).
 """
 
 from __future__ import annotations

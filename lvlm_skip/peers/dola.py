@@ -38,13 +38,8 @@ the log-softmax when ``relative_top == 0`` (contrasting raw logits) and gave fil
 -1e3 from row 0's mask only; 4.x (and we) always contrast log-probabilities; the filtered value is
 ``-inf`` either way.
 
-Pure tensor functions, torch only: each takes the next-token logits of one decoding step (the last
-position) and returns the logits to decode from; :mod:`lvlm_skip.peers.controller` wires them into
-``generate``. Everything is computed in float32 whatever the input dtype; returned logits are float32,
-layer indices int64. No input is modified. Layer ``j`` is the output ``h_j`` of ``decoder.layers[j - 1]``,
-``j = 0`` the embeddings (transformers' ``output_hidden_states[j]``, and the released codes' numbers).
-The defaults are in :mod:`lvlm_skip.config`; ``tests/test_peer_parity.py`` holds the released code's
-outputs on fixed inputs.
+Pure tensor functions on one decoding step's next-token logits, with the conventions of
+:mod:`lvlm_skip.peers` (float32, layer numbering, no input modified).
 """
 
 from __future__ import annotations
