@@ -186,3 +186,30 @@ def test_runtime_checks_raise_errors_not_assert(path):
     if found and str(path.relative_to(PACKAGE)) in ASSERT_PENDING:
         pytest.xfail(f"assert on line(s) {found}, replaced by the harness's own change")
     assert not found, f"{path.relative_to(PACKAGE)}: assert on line(s) {found}"
+
+
+def _function_imports(path: Path) -> list[tuple[str, ast.stmt]]:
+    """``(function name, import statement)`` of every import inside a function of ``path``."""
+    found = []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and function is not None:
+                found.append((function, child))
+            visit(child, child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function)
+
+    visit(ast.parse(path.read_text(), filename=str(path)), None)
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_sit_at_module_level_or_say_why(path):
+    """An import inside a function is a ``cli/*.run()``'s own, or its line says why (an optional extra,
+    torch kept off the ``--help`` import path, matplotlib, a slow import only one function needs)."""
+    lines = path.read_text().splitlines()
+    in_cli = path.relative_to(PACKAGE).parts[0] == "cli"
+    for function, node in _function_imports(path):
+        if in_cli and function == "run":
+            continue
+        assert "#" in lines[node.lineno - 1], (f"{path.relative_to(PACKAGE)}:{node.lineno} imports inside {function}() "
+                                                "without a comment saying why (or move it to the module's top)")

@@ -18,7 +18,9 @@ This module imports no torch (only the torch-free :mod:`lvlm_skip.config` and th
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 
 from ..config import MODES
 from ..inputs import BUILTIN_MODELS
@@ -83,9 +85,6 @@ class StageLines:
     """
 
     def __init__(self, args: argparse.Namespace, logger_name: str = "lvlm_skip.cli"):
-        import logging
-        import time
-
         self._clock = time.perf_counter
         self.enabled = not progress_enabled(args)
         self.logger = logging.getLogger(logger_name)

@@ -37,7 +37,7 @@ def write_hub_splits(benchmark: str | Path) -> dict[str, Path]:
 
 
 def _write_hub_splits(root: Path) -> dict[str, Path]:
-    from datasets import Dataset, Features, Image, Sequence, Value
+    from datasets import Dataset, Features, Image, Sequence, Value  # the eval extra, optional
 
     images = root / "images"
     written = {}
