@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # -- the string enums of the package: each Literal is the one list of its values (the tuples are its args;
-#    modules that must not import this one keep a copy, and tests/test_literals.py checks that they agree)
+#    modules that must not import this one keep a copy, and tests/test_literals.py checks that they agree).
+#    The variants' names are the registry's (lvlm_skip.variants), beside their declarations.
 
 # the skips (SkipConfig, DetectionConfig) and the variant registry
 Mode = Literal["static", "online"]
@@ -35,10 +36,6 @@ KvFill = Literal["project", "recompute"]
 ReadoutName = Literal["normed", "raw"]
 CriticalRule = Literal["jsd", "top1", "jsd_and_top1"]
 MutationRule = Literal["spike", "top1", "spike_or_top1", "spike_and_top1"]
-VariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers", "dola", "deco", "vcd"]
-SkipVariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers"]
-PeerName = Literal["dola", "deco", "vcd"]
-Need = Literal["critical", "mutation"]
 # the peers
 DolaLayers = Literal["low", "high"]
 # readouts, divergences and figures
@@ -166,7 +163,7 @@ class SkipConfig:
     runs online), the modes in :mod:`lvlm_skip.skips`; each field's docstring is its one-line definition.
     """
 
-    variant: SkipVariantName = "none"
+    variant: variants.SkipVariantName = "none"
     """A layer-skipping variant of :data:`lvlm_skip.variants.VARIANTS`: none, skip1, skip2, skip3, exit, layers."""
     mode: Mode = "static"
     """static (one skip set per row for the whole generation) or online (decided at every step)."""
@@ -357,7 +354,7 @@ class LayerChoice:
             object.__setattr__(self, "mutations", tuple(sorted(set(self.mutations))))
         check_int("keep_last", self.keep_last, 1)
 
-    def wrap_options(self, variant: SkipVariantName) -> dict:
+    def wrap_options(self, variant: variants.SkipVariantName) -> dict:
         """The :class:`SkipConfig` options of ``variant`` these layers fix: only what the variant needs
         (:attr:`lvlm_skip.variants.Variant.needs`), and only the values that are given."""
         needs = variants.variant(variant).needs

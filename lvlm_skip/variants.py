@@ -33,11 +33,17 @@ torch-free, like :mod:`lvlm_skip.config`, so the command line's ``--help`` reads
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from .config import MODES, DecoConfig, DolaConfig, Need, PeerName, SkipConfig, SkipVariantName, VariantName, VcdConfig
+from .config import MODES, DecoConfig, DolaConfig, SkipConfig, VcdConfig
 
 logger = logging.getLogger(__name__)
+
+# The names of the declarations below (a test checks them against VARIANTS): a new variant adds its name here.
+VariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers", "dola", "deco", "vcd"]
+SkipVariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers"]
+PeerName = Literal["dola", "deco", "vcd"]
+Need = Literal["critical", "mutation"]
 
 
 # ------------------------------------------------------------------------------- online strategies

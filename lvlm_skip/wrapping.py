@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 from .anatomy import ModelAnatomy, UnsupportedModelError
 from .clock import SequenceClock
-from .config import Mode, SkipConfig, VariantName
+from .config import Mode, SkipConfig
 from .errors import InputError
 from .hooks import HeadRouting, LayerRouting, SequenceClockHook
 from .peers import PeerController, PeerReport, peer_config
 from .profiles import LayerProfile
 from .skips import SkipController, SkipReport
+from .variants import VariantName
 from .variants import variant as declared_variant
 
 _STATE_ATTR = "_lvlm_skip_state"

@@ -1,9 +1,10 @@
-"""The string enums: each ``Literal`` of :mod:`lvlm_skip.config` is the one list of its values.
+"""The string enums: each ``Literal`` of :mod:`lvlm_skip.config` (and the variants' names in
+:mod:`lvlm_skip.variants`) is the one list of its values.
 
 For every ``Literal`` there, the values the code validates against (the tuple a check reads, the
 registry, a copy kept where a module must not import the configs, a command line's ``choices``) equal
 its args (in any order), and where a check exists, it accepts each value and refuses one outside. A ``Literal`` added
-to the configs without a row here fails :func:`test_every_literal_is_checked`.
+to either module without a row here fails :func:`test_every_literal_is_checked`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ COPIES = {
 
 
 def _literals() -> dict[str, tuple]:
-    return {name: typing.get_args(value) for name, value in vars(config).items()
+    return {name: typing.get_args(value) for module in (config, _variants()) for name, value in vars(module).items()
             if typing.get_origin(value) is typing.Literal}
 
 

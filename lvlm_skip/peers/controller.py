@@ -38,9 +38,10 @@ from transformers import DynamicCache
 
 from ..anatomy import ModelAnatomy, encode_images
 from ..clock import SequenceClock, UnplaceableForwardError
-from ..config import DecoConfig, DolaConfig, PeerName, VcdConfig, build_config
+from ..config import DecoConfig, DolaConfig, VcdConfig, build_config
 from ..hooks import ForwardRouting, LastPositionHooks
 from ..readout import readout_logits
+from ..variants import PeerName
 from ..variants import variant as declared_variant
 from .deco import deco_correct, deco_default_window
 from .dola import dola_candidate_layers, dola_contrast
