@@ -175,16 +175,10 @@ def test_idle_import_cost():
     assert done.returncode == 0, done.stderr
 
 
-#: Modules still using ``assert`` for runtime checks, being fixed elsewhere (issue 19 owns the harness's runner).
-ASSERT_PENDING = ("evaluation/runner.py",)
-
-
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_runtime_checks_raise_errors_not_assert(path):
     """``python -O`` drops ``assert``: a check of input or state raises a one-line error instead."""
     found = [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
-    if found and str(path.relative_to(PACKAGE)) in ASSERT_PENDING:
-        pytest.xfail(f"assert on line(s) {found}, replaced by the harness's own change")
     assert not found, f"{path.relative_to(PACKAGE)}: assert on line(s) {found}"
 
 

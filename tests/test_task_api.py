@@ -69,3 +69,18 @@ def test_a_pope_style_task_runs_on_the_runner(tmp_path, use_generator):
     assert (row.n, row.errors, row.metrics) == (2, 1, {"Accuracy": 1.0, "yes_ratio": 0.5})
     assert "questions_sha256" in json.loads((tmp_path / "out" / "run.json").read_text())["run"]
     assert (tmp_path / "out" / "yesno_report.md").read_text().count("| none") == 1
+
+
+def test_a_generating_run_without_generation_settings_is_one_line(tmp_path):
+    """A run that generates needs ``generation`` and ``image_dir``; missing, it stops before the folder is claimed."""
+    import pytest
+
+    from lvlm_skip.errors import InputError
+
+    questions = tmp_path / "coco_pope_random.json"
+    questions.write_text(json.dumps({"question_id": 1, "image": "COCO_1.jpg", "text": "Is there a dog?",
+                                     "label": "yes"}) + "\n")
+    settings = RunSettings(out=tmp_path / "out", plan=VariantPlan(specs=(VariantSpec("none", "none", "static"),)))
+    with pytest.raises(InputError, match="RunSettings.generation and image_dir") as error:
+        evaluate(YesNoTask(questions), settings)
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()

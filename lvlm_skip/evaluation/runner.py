@@ -134,10 +134,18 @@ def select_items(task: EvalTask, limit: int | None) -> list[EvalItem]:
     return items
 
 
+def _generation_of(settings: RunSettings) -> GenerationSettings:
+    """``settings.generation``, or a one-line error when a run that generates lacks it or its image folder."""
+    missing = [name for name in ("generation", "image_dir") if getattr(settings, name) is None]
+    if missing:
+        raise InputError(f"a run that generates answers needs RunSettings.{' and '.join(missing)} "
+                         "(only score_only runs go without)")
+    return settings.generation
+
+
 def run_fingerprint(task: EvalTask, settings: RunSettings) -> RunFingerprint:
     """What changes the answers of this run (see :mod:`~lvlm_skip.evaluation.fingerprint`); hashes files."""
-    gen = settings.generation
-    assert gen is not None and settings.image_dir is not None
+    gen = _generation_of(settings)
     run: dict[str, Any] = {"task": task.name, **task.settings()}
     run.update(model_identity(gen.model, builtin=(gen.model,) if settings.builtin_model else (),
                               verify=settings.verify_weights))
@@ -215,8 +223,7 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
     """Answer this process's shard of every (variant, item) that has no answer yet."""
     from tqdm.auto import tqdm  # 0.2 s to import, kept off the --help import path
 
-    gen = settings.generation
-    assert gen is not None and settings.image_dir is not None
+    gen = _generation_of(settings)
     if processes.world > 1:  # one full model copy per process, on its own device
         gen = replace(gen, device=processes.device or gen.device, device_map=None)
     with AnswerStore(settings.out, processes.rank, processes.world) as store:
@@ -286,6 +293,7 @@ def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None 
     processes = processes or current_processes()
     items = select_items(task, settings.limit)
     if not settings.score_only:
+        _generation_of(settings)  # checked before the folder is claimed
         max_image_pixels()  # a bad LVLM_SKIP_MAX_IMAGE_PIXELS is one error, not one per item
     labels = settings.plan.labels
     expected = [(label, item.id) for label in labels for item in items]
