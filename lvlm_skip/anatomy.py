@@ -16,6 +16,7 @@ Layer indexing, used everywhere in the package (the paper's convention, eq. 2):
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from dataclasses import dataclass
 
@@ -56,10 +57,6 @@ class UnsupportedModelError(InputError):
 
 class UnrecognisedCallError(UnsupportedModelError):
     """transformers called a layer, or built a cache, in a way this module does not recognise."""
-
-
-class UnplaceableForwardError(InputError):
-    """A forward that is neither the start of a sequence nor one decoding step (e.g. assisted decoding)."""
 
 
 def _installed() -> str:
@@ -248,7 +245,10 @@ class ModelAnatomy:
         """New positions in a model ``forward`` call: the length of its ``input_ids`` or ``inputs_embeds``."""
         tokens = model_kwargs.get("input_ids", args[0] if args else None)
         if tokens is None:
-            tokens = model_kwargs["inputs_embeds"]
+            tokens = model_kwargs.get("inputs_embeds")
+        if tokens is None:
+            raise UnrecognisedCallError(f"a model forward with neither input_ids nor inputs_embeds on {_installed()}; "
+                                        "lvlm_skip cannot tell how many positions it adds")
         return int(tokens.shape[1])
 
     @staticmethod
@@ -297,27 +297,12 @@ class ModelAnatomy:
         """Positions already in ``cache`` (transformers reads them from its first layer); 0 for none."""
         return 0 if cache is None else int(cache.get_seq_length())
 
-    def starts_sequence(self, cache, query_length: int, started: bool) -> bool:
-        """The sequence clock: does a forward over ``query_length`` new positions start a sequence?
+    def forward_positions(self, args: tuple, model_kwargs: dict) -> tuple[int, int]:
+        """``(cached, new)`` of a model ``forward`` call: positions already in its KV cache, positions it adds.
 
-        * no cache (``use_cache=False``): every forward reads the whole sequence, so it starts one;
-        * an empty cache: the prefill starts one;
-        * one new position after the cached ones, inside a started sequence: one decoding step.
-
-        Raises:
-            UnplaceableForwardError: several new positions after cached ones (assisted, speculative or
-                prompt-lookup decoding verifies drafts so), or a step with no sequence started.
+        What :class:`lvlm_skip.clock.SequenceClock` places a forward by.
         """
-        past = self.cached_length(cache)
-        if cache is None or past == 0:
-            return True
-        if query_length == 1 and started:
-            return False
-        raise UnplaceableForwardError(
-            f"a forward over {query_length} new positions after {past} cached ones is neither a prefill nor one "
-            "decoding step (assisted, speculative or prompt-lookup decoding?): lvlm_skip's skips and peers "
-            "decode one token per forward"
-        )
+        return self.cached_length(self.model_cache(model_kwargs)), self.query_length(args, model_kwargs)
 
 
 def _decoder_unpacks_layer_tuple(decoder_forward) -> bool:
@@ -326,8 +311,6 @@ def _decoder_unpacks_layer_tuple(decoder_forward) -> bool:
     Layers' return annotations are unreliable (Gemma 3 declares a tuple and returns a tensor), so this reads
     the decoder's own loop.
     """
-    import re
-
     try:
         source = inspect.getsource(decoder_forward)
     except (OSError, TypeError):
@@ -442,8 +425,6 @@ def encode_images(model: nn.Module, image_inputs: dict):
     Raises:
         UnsupportedModelError: the model has no ``get_image_features``.
     """
-    import inspect
-
     encode = getattr(getattr(model, "base_model", model), "get_image_features", None)
     if encode is None:
         raise UnsupportedModelError(f"{type(model).__name__} has no get_image_features to encode images")

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# -- the string enums of the package: each Literal is the one list of its values (the tuples are its args;
+#    modules that must not import this one keep a copy, and tests/test_literals.py checks that they agree)
+
+# the skips (SkipConfig, DetectionConfig) and the variant registry
 Mode = Literal["static", "online"]
 Positions = Literal["generated", "all"]
 Decision = Literal["lagged", "step"]
@@ -31,7 +35,29 @@ KvFill = Literal["project", "recompute"]
 ReadoutName = Literal["normed", "raw"]
 CriticalRule = Literal["jsd", "top1", "jsd_and_top1"]
 MutationRule = Literal["spike", "top1", "spike_or_top1", "spike_and_top1"]
+VariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers", "dola", "deco", "vcd"]
+SkipVariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers"]
+PeerName = Literal["dola", "deco", "vcd"]
+Need = Literal["critical", "mutation"]
+# the peers
 DolaLayers = Literal["low", "high"]
+# readouts, divergences and figures
+Reduction = Literal["sum", "paper"]
+FigureAxis = Literal["layer", "paper"]
+Normalization = Literal["none", "layer"]
+LastState = Literal["raw", "normed"]
+TsneScaling = Literal["none", "maxabs"]
+# inputs, data and benchmarks
+WordSplit = Literal["punctuation", "regex"]
+DataFormat = Literal["amber", "coco", "pope"]
+PopeSplit = Literal["random", "popular", "adversarial"]
+AmberTaskName = Literal["g", "d", "a", "de", "da", "dr"]
+LanguageBackendChoice = Literal["auto", "official", "offline"]
+SynonymTable = Literal["original", "corrected"]
+Closeness = Literal["identical", "edit_similarity", "unigram_f1", "rouge_l_f1"]
+# the speed benchmark
+SpeedStatistic = Literal["min", "median"]
+SpeedClock = Literal["wall", "cpu"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 POSITIONS: tuple[str, ...] = get_args(Positions)
@@ -40,6 +66,7 @@ KV_FILLS: tuple[str, ...] = get_args(KvFill)
 READOUTS: tuple[str, ...] = get_args(ReadoutName)
 CRITICAL_RULES: tuple[str, ...] = get_args(CriticalRule)
 MUTATION_RULES: tuple[str, ...] = get_args(MutationRule)
+DOLA_LAYER_BUCKETS: tuple[str, ...] = get_args(DolaLayers)
 
 # The peers' defaults (sources in lvlm_skip.peers.dola / deco / vcd).
 DOLA_RELATIVE_TOP = 0.1
@@ -139,7 +166,7 @@ class SkipConfig:
     runs online), the modes in :mod:`lvlm_skip.skips`; each field's docstring is its one-line definition.
     """
 
-    variant: str = "none"
+    variant: SkipVariantName = "none"
     """A layer-skipping variant of :data:`lvlm_skip.variants.VARIANTS`: none, skip1, skip2, skip3, exit, layers."""
     mode: Mode = "static"
     """static (one skip set per row for the whole generation) or online (decided at every step)."""
@@ -250,7 +277,7 @@ class DolaConfig:
 
     def __post_init__(self):  # the model-independent checks; the layers are checked against the model by wrap
         if isinstance(self.layers, str):
-            if self.layers not in get_args(DolaLayers):
+            if self.layers not in DOLA_LAYER_BUCKETS:
                 raise ValueError(f"`layers` (={self.layers!r}) has to be 'low', 'high' or a list of layer indices")
         elif not self.layers or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.layers):
             raise ValueError(f"`layers` (={self.layers!r}) has to be 'low', 'high' or a list of layer indices >= 0")
@@ -330,7 +357,7 @@ class LayerChoice:
             object.__setattr__(self, "mutations", tuple(sorted(set(self.mutations))))
         check_int("keep_last", self.keep_last, 1)
 
-    def wrap_options(self, variant: str) -> dict:
+    def wrap_options(self, variant: SkipVariantName) -> dict:
         """The :class:`SkipConfig` options of ``variant`` these layers fix: only what the variant needs
         (:attr:`lvlm_skip.variants.Variant.needs`), and only the values that are given."""
         needs = variants.variant(variant).needs

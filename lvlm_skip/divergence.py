@@ -20,14 +20,17 @@ Two reductions of the same pointwise terms, both in nats:
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 
+from .config import Reduction
+
 LN2 = math.log(2.0)
-REDUCTIONS = ("sum", "paper")
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 
 
-def check_reduction(reduction: str) -> str:
+def check_reduction(reduction: Reduction) -> Reduction:
     """Validate a ``reduction`` name (one of :data:`REDUCTIONS`).
 
     Raises:
@@ -44,7 +47,7 @@ def check_reduction(reduction: str) -> str:
     return reduction
 
 
-def js_divergence(logp: torch.Tensor, logq: torch.Tensor, dim: int = -1, reduction: str = "sum") -> torch.Tensor:
+def js_divergence(logp: torch.Tensor, logq: torch.Tensor, dim: int = -1, reduction: Reduction = "sum") -> torch.Tensor:
     """Divergence between distributions given as log-probabilities, in nats (module docstring).
 
     Args:
@@ -89,7 +92,7 @@ def _paper_divergence(logp: torch.Tensor, logq: torch.Tensor, dim: int) -> torch
     return 0.5 * (kl_m_p.mean(dim) + kl_m_q.mean(dim))
 
 
-def adjacent_js_divergence(layer_logprobs: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+def adjacent_js_divergence(layer_logprobs: torch.Tensor, reduction: Reduction = "sum") -> torch.Tensor:
     """The divergence between every pair of adjacent layers' distributions.
 
     Args:

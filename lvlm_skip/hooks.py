@@ -4,7 +4,9 @@
   state at every depth (never modify it);
 * :class:`LayerRouting`: route every decoder layer's ``forward`` through a runner (skipping);
 * :class:`HeadRouting`: pass the LM head's output through a function (online decisions);
-* :class:`ForwardRouting`: wrap the model's own ``forward`` (decoding-time peers).
+* :class:`ForwardRouting`: wrap the model's own ``forward`` (decoding-time peers);
+* :class:`SequenceClockHook`: advance the :class:`~lvlm_skip.clock.SequenceClock` at every model forward
+  (skips and peers).
 
 Hooks are registered with ``prepend=True`` so that they run before the hooks transformers uses to
 collect ``output_hidden_states``. Patches are instance attributes: the module tree, parameters and
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .anatomy import ModelAnatomy, unpack_layer_output
+from .clock import SequenceClock
 
 
 @dataclass
@@ -179,3 +182,25 @@ class ForwardRouting:
             self._model.__dict__.pop("forward", None)
         else:
             self._model.forward = self._previous
+
+
+class SequenceClockHook:
+    """Advances ``clock`` by one forward at every call of the model, before its ``forward`` runs, until :meth:`remove`.
+
+    A forward pre-hook on the model itself: it runs before any routing of the model's ``forward``
+    (:class:`ForwardRouting`) and before any layer, so both read the forward's place in the sequence
+    from the clock. Calls of the stock ``forward`` made by a routing (VCD's second pass) bypass the
+    module call, and the clock does not count them.
+    """
+
+    def __init__(self, anatomy: ModelAnatomy, clock: SequenceClock):
+        self.anatomy = anatomy
+        self.clock = clock
+        self._handle = anatomy.model.register_forward_pre_hook(self._hook, with_kwargs=True, prepend=True)
+
+    @torch.compiler.disable
+    def _hook(self, module, args, kwargs):
+        self.clock.advance(*self.anatomy.forward_positions(args, kwargs))
+
+    def remove(self) -> None:
+        self._handle.remove()

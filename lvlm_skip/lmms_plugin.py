@@ -22,8 +22,11 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+import torch
 from lmms_eval.api.registry import register_model  # noqa: F401 - imported so lmms-eval is set up
 from lmms_eval.models.chat.llava_hf import LlavaHf
+from lmms_eval.models.registry_v2 import ModelManifest
+from lmms_eval.utils import eval_logger
 
 from .errors import InputError
 from .peers import DecoConfig, DolaConfig, VcdConfig
@@ -77,8 +80,6 @@ class LvlmSkip(LlavaHf):
         mode = options.pop("mode", None)
         profile = options.pop("profile", None)
         self._stats_path = options.pop("lvlm_skip_output", None)
-        import torch
-
         # llava_hf's defaults (device cuda, device_map "") fail on a CPU machine and on transformers 5
         rest.setdefault("device", "cuda:0" if torch.cuda.is_available() else "cpu")
         rest.setdefault("device_map", rest["device"])
@@ -118,8 +119,6 @@ class LvlmSkip(LlavaHf):
         return sum(self._skipped) / len(self._skipped) if self._skipped else None
 
     def _write_stats(self) -> None:
-        from lmms_eval.utils import eval_logger
-
         mean = self.mean_layers_skipped()
         eval_logger.info(f"lvlm_skip {self.variant}: mean layers skipped per step {mean}")
         if self._stats_path:
@@ -132,6 +131,4 @@ class LvlmSkip(LlavaHf):
 
 def manifests():
     """The entry point's payload: one chat model, ``lvlm_skip``."""
-    from lmms_eval.models.registry_v2 import ModelManifest
-
     return [ModelManifest(model_id="lvlm_skip", chat_class_path="lvlm_skip.lmms_plugin.LvlmSkip")]

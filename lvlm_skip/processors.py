@@ -25,6 +25,7 @@ import torch
 from transformers import LogitsProcessor
 
 from .anatomy import ModelAnatomy
+from .config import ReadoutName
 from .detection import DetectionConfig
 from .hooks import LastPositionHooks
 from .readout import readout_logits
@@ -48,7 +49,7 @@ class MutationExitLogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, model, detection: DetectionConfig | None = None, *, candidates: int = 256,
-                 window_start: int | None = None, readout: str = "normed", min_exit_layer: int = 1):
+                 window_start: int | None = None, readout: ReadoutName = "normed", min_exit_layer: int = 1):
         self.anatomy = ModelAnatomy.from_model(model)
         self.detection = detection or DetectionConfig()
         if not isinstance(candidates, int) or candidates < 0:

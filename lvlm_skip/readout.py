@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from .anatomy import ModelAnatomy
-from .config import READOUTS
+from .config import READOUTS, ReadoutName
 
 
 @runtime_checkable
@@ -71,7 +71,7 @@ class RawLens:
 LENSES: dict[str, Lens] = {"normed": NormedLens(), "raw": RawLens()}
 
 
-def get_lens(readout: str | Lens) -> Lens:
+def get_lens(readout: ReadoutName | Lens) -> Lens:
     """The lens named ``readout``, or ``readout`` itself when it is a :class:`Lens`; one-line ``ValueError`` otherwise."""
     if isinstance(readout, str):
         if readout not in LENSES:
@@ -82,7 +82,7 @@ def get_lens(readout: str | Lens) -> Lens:
     raise ValueError(f"`readout` (={readout!r}) has to be one of {READOUTS} or a Lens")
 
 
-def check_readout(readout: str | Lens) -> str | Lens:
+def check_readout(readout: ReadoutName | Lens) -> str | Lens:
     """``readout`` unchanged, after checking it names a lens or is one."""
     get_lens(readout)
     return readout
@@ -124,7 +124,7 @@ def layer_logits_from_hidden_states(
     anatomy: ModelAnatomy,
     hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor],
     *,
-    readout: str | Lens = "normed",
+    readout: ReadoutName | Lens = "normed",
     include_embeddings: bool = False,
 ) -> torch.Tensor:
     """Readout of every layer from transformers' ``output_hidden_states``.
@@ -156,7 +156,7 @@ def stack_layer_logprobs(
     anatomy: ModelAnatomy,
     layer_states: torch.Tensor,
     *,
-    readout: str | Lens = "normed",
+    readout: ReadoutName | Lens = "normed",
     vocab_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`stack_layer_logits` as float32 log-probabilities over the vocabulary (or ``vocab_rows``)."""
@@ -168,7 +168,7 @@ def stack_layer_logits(
     anatomy: ModelAnatomy,
     layer_states: torch.Tensor,
     *,
-    readout: str | Lens = "normed",
+    readout: ReadoutName | Lens = "normed",
     vocab_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Readout of a stack of un-normed residual states captured by hooks, the last row being layer ``L``.

@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .anatomy import ModelAnatomy, eos_token_ids
+from .config import ReadoutName, Reduction
 from .detection import DetectionConfig, detect_layers
 from .divergence import adjacent_js_divergence, adjacent_top1_changes, check_reduction
 from .errors import InputError
@@ -215,7 +217,7 @@ def resolve_watch_tokens(watch_tokens, tokenizer, vocab_size: int) -> tuple[list
 
 
 @torch.no_grad()
-def trace(model, inputs: dict, *, readout: str | Lens = "normed", reduction: str = "sum", **options) -> Trace:
+def trace(model, inputs: dict, *, readout: ReadoutName | Lens = "normed", reduction: Reduction = "sum", **options) -> Trace:
     """Greedy-generate and record the layer-by-layer evolution of every emitted token.
 
     Args:
@@ -340,8 +342,6 @@ def trace_readouts(
     for readout, reduction in settings:
         steps = range(num_steps)
         if progress:
-            from tqdm.auto import tqdm
-
             steps = tqdm(steps, desc=f"readout ({get_lens(readout).name}, {reduction})", unit="step")
         reader = _StepReader(anatomy, readout, reduction, first, top_k, watch_ids, detection, competitor_window,
                              max_competitors)

@@ -33,13 +33,11 @@ torch-free, like :mod:`lvlm_skip.config`, so the command line's ``--help`` reads
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from .config import MODES, DecoConfig, DolaConfig, SkipConfig, VcdConfig
+from .config import MODES, DecoConfig, DolaConfig, Need, PeerName, SkipConfig, SkipVariantName, VariantName, VcdConfig
 
 logger = logging.getLogger(__name__)
-
-Need = Literal["critical", "mutation"]
 
 
 # ------------------------------------------------------------------------------- online strategies
@@ -73,7 +71,7 @@ class Exit(OnlineStrategy):
 class Variant:
     """A variant's declaration. Subclasses set the class attributes; instances are stateless."""
 
-    name: ClassVar[str]
+    name: ClassVar[VariantName]
     """The variant's name in ``wrap(model, name)`` and ``--variants``."""
     title: ClassVar[str]
     """Its name in the paper's tables (``skip.1``) or the peer's paper."""
@@ -283,18 +281,18 @@ class Vcd(PeerVariant):
 
 
 #: Every variant, by name, in the order of the reports.
-VARIANTS: dict[str, Variant] = {
+VARIANTS: dict[VariantName, Variant] = {
     v.name: v for v in (NoneVariant(), Skip1(), Skip2(), Skip3(), ExitVariant(), LayersVariant(), Dola(), Deco(), Vcd())
 }
 #: The layer-skipping variants' names (their options are a SkipConfig).
-SKIP_VARIANTS: tuple[str, ...] = tuple(name for name, v in VARIANTS.items() if not v.is_peer)
+SKIP_VARIANTS: tuple[SkipVariantName, ...] = tuple(name for name, v in VARIANTS.items() if not v.is_peer)
 #: The peers' names.
-PEERS: tuple[str, ...] = tuple(name for name, v in VARIANTS.items() if v.is_peer)
+PEERS: tuple[PeerName, ...] = tuple(name for name, v in VARIANTS.items() if v.is_peer)
 #: The variants that take their layers from a profile.
 PROFILE_VARIANTS: tuple[str, ...] = tuple(name for name, v in VARIANTS.items() if v.uses_profile)
 
 
-def variant(name: str) -> Variant:
+def variant(name: VariantName) -> Variant:
     """The declaration of ``name``; ``ValueError`` naming the known variants for an unknown one."""
     declared = VARIANTS.get(name) if isinstance(name, str) else None
     if declared is None:
@@ -302,7 +300,7 @@ def variant(name: str) -> Variant:
     return declared
 
 
-def skip_variant(name: str) -> SkipVariant:
+def skip_variant(name: SkipVariantName) -> SkipVariant:
     """The declaration of the layer-skipping variant ``name`` (a peer or an unknown name: ``ValueError``)."""
     declared = variant(name)
     if not isinstance(declared, SkipVariant):

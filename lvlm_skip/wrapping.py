@@ -24,9 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .anatomy import ModelAnatomy, UnsupportedModelError
-from .config import SkipConfig
+from .clock import SequenceClock
+from .config import Mode, SkipConfig, VariantName
 from .errors import InputError
-from .hooks import HeadRouting, LayerRouting
+from .hooks import HeadRouting, LayerRouting, SequenceClockHook
 from .peers import PeerController, PeerReport, peer_config
 from .profiles import LayerProfile
 from .skips import SkipController, SkipReport
@@ -55,7 +56,7 @@ def _refuse_linear_attention(model):
         )
 
 
-def wrap(model, variant: str | SkipConfig = "none", mode: str | None = None, *, profile=None, **options):
+def wrap(model, variant: VariantName | SkipConfig = "none", mode: Mode | None = None, *, profile=None, **options):
     """Install a layer intervention on ``model`` (in place) and return it.
 
     Args:
@@ -85,14 +86,15 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str | None = None, *, 
     _refuse_linear_attention(model)
     anatomy = ModelAnatomy.from_model(model)
     declared = None if isinstance(variant, SkipConfig) else declared_variant(variant)  # unknown names raise here
+    clock = SequenceClock()
     if declared is not None and declared.is_peer:
         if profile is not None:
             raise TypeError(f"{variant} takes no layer profile: its layers are its own options")
         if mode is not None:
             raise TypeError(f"{variant} takes no mode: it acts at every step (got mode={mode!r})")
-        controller = PeerController(model, anatomy, variant, peer_config(variant, **options))
+        controller = PeerController(model, anatomy, variant, peer_config(variant, **options), clock)
         # nothing above touched the model: from here on it is modified
-        routings = controller.install()
+        routings = [SequenceClockHook(anatomy, clock), *controller.install()]
     else:
         if isinstance(variant, SkipConfig):
             if options or mode is not None or profile is not None:
@@ -102,10 +104,11 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str | None = None, *, 
             if profile is not None:
                 options = _profile_options(declared, profile, anatomy.num_layers, options)
             config = SkipConfig.from_kwargs(variant=variant, mode=mode or "static", **options)
-        controller = SkipController(anatomy, config)
+        controller = SkipController(anatomy, config, clock)
         # nothing above touched the model: from here on it is modified
         routings = []
         if config.variant != "none":
+            routings.append(SequenceClockHook(anatomy, clock))
             routings.append(LayerRouting(anatomy, controller.run_layer))
             if config.mode == "online":
                 routings.append(HeadRouting(anatomy, controller.on_logits))
@@ -114,6 +117,7 @@ def wrap(model, variant: str | SkipConfig = "none", mode: str | None = None, *, 
 
     def generate(*args, **kwargs):
         _refuse_beam_search(model, controller, kwargs)
+        clock.restart()
         controller.reset()
         if isinstance(controller, PeerController):
             controller.begin_generate(kwargs)
@@ -197,7 +201,7 @@ class SkipRun:
 
 
 @contextmanager
-def skipping(model, variant: str | SkipConfig = "none", mode: str | None = None, **options):
+def skipping(model, variant: VariantName | SkipConfig = "none", mode: Mode | None = None, **options):
     """``with skipping(model, variant=..., ...) as run:`` wraps ``model`` for the block and restores it after.
 
     The model is unwrapped when the block ends, also when it raises; ``run.report`` keeps the last

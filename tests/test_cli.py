@@ -17,10 +17,16 @@ ANSWER_FIGURES = [n for n in FIGURE_NAMES if not n.startswith(("fig3", "fig7"))]
 
 
 @pytest.mark.slow
-def test_trace_writes_the_trace_and_the_answer_figures(tmp_path):
+def test_trace_writes_the_trace_and_the_answer_figures(tmp_path, caplog):
+    import logging
+
     out = tmp_path / "run"
-    status = main(TRACE_ARGS + ["--out", str(out), "--max-new-tokens", "4", "--watch", "red,black", "--layer", "3", "--top-k", "4"])
+    with caplog.at_level(logging.INFO, logger="lvlm_skip"):
+        status = main(TRACE_ARGS + ["--out", str(out), "--max-new-tokens", "4", "--watch", "red,black", "--layer", "3", "--top-k", "4"])
     assert status == 0
+    # without a progress bar: one line per finished stage (stage, items, seconds)
+    stages = [r.getMessage().split(" in ")[0] for r in caplog.records if " done: " in r.getMessage()]
+    assert stages == ["load done: 1 model", "trace done: 4 token(s)", f"figures done: {2 * len(ANSWER_FIGURES)} file(s)"]
     for name in ["trace.json", "trace.npz", "summary.txt", "cli_args.json"] + [f"{n}.{ext}" for n in ANSWER_FIGURES for ext in ("png", "svg")]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert not (out / "fig3_contrast.png").exists() and not (out / "fig7_tsne_images.png").exists()

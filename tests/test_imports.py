@@ -1,8 +1,8 @@
 """Dependency direction and idle cost, checked on the source: the library never imports eval/ or
 recipes/, the core never imports the evaluation harness, the benchmarks, speed, the scenes or the
 CLI, pure math never imports transformers, ``data`` imports only ``errors``, ``profiles`` and
-``tracing`` never import the harness, the configs and the variant registry import no torch, and
-importing the package loads no matplotlib."""
+``tracing`` never import the harness, the configs, the variant registry and the sequence clock import
+no torch, and importing the package loads no matplotlib."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ FORBIDDEN = ("eval", "recipes")
 PURE_MATH = ("divergence.py", "detection.py", "peers/dola.py", "peers/deco.py", "peers/vcd.py", "peers/checks.py")
 PURE_MATH_MAY_IMPORT = ("lvlm_skip.config", "lvlm_skip.peers.checks")
 #: The core: model internals, hooks, readouts, the math, the configs and the interventions.
-CORE = ("anatomy.py", "hooks.py", "readout.py", "divergence.py", "detection.py", "config.py", "variants.py",
+CORE = ("anatomy.py", "clock.py", "hooks.py", "readout.py", "divergence.py", "detection.py", "config.py", "variants.py",
         "wrapping.py", "processors.py", "peers", "skips")
 #: What sits on top of the core, which the core must never import.
 ABOVE_CORE = ("evaluation", "benchmarks", "speed", "scenes", "cli")
@@ -143,6 +143,13 @@ def test_configs_and_registry_import_only_the_standard_library_and_each_other(na
             module, ("lvlm_skip.config", "lvlm_skip.variants", "lvlm_skip.anatomy")), f"{name} imports {module}"
 
 
+def test_sequence_clock_imports_only_the_standard_library_and_errors():
+    """The clock counts positions; the cache it counts them from is the anatomy's."""
+    for module in _absolute(PACKAGE / "clock.py"):
+        top = module.split(".")[0]
+        assert top in sys.stdlib_module_names or top == "__future__" or module == "lvlm_skip.errors", f"clock.py imports {module}"
+
+
 def test_configs_and_registry_load_no_torch():
     """``lvlm_skip.anatomy`` is named in config.py for type checking only: importing it must not happen."""
     code = ("import sys, lvlm_skip.config, lvlm_skip.variants, lvlm_skip.cli.options; "
@@ -166,3 +173,43 @@ def test_idle_import_cost():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+#: Modules still using ``assert`` for runtime checks, being fixed elsewhere (issue 19 owns the harness's runner).
+ASSERT_PENDING = ("evaluation/runner.py",)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_runtime_checks_raise_errors_not_assert(path):
+    """``python -O`` drops ``assert``: a check of input or state raises a one-line error instead."""
+    found = [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    if found and str(path.relative_to(PACKAGE)) in ASSERT_PENDING:
+        pytest.xfail(f"assert on line(s) {found}, replaced by the harness's own change")
+    assert not found, f"{path.relative_to(PACKAGE)}: assert on line(s) {found}"
+
+
+def _function_imports(path: Path) -> list[tuple[str, ast.stmt]]:
+    """``(function name, import statement)`` of every import inside a function of ``path``."""
+    found = []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and function is not None:
+                found.append((function, child))
+            visit(child, child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function)
+
+    visit(ast.parse(path.read_text(), filename=str(path)), None)
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_sit_at_module_level_or_say_why(path):
+    """An import inside a function is a ``cli/*.run()``'s own, or its line says why (an optional extra,
+    torch kept off the ``--help`` import path, matplotlib, a slow import only one function needs)."""
+    lines = path.read_text().splitlines()
+    in_cli = path.relative_to(PACKAGE).parts[0] == "cli"
+    for function, node in _function_imports(path):
+        if in_cli and function == "run":
+            continue
+        assert "#" in lines[node.lineno - 1], (f"{path.relative_to(PACKAGE)}:{node.lineno} imports inside {function}() "
+                                                "without a comment saying why (or move it to the module's top)")

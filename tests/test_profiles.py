@@ -123,7 +123,9 @@ def test_content_tokens_are_word_starts_of_object_words():
     assert mask.tolist() == [0, 1, 0, 0, 0, 1, 0]
 
 
-def test_profile_of_a_tiny_model_from_items_and_from_the_cli(tmp_path):
+def test_profile_of_a_tiny_model_from_items_and_from_the_cli(tmp_path, capfd, caplog):
+    import logging
+
     from lvlm_skip.cli import main
     from lvlm_skip.profiles.measure import ProfileItem
     from lvlm_skip.inputs.builtin_models import demo_image
@@ -136,9 +138,16 @@ def test_profile_of_a_tiny_model_from_items_and_from_the_cli(tmp_path):
     assert result.provenance["model"]["class"] == "LlavaForConditionalGeneration"
     assert result.provenance["detection"]["first_layer"] == 2
     # the command: a scene benchmark folder (AMBER format) and the built-in tiny model
+    capfd.readouterr()
     assert main(["scenes", "--out", str(tmp_path / "scenes"), "--n-images", "2", "--seed", "1", "--no-progress"]) == 0
-    assert main(["profile", "--model", "tiny", "--data", str(tmp_path / "scenes"), "-n", "2", "--max-new-tokens", "4",
-                 "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "Creating parquet" not in "".join(capfd.readouterr())  # datasets' per-file bars stay out of the log
+    assert (tmp_path / "scenes" / "hub" / "pope" / "random.parquet").is_file()
+    with caplog.at_level(logging.INFO, logger="lvlm_skip"):
+        assert main(["profile", "--model", "tiny", "--data", str(tmp_path / "scenes"), "-n", "2", "--max-new-tokens", "4",
+                     "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    stages = [r.getMessage() for r in caplog.records if " done: " in r.getMessage()]
+    assert [line.split(" in ")[0] for line in stages] == ["load done: 1 model", "profile done: 2 prompt(s)", "write done: 4 file(s)"]
+    assert all(line.endswith(" s") for line in stages)
     saved = json.loads((tmp_path / "out" / "profile.json").read_text())
     assert saved["provenance"]["data"]["format"] == "amber" and saved["provenance"]["data"]["n"] == 2
     assert saved["provenance"]["model"]["model_sha256"] == "builtin:tiny"

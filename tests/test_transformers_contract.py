@@ -16,11 +16,11 @@ import lvlm_skip
 from lvlm_skip.anatomy import (
     CACHE_ARGUMENT_NAMES,
     ModelAnatomy,
-    UnplaceableForwardError,
     UnrecognisedCallError,
     cache_argument_of,
     unpack_layer_output,
 )
+from lvlm_skip.clock import UnplaceableForwardError
 from tiny_models import BUILDERS, VOCAB
 
 CONTRACT_MODELS = ["LlavaForConditionalGeneration", "LlamaForCausalLM", "Qwen2VLForConditionalGeneration"]

@@ -30,7 +30,9 @@ import functools
 import logging
 import re
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, get_args, runtime_checkable
+
+from ..config import LanguageBackendChoice
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +58,9 @@ class OfficialBackend:
 
     def __init__(self) -> None:
         try:
-            import nltk
-            from nltk.stem import WordNetLemmatizer
-            import spacy
+            import nltk  # optional (AMBER's official backend), 2 s to import; this module is on the --help path
+            from nltk.stem import WordNetLemmatizer  # optional, as above
+            import spacy  # optional, as above
 
             self._nltk = nltk
             self._lemmatizer = WordNetLemmatizer()
@@ -133,7 +135,7 @@ class OfflineBackend:
         return 1.0 if word1 == word2 else 0.0
 
 
-def pick_backend(prefer: str = "auto", vocabulary: Iterable[str] = ()) -> tuple[LanguageBackend, str]:
+def pick_backend(prefer: LanguageBackendChoice = "auto", vocabulary: Iterable[str] = ()) -> tuple[LanguageBackend, str]:
     """Chooses a language backend.
 
     Args:
@@ -149,7 +151,7 @@ def pick_backend(prefer: str = "auto", vocabulary: Iterable[str] = ()) -> tuple[
         RuntimeError: If ``prefer == "official"`` and it cannot be loaded.
         ValueError: On an unknown ``prefer``.
     """
-    if prefer not in ("auto", "official", "offline"):
+    if prefer not in get_args(LanguageBackendChoice):
         raise ValueError(f"unknown backend {prefer!r}; expected auto, official or offline")
     if prefer in ("auto", "official"):
         try:

@@ -26,6 +26,7 @@ import logging
 import sys
 from importlib import import_module
 
+from ..errors import InputError, one_line
 from .options import PROG, CliError, OneLineArgumentParser, add_common_arguments
 
 #: Subcommand name -> module of this package that implements it, in the order ``--help`` lists them.
@@ -66,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``lvlm-skip``; returns 0, or exits with status 2 on bad input (one line)."""
-    from ..errors import InputError, one_line
-
     try:
         args = build_parser().parse_args(argv)
     except CliError as error:

@@ -15,12 +15,14 @@ Like the subcommand modules, this one imports only the standard library at impor
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..inputs.paths import check_output_dir
 from .options import BUILTIN_MODELS, CliError, progress_enabled
 
 logger = logging.getLogger("lvlm_skip.cli")
@@ -32,11 +34,9 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
     Prints the report's table on stdout (rank 0). Returns 0; bad input raises
     :class:`~lvlm_skip.errors.InputError` / :class:`CliError` (one line, exit status 2).
     """
-    from ..inputs.paths import check_output_dir
-
     out = check_output_dir(args.out)
-    from ..evaluation.runner import RunSettings, evaluate
-    from ..evaluation.variants import plan_variants
+    from ..evaluation.runner import RunSettings, evaluate  # the harness loads when a command runs, not for --help
+    from ..evaluation.variants import plan_variants  # as above
 
     plan = plan_variants(args.variants, args.mode, args.variant_options, args.profile)
     _check_layers_before_loading(args.model, plan)
@@ -49,8 +49,8 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
         image_dir = Path(args.image_dir)
         if not image_dir.is_dir():
             raise CliError(f"--image-dir {args.image_dir!r} is not a folder")
-        from ..evaluation.generation import GenerationSettings
-        from ..inputs.models import resolve_device, resolve_dtype
+        from ..evaluation.generation import GenerationSettings  # as above
+        from ..inputs.models import resolve_device, resolve_dtype  # loads torch: not for --help
 
         device = resolve_device(args.device)
         dtype = str(resolve_dtype(args.dtype, device)).replace("torch.", "")
@@ -73,8 +73,6 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
 
 def _config_num_layers(model) -> int | None:
     """A local model folder's decoder depth from its config.json (``text_config`` first), or None when unknown."""
-    import json
-
     config_file = Path(model) / "config.json" if model else None
     if config_file is None or not config_file.is_file():
         return None

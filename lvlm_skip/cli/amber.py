@@ -8,11 +8,14 @@ Writes ``responses.jsonl``, ``run.json`` (the fingerprint) and ``amber_<task>.js
 
 from __future__ import annotations
 
+from typing import get_args
+
+from ..config import AmberTaskName, LanguageBackendChoice
 from .options import add_evaluation_arguments
 
 HELP = "AMBER hallucination benchmark (generative and yes/no), one row per variant."
-#: AMBER tasks (``lvlm_skip.data.amber.TASK_FILES``), repeated so that --help imports nothing.
-TASKS = ("g", "d", "a", "de", "da", "dr")
+#: AMBER tasks (the keys of ``lvlm_skip.data.amber.TASK_FILES``).
+TASKS: tuple[str, ...] = get_args(AmberTaskName)
 
 
 def add_arguments(p) -> None:
@@ -21,7 +24,7 @@ def add_arguments(p) -> None:
                    help="AMBER's data folder: annotations.json, query/query_*.json, relation.json, safe_words.txt.")
     p.add_argument("--task", default="g", choices=TASKS,
                    help="g generative, d discriminative, a all; de / da / dr: existence / attribute / relation.")
-    p.add_argument("--backend", default="auto", choices=("auto", "official", "offline"),
+    p.add_argument("--backend", default="auto", choices=get_args(LanguageBackendChoice),
                    help="Language backend of the generative metric: official (nltk + spaCy en_core_web_lg), "
                    "offline (vocabulary match), auto (official when installed).")
     add_evaluation_arguments(p, default_out="runs/amber", max_new_tokens=512)
@@ -32,7 +35,7 @@ def run(args) -> int:
     from ._evaluation import run_task
 
     def load_task():
-        from ..benchmarks.amber.task import AmberTask
+        from ..benchmarks.amber.task import AmberTask  # run()'s own: the benchmark loads when it runs
 
         return AmberTask.load(args.amber_root, args.task, backend=args.backend)
 

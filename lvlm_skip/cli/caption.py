@@ -30,7 +30,7 @@ def run(args) -> int:
     from ._evaluation import run_task
 
     def load_task():
-        from ..benchmarks.caption.task import CaptionTask
+        from ..benchmarks.caption.task import CaptionTask  # run()'s own: the benchmark loads when it runs
 
         return CaptionTask.load(args.captions, prompt=args.prompt, metrics=args.metrics.split(","), instances=args.instances)
 

@@ -18,7 +18,9 @@ This module imports no torch (only the torch-free :mod:`lvlm_skip.config` and th
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 
 from ..config import MODES
 from ..inputs import BUILTIN_MODELS
@@ -72,6 +74,28 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def progress_enabled(args: argparse.Namespace) -> bool:
     """Progress bars only on a terminal, and never with ``--no-progress``."""
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+class StageLines:
+    """Off a terminal (no progress bars): one log line per finished stage, ``STAGE done: N UNIT in S s``.
+
+    The clock starts at construction; each :meth:`done` reports the time since the previous one
+    (or since the start), so the lines add up to the command's run time. On a terminal the progress
+    bars show the same, and :meth:`done` logs nothing.
+    """
+
+    def __init__(self, args: argparse.Namespace, logger_name: str = "lvlm_skip.cli"):
+        self._clock = time.perf_counter
+        self.enabled = not progress_enabled(args)
+        self.logger = logging.getLogger(logger_name)
+        self.mark = self._clock()
+
+    def done(self, stage: str, items: int, unit: str) -> None:
+        """Log that ``stage`` finished ``items`` ``unit`` (e.g. ``"prompt(s)"``) since the last mark."""
+        now = self._clock()
+        if self.enabled:
+            self.logger.info("%s done: %d %s in %.1f s", stage, items, unit, now - self.mark)
+        self.mark = now
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True, default: str | None = None) -> None:

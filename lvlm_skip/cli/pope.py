@@ -10,12 +10,14 @@ positive) and the yes-ratio, in percent. Writes ``responses.jsonl``, ``run.json`
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
+from ..config import PopeSplit
 from .options import CliError, add_evaluation_arguments
 
 HELP = "POPE yes/no object probing (random, popular, adversarial), one row per variant."
-#: POPE's splits (``lvlm_skip.data.pope.POPE_SPLITS``), repeated so that --help imports nothing.
-SPLITS = ("random", "popular", "adversarial")
+#: POPE's splits (``lvlm_skip.data.pope.POPE_SPLITS``).
+SPLITS: tuple[str, ...] = get_args(PopeSplit)
 #: ``lvlm_skip.benchmarks.pope.task.PROMPT_SUFFIXES``' names, repeated for the same reason.
 SUFFIXES = ("none", "llava", "vcd")
 
@@ -50,7 +52,7 @@ def run(args) -> int:
     splits = SPLITS if args.split == "all" else (args.split,)
 
     def load_task():
-        from ..benchmarks.pope.task import PopeTask, resolve_prompt_suffix
+        from ..benchmarks.pope.task import PopeTask, resolve_prompt_suffix  # run()'s own: the benchmark loads when it runs
 
         suffix = resolve_prompt_suffix(args.prompt_suffix)
         if args.questions:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import get_args
+
+from ..config import SpeedClock, SpeedStatistic
 
 from .options import CliError, add_model_arguments, add_output_arguments, non_negative_int, positive_int, progress_enabled
 
@@ -26,13 +29,13 @@ def add_arguments(p) -> None:
     p.add_argument("--prompt", default="Please describe this image in detail.", help="The instruction.")
     p.add_argument("--new-tokens", type=positive_int, default=48, help="Tokens generated per run, exactly (EOS suppressed; at least 2).")
     p.add_argument("--runs", type=positive_int, default=5, help="Timed rounds after one warm-up round.")
-    p.add_argument("--statistic", default="min", choices=("min", "median"),
+    p.add_argument("--statistic", default="min", choices=get_args(SpeedStatistic),
                    help="A row's step time. min: every step's least duration over the runs (the runs make the same "
                    "tokens; noise only adds time), averaged over steps. median: of all steps of all runs.")
     p.add_argument("--candidates", type=non_negative_int, default=256, help="Online candidate vocabulary size (0: exact full vocabulary).")
     p.add_argument("--only", default=None, help="Comma-separated configuration names or variant prefixes (stock always runs).")
     p.add_argument("--threads", type=non_negative_int, default=1, help="torch CPU threads (0: torch's default).")
-    p.add_argument("--clock", default="auto", choices=("auto", "wall", "cpu"),
+    p.add_argument("--clock", default="auto", choices=("auto", *get_args(SpeedClock)),
                    help="auto: the process's CPU time on a CPU device (robust to a shared machine), wall time on CUDA.")
     p.add_argument("--profile", default=None, help="A layer profile giving the static rows' layers (default: the model's plan).")
     p.add_argument("--skip-approximation", action="store_true",

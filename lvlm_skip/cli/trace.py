@@ -15,8 +15,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import get_args
 
-from .options import CliError, add_model_arguments, add_output_arguments, positive_int, progress_enabled
+from ..config import READOUTS, FigureAxis, LastState, Normalization, Reduction, TsneScaling
+from ..errors import InputError
+
+from .options import CliError, StageLines, add_model_arguments, add_output_arguments, positive_int, progress_enabled
 
 logger = logging.getLogger("lvlm_skip.cli")
 
@@ -55,17 +60,17 @@ def add_arguments(p) -> None:
     p.add_argument("--paper", action="store_true",
                    help="The authors' choices for every option left unset: --readout raw --reduction paper --normalize "
                         "layer --axis paper --tsne-scale maxabs --last-state normed.")
-    p.add_argument("--readout", default=None, choices=("normed", "raw"),
+    p.add_argument("--readout", default=None, choices=READOUTS,
                    help="normed: lm_head(norm(h_j)) (faithful; default); raw: lm_head(h_j) as the authors' code.")
-    p.add_argument("--reduction", default=None, choices=("sum", "paper"),
+    p.add_argument("--reduction", default=None, choices=get_args(Reduction),
                    help="sum: the JSD in nats (default); paper: the authors' 1/2 (KL(m||p) + KL(m||q)) / V.")
-    p.add_argument("--normalize", default=None, choices=("none", "layer"),
+    p.add_argument("--normalize", default=None, choices=get_args(Normalization),
                    help="Fig. 4 scale: none: absolute (default); layer: each layer column / its max, as the authors.")
-    p.add_argument("--axis", default=None, choices=("layer", "paper"),
+    p.add_argument("--axis", default=None, choices=get_args(FigureAxis),
                    help="Fig. 4 columns: layer: our j = 1..L (default); paper: 0..L-1 as the authors (their i = our d_{i+1}).")
-    p.add_argument("--tsne-scale", default=None, choices=("none", "maxabs"),
+    p.add_argument("--tsne-scale", default=None, choices=get_args(TsneScaling),
                    help="Fig. 6/7 features: none (default) or maxabs (each feature / its max |value|, as the authors).")
-    p.add_argument("--last-state", default=None, choices=("raw", "normed"),
+    p.add_argument("--last-state", default=None, choices=get_args(LastState),
                    help="Fig. 6/7 layer L: raw (before the final norm, like every layer; default) or normed (after it, as the authors).")
     p.add_argument("--competitor-window", type=positive_int, default=None, metavar="J",
                    help="Fig. 2 late window: layers J..L (default: each step's detected critical layer).")
@@ -135,10 +140,10 @@ def resolve_choices(args) -> dict[str, str]:
 def load_image(spec: str):
     """The ``--image`` argument as an RGB PIL image."""
     if spec == DEMO_IMAGE:
-        from ..inputs.builtin_models import demo_image
+        from ..inputs.builtin_models import demo_image  # loads torch: this module is on the --help import path
 
         return demo_image()
-    from ..inputs.models import load_image as read_image
+    from ..inputs.models import load_image as read_image  # loads torch, as above
 
     return read_image(spec)
 
@@ -152,6 +157,7 @@ def run(args) -> int:
     from ..inputs.paths import check_output_dir
 
     # 1. cheap checks first: the output folder, the options, the images; then the model
+    stages = StageLines(args)
     out = check_output_dir(args.out)
     contrasts = [parse_contrast(text) for text in args.contrast]
     if args.images is not None and contrasts:
@@ -174,6 +180,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     model, processor = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device,
                                   device_map=args.device_map, progress=progress_enabled(args))
+    stages.done("load", 1, "model")
     is_vision = is_vision_language(model)
     anatomy = ModelAnatomy.from_model(model)
     _check_model_options(args, anatomy)
@@ -198,6 +205,7 @@ def run(args) -> int:
                    progress=progress_enabled(args))
     result.meta.update(prompt=args.prompt, image=args.image, images=[str(p) for p in paths] if paths else None, choices=choices)
     result.save(out)
+    stages.done("trace", int(result.lengths.sum()), "token(s)")
     triples = [(resolve_contrast_step(c, result), c.correct, c.hallucinated) for c in contrasts]
     (out / "cli_args.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "run"}, indent=1))
 
@@ -209,6 +217,7 @@ def run(args) -> int:
         written = _answer_figures(result, args, choices, triples, out)
         summary = format_summary(result, args.layer)
     (out / "summary.txt").write_text(summary)
+    stages.done("figures", len(written), "file(s)")
     for line in summary.splitlines():
         logger.info("%s", line)
     logger.info("wrote %s", ", ".join(str(p) for p in [out / "trace.json", out / "trace.npz", out / "summary.txt", *written]))
@@ -229,7 +238,7 @@ def _check_model_options(args, anatomy) -> None:
 
 def _answer_figures(result, args, choices, triples, out) -> list:
     """Fig. 2, 3 (a panel per ``(step, correct, hallucinated)`` triple), 4 and 6 of one answer."""
-    from .. import figures
+    from .. import figures  # matplotlib
 
     paper = choices["normalize"] == "layer"
     paths = figures.plot_token_probabilities(result, out / FIGURE_NAMES[0], highlight_layer=args.layer)
@@ -246,7 +255,7 @@ def _answer_figures(result, args, choices, triples, out) -> list:
 
 def _image_set_figures(result, args, choices, out) -> list:
     """Fig. 7 over the images: the states predicting the first answer token."""
-    from .. import figures
+    from .. import figures  # matplotlib
 
     return figures.plot_tsne_images(result, out / FIGURE_NAMES[4], step=0, seed=args.seed, critical=args.critical,
                                     scale=choices["tsne_scale"], last_state=choices["last_state"],
@@ -255,7 +264,7 @@ def _image_set_figures(result, args, choices, out) -> list:
 
 def format_answers(result, paths) -> str:
     """One line per image: its answer and the critical layer of the first answer token."""
-    from ..figures.tsne import answer_labels
+    from ..figures.tsne import answer_labels  # matplotlib
 
     lines = [f"layers: {result.num_layers}, readout: {result.meta['readout']}, reduction: {result.meta['reduction']}",
              f"{'image':<32} {'answer':<16} {'critical':>8}  text"]
@@ -286,14 +295,11 @@ def format_summary(result, layer: int | None = None, row: int = 0) -> str:
 
 def _check_watch_before_loading(model: str, watch: list[str]) -> None:
     """Refuse a --watch (or --contrast) word outside the vocabulary from the tokenizer files alone, before any weights load."""
-    from pathlib import Path
-
     if not watch or not Path(model).is_dir() or not (Path(model) / "tokenizer_config.json").is_file():
         return
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # loads torch: this module is on the --help import path
 
-    from ..errors import InputError
-    from ..tracing import resolve_watch_tokens
+    from ..tracing import resolve_watch_tokens  # loads torch, as above
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     try:

@@ -28,10 +28,12 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..data.digests import cache_dir, file_sha256, file_sha256s
 from ..errors import InputError
 
@@ -99,10 +101,6 @@ def data_identity(files: Mapping[str, Path], verify: bool = False) -> dict[str, 
 
 def package_versions() -> dict[str, str]:
     """The versions of lvlm_skip and transformers (a new transformers can change generation)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from .. import __version__
-
     try:
         transformers_version = version("transformers")
     except PackageNotFoundError:  # pragma: no cover

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import lvlm_skip  # the package's lazy names: wrap loads torch only when called
+
 from ..errors import InputError, one_line
 from .variants import VariantPlan, wrap_arguments
 
@@ -86,8 +88,6 @@ class ModelGenerator:
     """
 
     def __init__(self, model: Any, processor: Any, plan: VariantPlan, max_new_tokens: int) -> None:
-        import lvlm_skip
-
         self.model, self.processor, self.plan, self.max_new_tokens = model, processor, plan, max_new_tokens
         for spec in plan.specs:  # layer numbers are checked against the model before any generation
             if spec.variant != "none":
@@ -97,16 +97,12 @@ class ModelGenerator:
         self._warm = False
 
     def _wrap(self, label: str) -> None:
-        import lvlm_skip
-
         try:
             lvlm_skip.wrap(self.model, **wrap_arguments(self.plan, label))
         except (TypeError, ValueError) as exc:
             raise InputError(f"variant {label!r}: {one_line(exc)}") from None
 
     def _use(self, label: str) -> None:
-        import lvlm_skip
-
         if label == self._label:
             return
         if lvlm_skip.is_wrapped(self.model):
@@ -117,10 +113,9 @@ class ModelGenerator:
         self._label = label
 
     def __call__(self, image: Any, prompt: str, label: str) -> Generation:
-        import torch
+        import torch  # on the --help import path, which loads no torch
 
-        import lvlm_skip
-        from ..inputs.models import chat_prompt, encode_inputs
+        from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
 
         self._use(label)
         inputs = encode_inputs(self.processor, [chat_prompt(self.processor, prompt, with_image=True)], [image], self.model)
@@ -148,7 +143,7 @@ def load_generator(settings: GenerationSettings, plan: VariantPlan, progress: bo
         InputError: the model cannot be loaded (:class:`~lvlm_skip.inputs.models.ModelLoadError`), is not
             supported, or rejects a variant's options.
     """
-    from ..inputs.models import load_model, resolve_device, resolve_dtype
+    from ..inputs.models import load_model, resolve_device, resolve_dtype  # on the --help import path, which loads no torch
 
     device = resolve_device(settings.device)
     model, processor = load_model(settings.model, dtype=resolve_dtype(settings.dtype, device), device=device,

@@ -54,7 +54,7 @@ class FolderLock:
             FolderBusyError: another process holds it (the message names its pid).
         """
         try:
-            import fcntl
+            import fcntl  # POSIX only: where it is missing the run goes on unlocked
         except ImportError:  # pragma: no cover - not POSIX
             logger.warning("no fcntl on this platform: %s is not locked against a second run", self.folder)
             return self

@@ -54,7 +54,7 @@ class Processes:
         """Rank 0's ``value``, on every rank (pickled)."""
         if self._state is None:
             return value
-        import torch.distributed as dist
+        import torch.distributed as dist  # on the --help import path, which loads no torch
 
         box = [value if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
@@ -73,8 +73,8 @@ def current_processes() -> Processes:
                            "through mpirun): running unsharded; for N CPU processes use `accelerate launch --multi_gpu "
                            "--num_processes N` or `torchrun --nproc_per_node N`")
         return Processes()
-    import torch
-    from accelerate import PartialState
+    import torch  # on the --help import path, which loads no torch
+    from accelerate import PartialState  # loads torch, as above
 
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.num_processes <= 1:

@@ -21,7 +21,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -211,7 +213,7 @@ class _StageLines:
 
 def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, processes: Processes) -> None:
     """Answer this process's shard of every (variant, item) that has no answer yet."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # 0.2 s to import, kept off the --help import path
 
     gen = settings.generation
     assert gen is not None and settings.image_dir is not None
@@ -316,8 +318,6 @@ def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None 
 
 def _image_stats(task: EvalTask, items: Sequence[EvalItem], image_dir: Path | None) -> dict[str, tuple[int, int] | None]:
     """``(size, mtime_ns)`` of every item's image (``None`` when it cannot be stat'ed): read nothing, open nothing."""
-    import os
-
     stats: dict[str, tuple[int, int] | None] = {}
     for item in items:
         name = str(task.request(item).image)
@@ -396,8 +396,6 @@ def _report(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, re
         columns.remove("layers_skipped")
     json_path, md_path = write_report([r.to_dict() for r in rows], settings.out, task.report_name, meta, columns)
     if scores.details is not None:
-        import json
-
         details_path = settings.out / f"{task.report_name}_details.json"
         details_path.write_text(json.dumps(scores.details, indent=1, default=str) + "\n", encoding="utf-8")
     logger.info("wrote %s and %s", json_path, md_path)

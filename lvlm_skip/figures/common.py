@@ -12,6 +12,7 @@ made by layer ``j`` (:mod:`lvlm_skip.anatomy`), at column ``j - 1``. The same co
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import matplotlib
 
@@ -19,9 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..config import FigureAxis, Normalization, Reduction  # noqa: E402
+
 FIGURE_FORMATS = (".png", ".svg")
-AXES = ("layer", "paper")
-NORMALIZATIONS = ("none", "layer")
+AXES: tuple[str, ...] = get_args(FigureAxis)
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 #: The authors' four layer-group colours (tsne.py / combined_tsne.py), in group order.
 GROUP_COLORS = ("#FF6347", "#3CB371", "#4682B4", "#9370DB")
 
@@ -87,20 +90,20 @@ def layer_ticks(layers: np.ndarray) -> np.ndarray:
     return layers[::step]
 
 
-def column_labels(num_layers: int, axis: str = "layer") -> np.ndarray:
+def column_labels(num_layers: int, axis: FigureAxis = "layer") -> np.ndarray:
     """Labels of the ``L`` divergence columns (``d_1..d_L``): ``1..L`` (``"layer"``) or ``0..L-1`` (``"paper"``)."""
     check_choice("axis", axis, AXES)
     return np.arange(1, num_layers + 1) if axis == "layer" else np.arange(num_layers)
 
 
-def axis_title(axis: str) -> str:
+def axis_title(axis: FigureAxis) -> str:
     """x-axis title of a divergence plot, stating what a column is."""
     if axis == "layer":
         return "layer $j$  (column $j$: $d_j = D(p_{j-1}, p_j)$, the change made by layer $j$)"
     return "layer, paper's axis  (column $i$: $D(p_i, p_{i+1})$ from 0 = embeddings; column $i$ = our $d_{i+1}$)"
 
 
-def divergence_name(reduction: str) -> str:
+def divergence_name(reduction: Reduction) -> str:
     """What the stored divergence is, for colour-bar and axis labels."""
     if reduction == "paper":
         return r"$\frac{1}{2}[KL(m\|p)+KL(m\|q)]/V$ (authors' formula, nats)"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import FigureAxis, Normalization
 from .common import (
     AXES,
     NORMALIZATIONS,
@@ -35,7 +36,7 @@ from .common import (
 )
 
 
-def heatmap_matrix(trace, row: int = 0, max_tokens: int = 40, normalize: str = "none") -> np.ndarray:
+def heatmap_matrix(trace, row: int = 0, max_tokens: int = 40, normalize: Normalization = "none") -> np.ndarray:
     """`(tokens, L)` the plotted values: ``trace.jsd`` of the first ``max_tokens`` steps, scaled per ``normalize``."""
     check_choice("normalize", normalize, NORMALIZATIONS)
     n = min(int(trace.lengths[row]), max_tokens)
@@ -43,7 +44,7 @@ def heatmap_matrix(trace, row: int = 0, max_tokens: int = 40, normalize: str = "
     return max_abs_scale(values, axis=0) if normalize == "layer" else values
 
 
-def _value_label(trace, normalize: str) -> str:
+def _value_label(trace, normalize: Normalization) -> str:
     name = divergence_name(trace.meta.get("reduction", "sum"))
     return f"{name} / column max" if normalize == "layer" else name
 
@@ -82,8 +83,8 @@ def plot_jsd_heatmap(
     row: int = 0,
     max_tokens: int = 40,
     highlight_layer: int | None = None,
-    normalize: str = "none",
-    axis: str = "layer",
+    normalize: Normalization = "none",
+    axis: FigureAxis = "layer",
     annotate: bool = False,
     cmap: str = "viridis",
 ) -> FigureFiles:
@@ -128,8 +129,8 @@ def plot_jsd_comparison(
     out_path: str | Path,
     rows: list[int] | None = None,
     max_tokens: int = 40,
-    normalize: str = "none",
-    axis: str = "layer",
+    normalize: Normalization = "none",
+    axis: FigureAxis = "layer",
     cmap: str = "viridis",
 ) -> FigureFiles:
     """Several traces' heatmaps side by side, and below them each trace's mean curve over its tokens.
@@ -172,7 +173,7 @@ def plot_jsd_comparison(
     return save_figure(fig, out_path)
 
 
-def _draw_curves(ax, curves: dict[str, np.ndarray], axis: str) -> None:
+def _draw_curves(ax, curves: dict[str, np.ndarray], axis: FigureAxis) -> None:
     """Each `(n, L)` group of curves as thin lines and its mean as a bold one."""
     colors = plt.get_cmap("tab10")(np.arange(len(curves)) % 10)
     for color, (name, values) in zip(colors, curves.items()):
@@ -191,7 +192,7 @@ def _draw_curves(ax, curves: dict[str, np.ndarray], axis: str) -> None:
 def plot_jsd_curves(
     curves: dict[str, np.ndarray],
     out_path: str | Path,
-    axis: str = "layer",
+    axis: FigureAxis = "layer",
     ylabel: str = "JSD (nats)",
     title: str = "",
 ) -> FigureFiles:

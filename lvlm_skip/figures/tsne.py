@@ -28,13 +28,15 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
+from ..config import LastState, TsneScaling
 from .common import GROUP_COLORS, FigureFiles, check_choice, check_row, max_abs_scale, plt, save_figure, token_label
 
-LAST_STATES = ("raw", "normed")
-SCALINGS = ("none", "maxabs")
+LAST_STATES: tuple[str, ...] = get_args(LastState)
+SCALINGS: tuple[str, ...] = get_args(TsneScaling)
 #: ``perplexity=40`` in the authors' tsne.py (Fig. 6), 35 in their combined_tsne.py (Fig. 7).
 AUTHORS_PERPLEXITY_TOKENS = 40.0
 AUTHORS_PERPLEXITY_IMAGES = 35.0
@@ -76,7 +78,7 @@ def layer_groups(num_layers: int, critical: int) -> list[tuple[str, np.ndarray]]
     return groups
 
 
-def layer_features(trace, last_state: str = "raw") -> np.ndarray:
+def layer_features(trace, last_state: LastState = "raw") -> np.ndarray:
     """`(batch, steps, L, d)` float32 states of layers ``1..L`` (``last_state`` decides layer ``L``'s).
 
     Raises:
@@ -93,8 +95,8 @@ def layer_features(trace, last_state: str = "raw") -> np.ndarray:
 
 def tsne_2d(points: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, float]:
     """2-D t-SNE of `(N, d)` points with the authors' settings; returns ``(xy, perplexity used)``."""
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
+    from sklearn.manifold import TSNE  # 2 s to import, for the t-SNE figures only (not the other figures)
+    from threadpoolctl import threadpool_limits  # comes with scikit-learn, as above
 
     count = points.shape[0]
     if count < 3:
@@ -107,7 +109,7 @@ def tsne_2d(points: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.nd
         return embedding.fit_transform(points.astype(np.float32)), used
 
 
-def _embed(features: np.ndarray, scale: str, perplexity: float, seed: int) -> tuple[np.ndarray, float]:
+def _embed(features: np.ndarray, scale: TsneScaling, perplexity: float, seed: int) -> tuple[np.ndarray, float]:
     """`(items, L, d)` -> `(items, L, 2)` t-SNE coordinates."""
     check_choice("scale", scale, SCALINGS)
     items, depth, width = features.shape
@@ -118,7 +120,7 @@ def _embed(features: np.ndarray, scale: str, perplexity: float, seed: int) -> tu
     return xy.reshape(items, depth, 2), used
 
 
-def _draw_groups(ax, xy: np.ndarray, groups, last_state: str, markers=None) -> None:
+def _draw_groups(ax, xy: np.ndarray, groups, last_state: LastState, markers=None) -> None:
     """Scatter `(items, L, 2)` coloured by layer group; ``markers`` optionally one marker per item."""
     for (label, layers), color in zip(groups, GROUP_COLORS):
         if layers[-1] == xy.shape[1] and layers.size == 1:
@@ -146,7 +148,7 @@ def _critical_text(critical: int | None, detected: int, num_layers: int) -> tupl
     return fallback, f"c = {fallback} (none detected; the authors' 18 of 32, scaled)"
 
 
-def _settings_text(scale: str, perplexity: float, used: float) -> str:
+def _settings_text(scale: TsneScaling, perplexity: float, used: float) -> str:
     text = "MaxAbs-scaled, " if scale == "maxabs" else "unscaled, "
     if used == perplexity:
         return text + f"perplexity {perplexity:g}"
@@ -160,8 +162,8 @@ def plot_tsne_tokens(
     seed: int = 0,
     max_tokens: int = 40,
     critical: int | None = None,
-    scale: str = "none",
-    last_state: str = "raw",
+    scale: TsneScaling = "none",
+    last_state: LastState = "raw",
     perplexity: float = AUTHORS_PERPLEXITY_TOKENS,
     paths: bool = True,
 ) -> FigureFiles:
@@ -217,8 +219,8 @@ def plot_tsne_images(
     labels: list[str] | None = None,
     seed: int = 0,
     critical: int | None = None,
-    scale: str = "none",
-    last_state: str = "raw",
+    scale: TsneScaling = "none",
+    last_state: LastState = "raw",
     perplexity: float = AUTHORS_PERPLEXITY_IMAGES,
     paths: bool = True,
 ) -> FigureFiles:

@@ -7,7 +7,22 @@ as constructor arguments so a misspelt config key cannot silently give a full-si
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
+from PIL import Image, ImageDraw
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+from ..config import WordSplit
 
 #: The demo vocabulary of the word-level tokenizer (after the special tokens).
 DEMO_WORDS = (
@@ -25,14 +40,14 @@ CHAT_TEMPLATE = (
 
 
 #: How :func:`build_word_tokenizer` splits text after whitespace.
-WORD_SPLITS = ("punctuation", "regex")
+WORD_SPLITS: tuple[str, ...] = get_args(WordSplit)
 
 
 def build_word_tokenizer(
     words=DEMO_WORDS,
     *,
     special_tokens=SPECIAL_TOKENS,
-    split: str = "punctuation",
+    split: WordSplit = "punctuation",
     add_bos: bool = False,
     model_max_length: int | None = None,
 ):
@@ -59,9 +74,6 @@ def build_word_tokenizer(
     Raises:
         ValueError: ``split`` is not one of :data:`WORD_SPLITS`, or a special token is missing.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     if split not in WORD_SPLITS:
         raise ValueError(f"`split` (={split!r}) has to be one of {WORD_SPLITS}")
     missing = sorted(set(SPECIAL_TOKENS) - set(special_tokens))
@@ -129,15 +141,6 @@ def build_tiny_llava(
     Returns:
         ``(model, processor)``, the model in eval mode.
     """
-    from transformers import (
-        CLIPImageProcessorPil,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
     tokenizer = build_word_tokenizer(vocab_words)
     vocab = max(vocab_size or 0, len(tokenizer))
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
@@ -272,8 +275,6 @@ def build_bench_llava(
 
 def demo_image(size: int = 336):
     """A simple drawn scene: a red ball and a black cup on a table under a blue sky (RGB PIL image)."""
-    from PIL import Image, ImageDraw
-
     image = Image.new("RGB", (size, size), (135, 190, 235))
     draw = ImageDraw.Draw(image)
     s = size / 336

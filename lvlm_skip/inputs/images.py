@@ -52,7 +52,7 @@ def load_image(path: str | Path, max_pixels: int | None = None):
         InputError: the file does not exist, is not a regular file, is not a readable image, or
             has more than ``max_pixels`` pixels (checked from its header, before decoding).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # images.py is on the --help import path: PIL only to read one
 
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
     if limit < 1:

@@ -14,10 +14,13 @@ import logging
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from ..anatomy import ModelAnatomy, UnsupportedModelError
 from ..errors import InputError, one_line
 from . import BUILTIN_MODELS
+from . import builtin_models as tiny
 from .images import load_image
 
 logger = logging.getLogger(__name__)
@@ -102,9 +105,6 @@ def load_model(
     """
     if str(path) in BUILTIN_MODELS:
         return _builtin_model(str(path), dtype, device)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     folder = Path(path)
     if not folder.is_dir():
         raise ModelLoadError(f"model folder {str(path)!r} does not exist (only local folders, no hub download)")
@@ -178,8 +178,6 @@ def check_loading_info(loading_info: dict, path: str) -> None:
 
 
 def _builtin_model(name: str, dtype, device):
-    from . import builtin_models as tiny
-
     target = resolve_device(device) if device is not None else torch.device("cpu")
     dtype = resolve_dtype(dtype, target) if dtype not in (None, "auto") else torch.float32
     if name == "tiny":

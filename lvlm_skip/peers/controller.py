@@ -37,7 +37,8 @@ import torch
 from transformers import DynamicCache
 
 from ..anatomy import ModelAnatomy, encode_images
-from ..config import DecoConfig, DolaConfig, VcdConfig, build_config
+from ..clock import SequenceClock, UnplaceableForwardError
+from ..config import DecoConfig, DolaConfig, PeerName, VcdConfig, build_config
 from ..hooks import ForwardRouting, LastPositionHooks
 from ..readout import readout_logits
 from ..variants import variant as declared_variant
@@ -45,7 +46,7 @@ from .deco import deco_correct, deco_default_window
 from .dola import dola_candidate_layers, dola_contrast
 from .vcd import diffusion_noise, vcd_contrast
 
-def peer_config(variant: str, **options) -> DolaConfig | DecoConfig | VcdConfig:
+def peer_config(variant: PeerName, **options) -> DolaConfig | DecoConfig | VcdConfig:
     """The options of peer ``variant`` (its declaration's options type), rejecting unknown ones with the known ones."""
     declared = declared_variant(variant)
     if not declared.is_peer:
@@ -67,7 +68,7 @@ class PeerReport:
         chosen_layer: `(steps, batch)` DoLa's premature layer / DeCo's anchor layer at each step (-1: none).
     """
 
-    variant: str
+    variant: PeerName
     config: object
     num_layers: int
     chosen_layer: np.ndarray
@@ -87,11 +88,17 @@ class PeerReport:
 
 
 class PeerController:
-    """Installs one peer on a model: reads the layers it needs and replaces the last position's logits."""
+    """Installs one peer on a model: reads the layers it needs and replaces the last position's logits.
 
-    def __init__(self, model, anatomy: ModelAnatomy, variant: str, config):
+    Where a forward falls in a sequence is read from ``clock``, which the model's forward pre-hook
+    advances (:class:`~lvlm_skip.hooks.SequenceClockHook`) before the routed ``forward`` runs.
+    """
+
+    def __init__(self, model, anatomy: ModelAnatomy, variant: PeerName, config, clock: SequenceClock):
         self.model = model
         self.anatomy = anatomy
+        self.clock = clock
+        self._placed = clock.forwards  # the clock's count at the last forward contrasted
         self.variant = variant
         self.config = config
         L = anatomy.num_layers
@@ -136,8 +143,13 @@ class PeerController:
     # -- the patched forward -------------------------------------------------------------------------------
 
     def _forward(self, stock_forward, *args, **kwargs):
-        prefill = self.anatomy.starts_sequence(self.anatomy.model_cache(kwargs), self.anatomy.query_length(args, kwargs),
-                                               started=bool(self.chosen))
+        if self.clock.forwards == self._placed:
+            raise UnplaceableForwardError(
+                "model.forward(...) was called directly: lvlm_skip places each step by the model's own call, "
+                "model(...) or generate"
+            )
+        self._placed = self.clock.forwards
+        prefill = self.clock.position.starts_sequence
         if prefill:
             self.reset()
         outputs = stock_forward(*args, **kwargs)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..anatomy import ModelAnatomy, eos_token_ids
-from ..config import DetectionConfig
+from ..config import DataFormat, DetectionConfig, ReadoutName
 from ..data.amber import check_queries, load_amber, load_queries
 from ..data.coco_captions import load_captions
 from ..data.coco_objects import object_words
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 #: The paper's caption prompt (§3.1), used when the data does not give one.
 PAPER_PROMPT = "Please describe this image in detail."
-DATA_FORMATS = ("amber", "coco", "pope")
+DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ProfileData:
     provenance: dict = field(default_factory=dict)
 
 
-def load_profile_data(root: str | Path, *, data_format: str = "auto", image_dir: str | Path | None = None,
+def load_profile_data(root: str | Path, *, data_format: DataFormat | Literal["auto"] = "auto", image_dir: str | Path | None = None,
                       limit: int | None = None, prompt: str | None = None,
                       image_option: str = "image_dir") -> ProfileData:
     """The first ``limit`` prompts of an AMBER-, COCO- or POPE-format folder (the scene benchmark is AMBER format).
@@ -179,13 +180,13 @@ def profile(
     data: str | Path | Iterable[ProfileItem] | ProfileData,
     *,
     content_words: Iterable[str] = (),
-    data_format: str = "auto",
+    data_format: DataFormat | Literal["auto"] = "auto",
     image_dir: str | Path | None = None,
     limit: int | None = 50,
     prompt: str | None = None,
     max_new_tokens: int = 64,
     detection: DetectionConfig | None = None,
-    readout: str = "normed",
+    readout: ReadoutName = "normed",
     rule: dict | None = None,
     progress: bool = False,
 ) -> LayerProfile:

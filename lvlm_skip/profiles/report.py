@@ -34,6 +34,6 @@ def write_profile_outputs(profile: LayerProfile, out: str | Path, title: str = "
     paths = [profile.save(out / "profile.json")]
     (out / "profile.md").write_text(profile_markdown(profile, title))
     paths.append(out / "profile.md")
-    from ..figures import plot_profile
+    from ..figures import plot_profile  # matplotlib, only when a figure is drawn
 
     return paths + plot_profile(profile, out / "profile", title)

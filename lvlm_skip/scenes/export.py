@@ -43,6 +43,7 @@ from typing import Any
 from ..errors import InputError
 from ..evaluation.lock import LOCK_FILE, FolderLock
 from .catalogue import IMAGE_SIZE, KINDS, OBJECTS
+from .hub import write_hub_splits
 from .pope import write_pope_files
 from .questions import vqa_questions, yes_no_questions
 from .sampling import generate
@@ -250,12 +251,10 @@ def _write(out: Path, n_images: int, seed: int, split: str, pope: bool) -> Path:
     if pope:
         write_pope_files(out / "pope", scenes, seed, [image_name(i) for i in range(1, n_images + 1)])
         try:
-            import datasets  # noqa: F401 - the eval extra
+            import datasets  # noqa: F401 - the eval extra, optional: is it installed?
         except ImportError:
             logger.info("datasets is not installed: hub/ (POPE and captions as parquet) not written")
         else:
-            from .hub import write_hub_splits
-
             write_hub_splits(out)
     logger.info("exported %d %s scenes (seed %d, %d records) to %s", n_images, split, seed,
                 len(rec["annotations"]), out)

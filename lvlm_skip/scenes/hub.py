@@ -20,10 +20,25 @@ def _image(path: Path) -> dict:
 
 
 def write_hub_splits(benchmark: str | Path) -> dict[str, Path]:
-    """Write ``benchmark/hub/...`` from a folder that ``lvlm-skip scenes`` wrote; returns name -> file."""
-    from datasets import Dataset, Features, Image, Sequence, Value
+    """Write ``benchmark/hub/...`` from a folder that ``lvlm-skip scenes`` wrote; returns name -> file.
 
-    root = Path(benchmark)
+    ``datasets``' own progress bars (one per file, "Creating parquet from Arrow format") are off
+    while it writes: each file is one batch, so they only fill the log.
+    """
+    import datasets  # the eval extra, optional
+
+    were_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        return _write_hub_splits(Path(benchmark))
+    finally:
+        if not were_disabled:
+            datasets.enable_progress_bars()
+
+
+def _write_hub_splits(root: Path) -> dict[str, Path]:
+    from datasets import Dataset, Features, Image, Sequence, Value  # the eval extra, optional
+
     images = root / "images"
     written = {}
     pope_features = Features({"id": Value("string"), "question_id": Value("string"), "question": Value("string"),

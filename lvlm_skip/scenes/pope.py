@@ -32,13 +32,14 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from ..config import PopeSplit
 from .catalogue import KINDS
 from .scene import Scene
 
 #: POPE's negative-sampling strategies, i.e. its splits.
-POPE_STRATEGIES = ("random", "popular", "adversarial")
+POPE_STRATEGIES: tuple[str, ...] = get_args(PopeSplit)
 #: File prefix: ``pope/scenes_pope_<strategy>.json``, as POPE's ``coco_pope_<strategy>.json``.
 POPE_DATASET = "scenes"
 
@@ -96,7 +97,7 @@ _NEGATIVES: dict[str, Callable[[Scene, _SetStatistics, int], list[str]]] = {
 }
 
 
-def pope_questions(scenes: Sequence[Scene], seed: int, strategy: str,
+def pope_questions(scenes: Sequence[Scene], seed: int, strategy: PopeSplit,
                    image_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The POPE question lines of one split for ``scenes`` (see the module docstring).
 

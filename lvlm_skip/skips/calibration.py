@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..anatomy import ModelAnatomy, unpack_layer_output
-from ..config import LayerChoice
+from ..config import LayerChoice, ReadoutName
 from ..detection import DetectionConfig, detect_layers
 from ..divergence import adjacent_js_divergence, adjacent_top1_changes
-from ..readout import stack_layer_logprobs
+from ..readout import Lens, stack_layer_logprobs
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def calibrate(
     layer_kwargs: dict,
     *,
     detection: DetectionConfig,
-    readout: str = "normed",
+    readout: ReadoutName | Lens = "normed",
     keep_outputs: bool = False,
 ) -> Calibration:
     """Run every layer once over the prompt without cache; detect on the last position's curve.

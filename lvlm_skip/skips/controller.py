@@ -7,6 +7,7 @@ import logging
 import torch
 
 from ..anatomy import ModelAnatomy, UnsupportedModelError
+from ..clock import SequenceClock, UnplaceableForwardError
 from ..config import SkipConfig
 from ..variants import Discard, ExitVariant, skip_variant, static_skip_set
 from .calibration import calibrate
@@ -23,15 +24,17 @@ class SkipController:
 
     The model's layer ``forward`` methods are routed to :meth:`run_layer` and, in online mode, its LM
     head's output to :meth:`on_logits` (:mod:`lvlm_skip.hooks`). Where a forward falls in a sequence
-    (its start, or one decoding step) is the anatomy's sequence clock
-    (:meth:`~lvlm_skip.anatomy.ModelAnatomy.starts_sequence`); a forward it cannot place is refused.
-    The first layer call after wrapping is checked against the anatomy's layer-call contract.
+    (its start, or one decoding step) is read from ``clock``, which the model's forward pre-hook
+    advances (:class:`~lvlm_skip.hooks.SequenceClockHook`); the clock refuses a forward it cannot
+    place. The first layer call after wrapping is checked against the anatomy's layer-call contract.
     """
 
-    def __init__(self, anatomy: ModelAnatomy, config: SkipConfig):
+    def __init__(self, anatomy: ModelAnatomy, config: SkipConfig, clock: SequenceClock):
         config.validate_for(anatomy)
         self.anatomy = anatomy
         self.config = config
+        self.clock = clock
+        self._placed = clock.forwards  # the clock's count at the last step begun
         self.variant = skip_variant(config.variant)
         if config.mode == "online" and self.variant.online is Discard and anatomy.has_sliding_window_layers:
             raise UnsupportedModelError(
@@ -53,7 +56,7 @@ class SkipController:
         return max(1, first - 1) if first else max(1, L // 4)
 
     def reset(self) -> None:
-        """Forget the previous sequence (called by the wrapped ``generate`` and at every prefill)."""
+        """Forget the previous sequence (called by the wrapped ``generate`` and at every sequence start)."""
         self._records: list[StepRecord] = []
         self._step = None
         self._calibration: list[dict] = []
@@ -88,8 +91,14 @@ class SkipController:
         return logits if self._step is None else self._step.finish(logits)
 
     def _begin_step(self, hidden: torch.Tensor, layer_kwargs: dict, layer_forwards) -> None:
-        batch, seq = hidden.shape[:2]
-        prefill = self.anatomy.starts_sequence(self.anatomy.layer_cache(layer_kwargs), seq, started=bool(self._records))
+        batch = hidden.shape[0]
+        if self.clock.forwards == self._placed:
+            raise UnplaceableForwardError(
+                "the decoder ran without a call of the wrapped model (model.forward(...) or the decoder called "
+                "directly?): lvlm_skip places each step by the model's own call, model(...) or generate"
+            )
+        self._placed = self.clock.forwards
+        prefill = self.clock.position.starts_sequence
         if prefill:
             self.reset()
         device = self.anatomy.head_device

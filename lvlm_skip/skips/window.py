@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..anatomy import ModelAnatomy
+from ..config import ReadoutName
 from ..detection import DetectionConfig, LayerDetection, detect_layers
 from ..divergence import adjacent_js_divergence, adjacent_top1_changes
 from ..readout import Lens, get_lens, readout_logits
@@ -35,7 +36,7 @@ class WindowReadout:
         candidates: ``k``; 0 reads the full vocabulary.
     """
 
-    def __init__(self, anatomy: ModelAnatomy, *, readout: str | Lens = "normed", candidates: int = 256):
+    def __init__(self, anatomy: ModelAnatomy, *, readout: ReadoutName | Lens = "normed", candidates: int = 256):
         self.anatomy = anatomy
         self.readout = readout
         self.lens = get_lens(readout)

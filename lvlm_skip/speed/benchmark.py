@@ -58,20 +58,28 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, get_args
 
-from ..config import LayerChoice
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..anatomy import ModelAnatomy
+from ..config import DetectionConfig, LayerChoice, SpeedClock, SpeedStatistic
+from ..detection import detect_layers
 from ..errors import InputError
 from ..inputs.builtin_models import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS
 from ..variants import VARIANTS
+from ..wrapping import skipping
 
 logger = logging.getLogger(__name__)
 
 
-STATISTICS = ("min", "median")
+STATISTICS: tuple[str, ...] = get_args(SpeedStatistic)
 
 
-def step_time(run_steps: Sequence[Sequence[float]], statistic: str = "min", indices: Sequence[int] | None = None) -> float:
+def step_time(run_steps: Sequence[Sequence[float]], statistic: SpeedStatistic = "min", indices: Sequence[int] | None = None) -> float:
     """A configuration's time per decoding step from its timed runs (seconds).
 
     Args:
@@ -204,8 +212,6 @@ class SpeedRow:
 
 def default_configs(plan: LayerChoice, num_layers: int, candidates: int) -> list[SpeedConfig]:
     """Stock, ``none``, the static skips, detect-only, the online variants (both decision modes) and the peers."""
-    from ..detection import DetectionConfig
-
     c, mutations = plan.critical, plan.mutations
     quarter = list(range(num_layers - num_layers // 4 - 3, num_layers - 3))
     online = dict(mode="online", candidates=candidates)
@@ -237,7 +243,7 @@ def default_configs(plan: LayerChoice, num_layers: int, candidates: int) -> list
     ]
 
 
-CLOCKS = ("wall", "cpu")
+CLOCKS: tuple[str, ...] = get_args(SpeedClock)
 
 
 class _Stamps:
@@ -248,7 +254,7 @@ class _Stamps:
     held the cores, so it measures the work a configuration does, not the machine's load.
     """
 
-    def __init__(self, clock: str = "wall"):
+    def __init__(self, clock: SpeedClock = "wall"):
         self.clock = time.process_time if clock == "cpu" else time.perf_counter
         self.times: list[float] = []
 
@@ -281,9 +287,6 @@ def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None
 
 def random_image(size: int = 336):
     """Random RGB pixels (seeded): the default benchmark image."""
-    import numpy as np
-    from PIL import Image
-
     return Image.fromarray((np.random.RandomState(0).rand(size, size, 3) * 255).astype("uint8"))
 
 
@@ -294,15 +297,9 @@ def approximation_error(model, inputs, candidates: int, new_tokens: int) -> dict
     states; the recorded per-layer JSDs are then compared element by element, and the default
     detector is run on both sets of curves.
     """
-    import numpy as np
-    import torch
-
-    import lvlm_skip
-    from lvlm_skip.detection import DetectionConfig, detect_layers
-
     curves = {}
     for k in (candidates, 0):
-        with lvlm_skip.skipping(model, variant="exit", mode="online", candidates=k, detection=DetectionConfig.never()) as run:
+        with skipping(model, variant="exit", mode="online", candidates=k, detection=DetectionConfig.never()) as run:
             model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
         curves[k] = run.report.jsd
     approx, exact = curves[candidates], curves[0]
@@ -327,13 +324,7 @@ def lagged_agreement(model, inputs, candidates: int, new_tokens: int) -> dict:
     confirmation layer ``k_t``, and the share of steps ``t >= 1`` with ``k_{t-1} = k_t`` (and within one
     layer) is the agreement. Steps where neither confirms count as agreeing.
     """
-    import numpy as np
-    import torch
-
-    import lvlm_skip
-    from lvlm_skip.detection import DetectionConfig, detect_layers
-
-    with lvlm_skip.skipping(model, variant="exit", mode="online", candidates=candidates,
+    with skipping(model, variant="exit", mode="online", candidates=candidates,
                             detection=DetectionConfig.never()) as run:
         model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     confirmed = detect_layers(torch.from_numpy(run.report.jsd)).confirmed_at.numpy()  # shape: (steps, batch)
@@ -344,7 +335,7 @@ def lagged_agreement(model, inputs, candidates: int, new_tokens: int) -> dict:
 
 
 def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_tokens: int,
-            progress: bool = False, clock: str = "wall", statistic: str = "min") -> list[SpeedRow]:
+            progress: bool = False, clock: SpeedClock = "wall", statistic: SpeedStatistic = "min") -> list[SpeedRow]:
     """Time every configuration ``runs`` times, interleaved, after one warm-up round; one row each.
 
     Args:
@@ -357,11 +348,6 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         clock: ``"wall"`` (elapsed time) or ``"cpu"`` (this process's CPU time; see :class:`_Stamps`).
         statistic: ``"min"`` or ``"median"`` (:func:`step_time`).
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    import lvlm_skip
-
     if configs[0].wrap is not None:
         raise ValueError("the first configuration must be the stock model (wrap=None)")
     if clock not in CLOCKS:
@@ -371,14 +357,14 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
     if clock == "cpu" and model.device.type != "cpu":
         raise ValueError("the cpu clock measures host CPU time: use the wall clock on an accelerator")
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
-    num_layers = lvlm_skip.ModelAnatomy.from_model(model).num_layers
+    num_layers = ModelAnatomy.from_model(model).num_layers
     samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": []} for c in configs}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for config in configs:
             if config.wrap is None:
                 timed, report = timed_generate(model, inputs, new_tokens, sync, clock), None
             else:
-                with lvlm_skip.skipping(model, **config.wrap) as run:
+                with skipping(model, **config.wrap) as run:
                     timed = timed_generate(model, inputs, new_tokens, sync, clock)
                 report = run.report
             if round_index == 0:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ...config import AmberTaskName, LanguageBackendChoice
 from ...errors import InputError
 from ...data.amber import TASK_FILES, AmberData, check_queries, load_amber, load_queries
 from .metrics import score_discriminative, score_generative
@@ -46,14 +47,14 @@ class AmberTask(EvalTask):
 
     name = "amber"
 
-    def __init__(self, data: AmberData, queries: Sequence[Mapping[str, Any]], task: str,
+    def __init__(self, data: AmberData, queries: Sequence[Mapping[str, Any]], task: AmberTaskName,
                  backend: LanguageBackend, backend_name: str) -> None:
         self.data, self.queries, self.task = data, list(queries), task
         self.backend, self.backend_name = backend, backend_name
         self.report_name = f"amber_{task}"
 
     @classmethod
-    def load(cls, root: str | Path, task: str = "g", backend: str = "auto") -> "AmberTask":
+    def load(cls, root: str | Path, task: AmberTaskName = "g", backend: LanguageBackendChoice = "auto") -> "AmberTask":
         """Read and cross-check an AMBER folder and pick the language backend.
 
         Raises:

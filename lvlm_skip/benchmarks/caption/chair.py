@@ -64,8 +64,9 @@ import logging
 import os
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from ...config import SynonymTable
 from ...data.coco_objects import SOURCE_COMMIT, SOURCE_REPOSITORY, synonym_lines
 from ...errors import InputError
 from .chair_text import Singularize, Tokenize, resolve_text_tools
@@ -99,7 +100,7 @@ CORRECTED_SINGULARS: Mapping[str, str] = {
 }
 """``synonyms="corrected"`` only: tokens mapped here instead of being singularized."""
 
-SYNONYM_TABLES = ("original", "corrected")
+SYNONYM_TABLES: tuple[str, ...] = get_args(SynonymTable)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _double_word_table() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=None)
-def load_vocabulary(synonyms: str = "original") -> ChairVocabulary:
+def load_vocabulary(synonyms: SynonymTable = "original") -> ChairVocabulary:
     """The CHAIR vocabulary: ``"original"`` (the published metric) or ``"corrected"``."""
     if synonyms not in SYNONYM_TABLES:
         raise InputError(f"synonyms must be one of {', '.join(SYNONYM_TABLES)}, not {synonyms!r}")
@@ -142,7 +143,7 @@ def load_vocabulary(synonyms: str = "original") -> ChairVocabulary:
     return ChairVocabulary(synonyms, category, _double_word_table(), dict(singulars))
 
 
-def _vocabulary(synonyms: str | ChairVocabulary) -> ChairVocabulary:
+def _vocabulary(synonyms: SynonymTable | ChairVocabulary) -> ChairVocabulary:
     return synonyms if isinstance(synonyms, ChairVocabulary) else load_vocabulary(synonyms)
 
 
@@ -163,7 +164,7 @@ def _merge_double_words(words: list[str], double_words: Mapping[str, str]) -> li
 def caption_objects(
     caption: str,
     *,
-    synonyms: str | ChairVocabulary = "original",
+    synonyms: SynonymTable | ChairVocabulary = "original",
     tokenize: Tokenize | None = None,
     singularize: Singularize | None = None,
 ) -> list[tuple[str, str]]:
@@ -199,7 +200,7 @@ def chair_scores(
     candidates: Mapping[Hashable, str],
     image_objects: Mapping[Hashable, set[str]],
     *,
-    synonyms: str | ChairVocabulary = "original",
+    synonyms: SynonymTable | ChairVocabulary = "original",
     tokenize: Tokenize | None = None,
     singularize: Singularize | None = None,
 ) -> dict[str, Any]:
@@ -274,7 +275,7 @@ def _records(data: Mapping[str, Any], key: str, fields: tuple[str, ...]) -> list
 def image_objects_from_instances(
     instances: str | os.PathLike | Mapping[str, Any],
     *,
-    synonyms: str | ChairVocabulary = "original",
+    synonyms: SynonymTable | ChairVocabulary = "original",
 ) -> dict[int, set[str]]:
     """Ground-truth categories per image from a COCO ``instances_*.json``, as the original reads them.
 
@@ -321,7 +322,7 @@ def image_objects_from_instances(
 def image_objects_from_captions(
     references: Mapping[Hashable, list[str]],
     *,
-    synonyms: str | ChairVocabulary = "original",
+    synonyms: SynonymTable | ChairVocabulary = "original",
     tokenize: Tokenize | None = None,
     singularize: Singularize | None = None,
 ) -> dict[Hashable, set[str]]:

@@ -54,7 +54,7 @@ Singularize = Callable[[str], str]
 def nltk_word_tokenize() -> Tokenize | None:
     """``nltk.word_tokenize`` if nltk imports and its Punkt data is installed, else None."""
     try:
-        import nltk
+        import nltk  # optional (not a dependency), and 2 s to import: only when CHAIR picks its tools
     except ImportError:
         return None
     try:
@@ -68,7 +68,7 @@ def nltk_word_tokenize() -> Tokenize | None:
 def pattern_singularize() -> Singularize | None:
     """``pattern.en.singularize`` if pattern imports, else None."""
     try:
-        from pattern.en import singularize
+        from pattern.en import singularize  # optional, not a dependency
     except ImportError:
         return None
     return singularize

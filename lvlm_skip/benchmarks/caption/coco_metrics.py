@@ -47,7 +47,7 @@ def spice_status() -> tuple[bool, str]:
     if not java_available():
         return False, "java not found on PATH"
     try:
-        import pycocoevalcap.spice as spice_pkg
+        import pycocoevalcap.spice as spice_pkg  # the eval extra, optional
     except ImportError as exc:  # pragma: no cover - depends on the environment
         return False, f"pycocoevalcap.spice not importable ({exc})"
     spice_dir = Path(spice_pkg.__file__).parent
@@ -68,7 +68,7 @@ def _simple_tokenize(text: str) -> str:
 
 def _tokenize(captions: Mapping[Hashable, list[str]], use_java: bool) -> dict[Hashable, list[str]]:
     if use_java:
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # the eval extra, optional
 
         wrapped = {k: [{"caption": c} for c in v] for k, v in captions.items()}
         return PTBTokenizer().tokenize(wrapped)
@@ -199,23 +199,23 @@ def _group_names(group: str) -> list[str]:
 def _make_scorer(group: str, has_java: bool) -> tuple[Any, str]:
     """Builds a pycocoevalcap scorer or returns ``(None, reason)`` when unavailable."""
     if group == "bleu":
-        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.bleu.bleu import Bleu  # the eval extra (optional): each scorer when asked for
         return Bleu(4), ""
     if group == "rouge":
-        from pycocoevalcap.rouge.rouge import Rouge
+        from pycocoevalcap.rouge.rouge import Rouge  # the eval extra, optional
         return Rouge(), ""
     if group == "cider":
-        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.cider.cider import Cider  # the eval extra, optional
         return Cider(), ""
     if group == "meteor":
         if not has_java:
             return None, "java not found on PATH (METEOR 1.5 is a java program)"
-        from pycocoevalcap.meteor.meteor import Meteor
+        from pycocoevalcap.meteor.meteor import Meteor  # the eval extra, optional
         return Meteor(), ""
     ok, reason = spice_status()
     if not ok:
         return None, reason
-    from pycocoevalcap.spice.spice import Spice
+    from pycocoevalcap.spice.spice import Spice  # the eval extra, optional
     return Spice(), ""
 
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from . import chair  # the one import of CHAIR
+from ...config import Closeness
 from ...data.coco_captions import CaptionDataError, CaptionDataset, load_captions
 from .closeness import closeness_to_reference_variant
 from .coco_metrics import SCORER_GROUPS, coco_caption_scores_multi
@@ -28,7 +29,7 @@ from ...data.json_files import read_json
 from ...evaluation.task import Answers, EvalItem, EvalTask, TaskScores
 
 DEFAULT_PROMPT = "Please describe this image in detail."
-CLOSENESS = ("identical", "edit_similarity", "unigram_f1", "rouge_l_f1")
+CLOSENESS: tuple[str, ...] = get_args(Closeness)
 
 
 def load_image_objects(path: str | Path) -> dict[Any, set[str]]:
