@@ -49,19 +49,26 @@ def test_printed_evaluation_table_leaves_out_timing():
     assert "speedup" in report.table(timing=True)
 
 
-def test_stage_lines_one_per_finished_variant(caplog):
+def test_progress_one_log_line_per_finished_variant_and_no_per_item_noise(caplog):
     import logging
 
-    from lvlm_skip.evaluation.runner import _StageLines
+    from lvlm_skip.evaluation.records import AnswerRecord
+    from lvlm_skip.evaluation.runner import _VariantProgress
 
-    stage = _StageLines(enabled=True, rank=0)
+    progress = _VariantProgress(show_bar=False, rank=0)
     with caplog.at_level(logging.INFO, logger="lvlm_skip.evaluation.runner"):
-        for label in ("none", "none", "skip1"):
-            stage.start(label)
-            stage.count()
-        stage.finish()
-    lines = [r.getMessage() for r in caplog.records if "done:" in r.getMessage()]
-    assert len(lines) == 2 and "none done: 2 item(s)" in lines[0] and "skip1 done: 1 item(s)" in lines[1]
+        progress.start("none", 2)
+        progress.count([AnswerRecord(variant="none", id=1, response="a", new_tokens=1, seconds=0.1)])
+        progress.count([AnswerRecord(variant="none", id=2, error="broken")])
+        progress.start("skip1", 3)
+        progress.count([AnswerRecord(variant="skip1", id=i, error="broken") for i in range(3)])
+        progress.finish()
+    messages = [r.getMessage() for r in caplog.records]
+    done = [m for m in messages if "done:" in m]
+    assert len(done) == 2 and "none done: 2 item(s)" in done[0] and "1 error record(s)" in done[0]
+    assert "skip1 done: 3 item(s)" in done[1] and "items/s" in done[1] and "3 error record(s)" in done[1]
+    # the first error of each variant is a warning, the rest are counted, not printed
+    assert [r.levelno for r in caplog.records if "broken" in r.getMessage()] == [logging.WARNING, logging.WARNING]
 
 
 def test_profile_data_finds_amber_sibling_image_folder(tmp_path):

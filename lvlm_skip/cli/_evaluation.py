@@ -55,7 +55,7 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
         device = resolve_device(args.device)
         dtype = str(resolve_dtype(args.dtype, device)).replace("torch.", "")
         generation = GenerationSettings(model=args.model, device=str(device), dtype=dtype, device_map=args.device_map,
-                                        max_new_tokens=args.max_new_tokens)
+                                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     task = load_task()
     settings = RunSettings(out=out, plan=plan, generation=generation, image_dir=image_dir,
                            builtin_model=bool(args.model) and args.model in BUILTIN_MODELS, limit=args.limit,

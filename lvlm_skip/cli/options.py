@@ -6,7 +6,7 @@ name, meaning and default everywhere:
 * model: ``--model``, ``--device``, ``--dtype``, ``--device-map``;
 * variants: ``--variants``, ``--variant-options``, ``--mode``, ``--profile``;
 * output: ``--out``, ``--overwrite``;
-* generation: ``--max-new-tokens``, ``--limit``;
+* generation: ``--max-new-tokens``, ``--limit``, ``--batch-size``;
 * data: ``--image-dir``;
 * evaluation (amber, caption, pope): all of the above and ``--score-only``;
 * common to all (added by the dispatcher): ``--log-level``, ``--no-progress``.
@@ -58,6 +58,13 @@ def _int_at_least(minimum: int, expected: str):
 
 #: argparse type: an int >= 1.
 positive_int = _int_at_least(1, "a positive int")
+
+
+def batch_size(text: str) -> int | None:
+    """``--batch-size``: a positive int, or ``auto`` (``None``: 1 on CPU; on CUDA, what fits in memory)."""
+    if text.strip().lower() == "auto":
+        return None
+    return positive_int(text)
 #: argparse type: an int >= 0.
 non_negative_int = _int_at_least(0, "an int >= 0")
 
@@ -148,6 +155,19 @@ def add_generation_arguments(parser: argparse.ArgumentParser, *, max_new_tokens:
     parser.add_argument("--limit", type=positive_int, default=None, help=limit_help)
 
 
+#: What ``--batch-size auto`` means in the evaluation commands.
+AUTO_BATCH_HELP = ("1 on CPU; on CUDA the largest power of two up to 32 whose longest batch fits in memory. Answers "
+                   "do not depend on it, so a run resumes at any batch size.")
+
+
+def add_batch_size_argument(parser: argparse.ArgumentParser, *, auto: str = AUTO_BATCH_HELP) -> None:
+    """``--batch-size``: items per ``generate`` call (``auto`` described by ``auto``)."""
+    parser.add_argument(
+        "--batch-size", type=batch_size, default=None, metavar="N|auto",
+        help=f"Items per generate call (left-padded, sorted by prompt length). auto (default): {auto}",
+    )
+
+
 def add_image_dir_argument(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
     """``--image-dir``: the folder that the image names of a data file are relative to."""
     parser.add_argument(
@@ -165,6 +185,7 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, *, default_out: st
     add_variant_arguments(parser, default=default_variants)
     add_output_arguments(parser, default=default_out)
     add_generation_arguments(parser, max_new_tokens=max_new_tokens, limit_help=limit_help)
+    add_batch_size_argument(parser)
     parser.add_argument(
         "--score-only", action="store_true",
         help="Score the answers already in --out (no model, no --image-dir needed); generate nothing.",

@@ -16,8 +16,8 @@ from typing import get_args
 from ..config import READOUTS, DataFormat
 
 from .options import (
-    CliError, StageLines, add_model_arguments, add_output_arguments, add_verify_weights_argument, positive_int,
-    progress_enabled,
+    CliError, StageLines, add_batch_size_argument, add_model_arguments, add_output_arguments,
+    add_verify_weights_argument, positive_int, progress_enabled,
 )
 
 HELP = "Measure a model's critical / mutation layers over N prompts and write profile.json."
@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--prompt", default=None, help="Replace the data's prompts (AMBER, POPE) or set COCO's "
                    "(default: the paper's 'Please describe this image in detail.').")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="Generation length per prompt.")
+    add_batch_size_argument(p, auto="1 on CPU; 16 on CUDA, halved when a batch runs out of memory. The profile does "
+                            "not depend on it.")
     p.add_argument("--readout", default="normed", choices=READOUTS,
                    help="normed: lm_head(norm(h_j)); raw: lm_head(h_j) as the authors' code.")
     p.add_argument("--detection", default=None, help="DetectionConfig fields as a JSON object, e.g. '{\"rel_low\": 0.25}'.")
@@ -65,7 +67,7 @@ def run(args) -> int:
                                   device_map=args.device_map, progress=progress_enabled(args))
     stages.done("load", 1, "model")
     result = profile(model, processor, data, max_new_tokens=args.max_new_tokens, detection=detection,
-                     readout=args.readout, progress=progress_enabled(args))
+                     readout=args.readout, progress=progress_enabled(args), batch_size=args.batch_size)
     stages.done("profile", len(data.items), "prompt(s)")
     from ..evaluation.fingerprint import model_identity
     from ..inputs.models import BUILTIN_MODELS

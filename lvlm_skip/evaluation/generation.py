@@ -1,21 +1,30 @@
-"""Answering one request: an image and a prompt in, greedy text out, for one variant.
+"""Answering requests: images and prompts in, greedy texts out, for one variant, a batch at a time.
 
 :func:`load_generator` loads the model once (:func:`lvlm_skip.inputs.models.load_model`) and returns a
-:class:`ModelGenerator`, a callable ``generator(image, prompt, label) -> Generation``. It wraps the
-model for the requested variant (``none`` is the stock model), formats the prompt with the
-processor's chat template (:func:`lvlm_skip.inputs.models.chat_prompt`) and decodes greedily. Layer
-numbers in the variants' options are checked against the model when it is loaded, before any
-generation.
+:class:`ModelGenerator`. Its :meth:`~ModelGenerator.generate_batch` answers a batch of (image,
+prompt) pairs in one left-padded ``generate`` call; calling it, ``generator(image, prompt, label)``,
+answers one. It wraps the model for the requested variant (``none`` is the stock model), formats the
+prompt with the processor's chat template (:func:`lvlm_skip.inputs.models.chat_prompt`) and decodes
+greedily. Layer numbers in the variants' options are checked against the model when it is loaded,
+before any generation.
+
+**A row's answer does not depend on its batch.** Every variant and peer decides per row (the
+batch matrix, ``tests/test_batch_matrix.py``, and ``tests/test_batched_evaluation.py`` check it in
+float32), and a row's text, token count and layers skipped are cut at its own end of sequence, so
+the batch size is not part of a run's fingerprint. In reduced precision, padding can change a
+row's arithmetic and so, rarely, a greedy choice: ``lvlm-skip speed --batch-size`` gives the
+agreement rate.
 
 The runner looks :func:`load_generator` up at call time, so tests replace it (``monkeypatch``)
-with a fake generator of the same signature; nothing else is needed to run an evaluation
-without a model.
+with a fake generator: a callable ``generator(image, prompt, label) -> Generation`` is enough (the
+runner then answers one item at a time), and one with ``generate_batch`` gets batches.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,9 +54,26 @@ class Generation:
 
 
 class Generator(Protocol):
-    """What the runner calls: ``generator(image, prompt, label) -> Generation``."""
+    """What the runner calls: ``generator(image, prompt, label) -> Generation``.
+
+    A generator may also have ``generate_batch(images, prompts, label) -> list[Generation]`` (one
+    ``generate`` call for the batch) and ``prompt_length(prompt) -> int`` (tokens, to sort items by):
+    the runner uses them when they are there (:func:`answer_batch`).
+    """
 
     def __call__(self, image: Any, prompt: str, label: str) -> Generation: ...
+
+
+def answer_batch(generator: Generator, images: Sequence[Any], prompts: Sequence[str], label: str) -> list[Generation]:
+    """``generator``'s answers to a batch: one ``generate_batch`` call, or one call per row when it has none."""
+    batched = getattr(generator, "generate_batch", None)
+    if batched is not None:
+        return list(batched(images, prompts, label))
+    return [generator(image, prompt, label) for image, prompt in zip(images, prompts)]
+
+
+#: The largest batch that ``batch_size="auto"`` tries on CUDA.
+AUTO_BATCH_CAP = 32
 
 
 @dataclass(frozen=True)
@@ -60,6 +86,10 @@ class GenerationSettings:
         dtype: Resolved parameter dtype name (``float32``, ``bfloat16``, ``float16``).
         device_map: ``from_pretrained``'s ``device_map`` (shards a large model), or ``None``.
         max_new_tokens: Generation length limit (>= 1); decoding is greedy.
+        batch_size: Items per ``generate`` call (>= 1), or ``None`` for automatic: 1 on CPU; on CUDA,
+            the largest power of two up to :data:`AUTO_BATCH_CAP` whose longest batch fits in memory
+            (:meth:`ModelGenerator.fit_batch_size`). Not part of the fingerprint: answers do not
+            depend on it (see the module docstring).
     """
 
     model: str
@@ -67,6 +97,11 @@ class GenerationSettings:
     dtype: str
     device_map: str | None
     max_new_tokens: int
+    batch_size: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise InputError(f"batch_size must be a positive integer or None (automatic), got {self.batch_size!r}")
 
     def fingerprint(self) -> dict[str, Any]:
         """The answer-changing part: length limit, decoding, dtype, device type."""
@@ -75,10 +110,10 @@ class GenerationSettings:
 
 
 class ModelGenerator:
-    """Greedy answers of a loaded model for each variant of a :class:`VariantPlan`.
+    """Greedy answers of a loaded model for each variant of a :class:`VariantPlan`, a batch at a time.
 
     Args:
-        model: A model loaded by :func:`lvlm_skip.inputs.models.load_model`.
+        model: A model loaded by :func:`lvlm_skip.inputs.models.load_model` (its processor pads on the left).
         processor: Its processor.
         plan: The variants (and their options) that will be asked for.
         max_new_tokens: Generation length limit.
@@ -88,6 +123,9 @@ class ModelGenerator:
     """
 
     def __init__(self, model: Any, processor: Any, plan: VariantPlan, max_new_tokens: int) -> None:
+        from ..anatomy import eos_token_ids  # on the --help import path, which loads no torch
+        from ..inputs.models import tokenizer_of  # as above
+
         self.model, self.processor, self.plan, self.max_new_tokens = model, processor, plan, max_new_tokens
         for spec in plan.specs:  # layer numbers are checked against the model before any generation
             if spec.variant != "none":
@@ -95,6 +133,13 @@ class ModelGenerator:
                 lvlm_skip.unwrap(model)
         self._label: str | None = None
         self._warm = False
+        self._tokenizer = tokenizer_of(processor)
+        # a batch is padded on the left, so that every row's next token follows its own last one
+        self._tokenizer.padding_side = "left"
+        self._eos = eos_token_ids(model)
+        pad = getattr(self._tokenizer, "pad_token_id", None)
+        # stated, so that generate does not warn per call that it sets one
+        self._pad = pad if pad is not None else (min(self._eos) if self._eos else None)
 
     def _wrap(self, label: str) -> None:
         try:
@@ -112,28 +157,118 @@ class ModelGenerator:
             self._wrap(label)
         self._label = label
 
+    def prompt_length(self, prompt: str) -> int:
+        """The prompt's length in tokens (without the chat template and image): what the runner sorts items by."""
+        return len(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
     def __call__(self, image: Any, prompt: str, label: str) -> Generation:
+        return self.generate_batch([image], [prompt], label)[0]
+
+    def generate_batch(self, images: Sequence[Any], prompts: Sequence[str], label: str) -> list[Generation]:
+        """Answer every (image, prompt) pair in one left-padded ``generate`` call.
+
+        Each row's answer is cut at its first end-of-sequence token (kept in ``new_tokens``, as
+        ``generate`` keeps it at batch 1), its ``layers_skipped`` counts its own steps only, and its
+        ``seconds`` is the batch's wall time divided among the rows. On CUDA, a batch that runs out of
+        memory is answered as two halves.
+        """
+        import torch  # on the --help import path, which loads no torch
+
+        from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
+
+        if len(images) != len(prompts) or not prompts:
+            raise ValueError(f"generate_batch needs as many images as prompts (>= 1), got {len(images)} and {len(prompts)}")
+        self._use(label)
+        texts = [chat_prompt(self.processor, prompt, with_image=True) for prompt in prompts]
+        inputs = encode_inputs(self.processor, texts, list(images), self.model)
+        synchronize = torch.cuda.synchronize if self.model.device.type == "cuda" else (lambda: None)
+        options = dict(do_sample=False, pad_token_id=self._pad)
+        try:
+            if not self._warm:  # one untimed call: the first variant must not pay the warm-up
+                with torch.inference_mode():
+                    self.model.generate(**inputs, max_new_tokens=min(2, self.max_new_tokens), **options)
+                self._warm = True
+            synchronize()
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **options)
+            synchronize()
+        except torch.cuda.OutOfMemoryError:
+            if len(prompts) == 1:
+                raise
+            del inputs
+            torch.cuda.empty_cache()
+            half = len(prompts) // 2
+            logger.warning("a batch of %d ran out of GPU memory: answering it as %d + %d", len(prompts), half,
+                           len(prompts) - half)
+            return (self.generate_batch(images[:half], prompts[:half], label)
+                    + self.generate_batch(images[half:], prompts[half:], label))
+        seconds = (time.perf_counter() - start) / len(prompts)
+        new = out[:, inputs["input_ids"].shape[1]:].cpu()  # shape: (batch, new tokens)
+        lengths = row_lengths(new, self._eos)
+        report = lvlm_skip.last_report(self.model) if self.plan.spec(label).variant != "none" else None
+        answers = []
+        for row, length in enumerate(lengths):
+            text = self.processor.decode(new[row, :length], skip_special_tokens=True).strip()
+            skipped = 0.0 if report is None else report.row_layers_skipped(row, length)
+            answers.append(Generation(text=text, new_tokens=length, seconds=seconds, layers_skipped=float(skipped)))
+        return answers
+
+    def fit_batch_size(self, images: Sequence[Any], prompts: Sequence[str], label: str,
+                       cap: int = AUTO_BATCH_CAP) -> int:
+        """The batch size of ``batch_size=None``: 1 off CUDA; on CUDA, grow until out of memory, then back off once.
+
+        Tries batches of 1, 2, 4, ... (at most ``cap``) of the longest of the given requests, each
+        generating ``max_new_tokens`` tokens (the cache at its longest), and returns the largest
+        that fit. The choice is logged.
+        """
+        import torch  # on the --help import path, which loads no torch
+
+        if self.model.device.type != "cuda":
+            return 1
+        longest = max(range(len(prompts)), key=lambda i: self.prompt_length(prompts[i]))
+        fits, size = 0, 1
+        while size <= cap:
+            try:
+                self._probe(images[longest], prompts[longest], label, size)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                break
+            fits, size = size, size * 2
+        if not fits:
+            raise InputError(f"{label}: one request of {self.max_new_tokens} new tokens "
+                             "does not fit in GPU memory")
+        logger.info("batch size: %d (automatic: the largest power of two up to %d whose longest batch fits in "
+                    "GPU memory; --batch-size sets it)", fits, cap)
+        return fits
+
+    def _probe(self, image: Any, prompt: str, label: str, size: int) -> None:
+        """One batch of ``size`` copies of a request, generating exactly ``max_new_tokens`` tokens."""
         import torch  # on the --help import path, which loads no torch
 
         from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
 
         self._use(label)
-        inputs = encode_inputs(self.processor, [chat_prompt(self.processor, prompt, with_image=True)], [image], self.model)
-        synchronize = torch.cuda.synchronize if self.model.device.type == "cuda" else (lambda: None)
-        if not self._warm:  # one untimed call: the first variant must not pay the warm-up
-            with torch.inference_mode():
-                self.model.generate(**inputs, max_new_tokens=min(2, self.max_new_tokens), do_sample=False)
-            self._warm = True
-        synchronize()
-        start = time.perf_counter()
+        text = chat_prompt(self.processor, prompt, with_image=True)
+        inputs = encode_inputs(self.processor, [text] * size, [image] * size, self.model)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        synchronize()
-        seconds = time.perf_counter() - start
-        skipped = 0.0 if self.plan.spec(label).variant == "none" else lvlm_skip.last_report(self.model).mean_layers_skipped()
-        new = out[0, inputs["input_ids"].shape[1]:]
-        text = self.processor.decode(new, skip_special_tokens=True).strip()
-        return Generation(text=text, new_tokens=int(new.numel()), seconds=seconds, layers_skipped=float(skipped))
+            self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, min_new_tokens=self.max_new_tokens,
+                                do_sample=False, pad_token_id=self._pad)
+
+
+def row_lengths(new_tokens: Any, eos_ids: frozenset[int]) -> list[int]:
+    """Each row's generated length: up to and including its first end-of-sequence token, else all of them.
+
+    Args:
+        new_tokens: `(batch, new)` int token ids that ``generate`` appended (rows that ended early are
+            padded after their end-of-sequence token).
+        eos_ids: The ids that end a sequence.
+    """
+    lengths = []
+    for row in new_tokens.tolist():
+        ends = [i for i, token in enumerate(row) if token in eos_ids]
+        lengths.append(ends[0] + 1 if ends else len(row))
+    return lengths
 
 
 def load_generator(settings: GenerationSettings, plan: VariantPlan, progress: bool = False) -> Generator:

@@ -177,52 +177,98 @@ def _claim(folder: RunFolder, task: EvalTask, settings: RunSettings, processes: 
     return fingerprint
 
 
-def _answer(item: EvalItem, label: str, task: EvalTask, image_dir: Path,
-            generator: Callable[[], generation.Generator]) -> AnswerRecord:
-    """The record of one (variant, item): an answer, or an error when the image cannot be used.
-
-    ``generator()`` gives the generator, loading the model on first use: a rerun whose remaining
-    items all have broken images never loads it.
-    """
-    request = task.request(item)
+def _image_or_error(item: EvalItem, label: str, task: EvalTask, image_dir: Path) -> tuple[Any, AnswerRecord | None]:
+    """The item's image, or the error record of an image that cannot be used (missing, unreadable,
+    outside ``--image-dir``, not a regular file)."""
     try:
-        image = load_image(resolve_under(image_dir, request.image))
-    except InputError as error:  # per-item data: missing, unreadable, outside --image-dir, not a regular file
-        return AnswerRecord(variant=label, id=item.id, error=one_line(error))
-    result = generator()(image, request.prompt, label)
+        return load_image(resolve_under(image_dir, task.request(item).image)), None
+    except InputError as error:  # per-item data
+        return None, AnswerRecord(variant=label, id=item.id, error=one_line(error))
+
+
+def _record(item: EvalItem, label: str, result: generation.Generation) -> AnswerRecord:
     return AnswerRecord(variant=label, id=item.id, response=result.text, new_tokens=int(result.new_tokens),
                         seconds=float(result.seconds),
                         layers_skipped=None if result.layers_skipped is None else float(result.layers_skipped))
 
 
-class _StageLines:
-    """Without a progress bar (not a terminal): one log line per finished variant (items, seconds)."""
+def batches(items: Sequence[EvalItem], size: int, length: Callable[[EvalItem], int]) -> list[list[EvalItem]]:
+    """``items`` sorted by ``length`` (ties keep their order) and cut into batches of ``size``: rows of
+    one batch have similar prompt lengths, so that left padding adds little."""
+    ordered = sorted(items, key=length)  # sorted() is stable
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
-    def __init__(self, enabled: bool, rank: int):
-        self.enabled, self.rank = enabled, rank
+
+class _VariantProgress:
+    """Per variant: a bar with items/s and ETA (on a terminal), and one log line when it finishes."""
+
+    def __init__(self, show_bar: bool, rank: int):
+        self.show_bar, self.rank = show_bar, rank
+        self.bar: Any = None
         self.label: str | None = None
-        self.items = 0
+        self.items = self.errors = 0
         self.began = 0.0
 
-    def start(self, label: str) -> None:
-        if label != self.label:
-            self.finish()
-            self.label, self.items, self.began = label, 0, time.perf_counter()
+    def start(self, label: str, total: int) -> None:
+        from tqdm.auto import tqdm  # 0.2 s to import, kept off the --help import path
 
-    def count(self) -> None:
-        self.items += 1
+        self.finish()
+        self.label, self.items, self.errors, self.began = label, 0, 0, time.perf_counter()
+        self.bar = tqdm(total=total, desc=label, unit="item", disable=not self.show_bar, leave=True)
+
+    def count(self, records: Sequence[AnswerRecord]) -> None:
+        self.items += len(records)
+        for record in records:
+            if not record.ok:
+                self.errors += 1
+                # the first error of a variant is shown; the others are counted (the records hold them all)
+                (logger.warning if self.errors == 1 else logger.debug)("%s / %s: %s", record.variant, record.id,
+                                                                      record.error)
+        self.bar.update(len(records))
 
     def finish(self) -> None:
-        if self.enabled and self.label is not None and self.items:
-            logger.info("rank %d: %s done: %d item(s) in %.1f s", self.rank, self.label, self.items,
-                        time.perf_counter() - self.began)
+        if self.label is None:
+            return
+        self.bar.close()
+        seconds = time.perf_counter() - self.began
+        errors = f", {self.errors} error record(s)" if self.errors else ""
+        logger.info("rank %d: %s done: %d item(s) in %.1f s (%.2f items/s)%s", self.rank, self.label, self.items,
+                    seconds, self.items / seconds if seconds > 0 else float("nan"), errors)
         self.label = None
 
 
-def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, processes: Processes) -> None:
-    """Answer this process's shard of every (variant, item) that has no answer yet."""
-    from tqdm.auto import tqdm  # 0.2 s to import, kept off the --help import path
+def _sort_key(generator: Callable[[], generation.Generator], task: EvalTask, size: int) -> Callable[[EvalItem], int]:
+    """Batches sort items by prompt length in tokens (the generator's ``prompt_length``, else characters);
+    at batch 1 the order stays (and the model is not loaded for it)."""
+    if size == 1:
+        return lambda item: 0
+    length = getattr(generator(), "prompt_length", len)
+    return lambda item: length(task.request(item).prompt)
 
+
+def _fit_batch_size(generator: Callable[[], generation.Generator], task: EvalTask, todo: dict[str, list[EvalItem]],
+                    settings: RunSettings) -> int:
+    """``batch_size=None`` on CUDA: the generator's ``fit_batch_size`` on the run's longest prompt (1 if it has none)."""
+    fit = getattr(generator(), "fit_batch_size", None)
+    if fit is None:
+        return 1
+    label = next(iter(todo))
+    key = _sort_key(generator, task, 2)
+    for item in sorted((i for pending in todo.values() for i in pending), key=key, reverse=True)[:8]:
+        image, error = _image_or_error(item, label, task, settings.image_dir)
+        if error is None:
+            return int(fit([image], [task.request(item).prompt], label))
+    return 1
+
+
+def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, processes: Processes) -> None:
+    """Answer this process's shard of every (variant, item) that has no answer yet, a batch at a time.
+
+    Per variant, the items are sorted by prompt length and cut into batches of ``batch_size``;
+    each batch's records are appended as soon as it ends. ``batch_size=None`` asks the generator
+    once (:meth:`~lvlm_skip.evaluation.generation.ModelGenerator.fit_batch_size`; 1 for a generator
+    that cannot say).
+    """
     gen = _generation_of(settings)
     if processes.world > 1:  # one full model copy per process, on its own device
         gen = replace(gen, device=processes.device or gen.device, device_map=None)
@@ -230,38 +276,50 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
         processes.barrier()  # every rank has read the folder before any rank appends to it
         answered = store.answered()
         mine = shard_items(items, processes.rank, processes.world)
-        todo = [(label, item) for label in settings.plan.labels for item in mine if (label, item.id) not in answered]
-        if not todo:
+        todo = {label: [item for item in mine if (label, item.id) not in answered] for label in settings.plan.labels}
+        todo = {label: pending for label, pending in todo.items() if pending}
+        total = sum(len(pending) for pending in todo.values())
+        if not total:
             logger.info("rank %d: every answer is already in %s", processes.rank, settings.out)
             return
         retried = sum(1 for r in store.records() if not r.ok and r.variant in settings.plan.labels)
-        logger.info("rank %d: %d answer(s) to generate%s", processes.rank, len(todo),
+        logger.info("rank %d: %d answer(s) to generate%s", processes.rank, total,
                     f" ({retried} earlier error(s) retried)" if retried else "")
         loaded: list[generation.Generator] = []
 
-        def generator() -> generation.Generator:
+        def generator() -> generation.Generator:  # loaded on first use: a rerun whose items all have broken images loads none
             if not loaded:
                 loaded.append(generation.load_generator(gen, settings.plan, progress=settings.progress and processes.is_main))
             return loaded[0]
 
         done = 0
-        show_bar = settings.progress and processes.is_main
-        bar = tqdm(todo, desc="answers", unit="answer", disable=not show_bar)
-        stage = _StageLines(enabled=not show_bar, rank=processes.rank)
+        progress = _VariantProgress(show_bar=settings.progress and processes.is_main, rank=processes.rank)
         try:
-            for label, item in bar:
-                bar.set_postfix_str(label, refresh=False)
-                stage.start(label)
-                record = _answer(item, label, task, settings.image_dir, generator)
-                if not record.ok:
-                    logger.warning("%s / %s: %s", label, item.id, record.error)
-                store.append(record)
-                done += 1
-                stage.count()
-            stage.finish()
+            size = gen.batch_size
+            if size is None:  # automatic: 1 off CUDA; on CUDA, the generator measures what fits
+                size = 1 if not str(gen.device).startswith("cuda") else _fit_batch_size(generator, task, todo, settings)
+            for label, pending in todo.items():
+                progress.start(label, len(pending))
+                for batch in batches(pending, size, _sort_key(generator, task, size)):
+                    images, ready, records = [], [], []
+                    for item in batch:
+                        image, error = _image_or_error(item, label, task, settings.image_dir)
+                        if error is not None:
+                            records.append(error)
+                        else:
+                            images.append(image)
+                            ready.append(item)
+                    if ready:
+                        results = generation.answer_batch(generator(), images, [task.request(i).prompt for i in ready], label)
+                        records += [_record(item, label, result) for item, result in zip(ready, results)]
+                    for record in records:  # as soon as the batch ends
+                        store.append(record)
+                    done += len(records)
+                    progress.count(records)
+            progress.finish()
         except KeyboardInterrupt:
             raise RunInterrupted(
-                f"interrupted: {done} of {len(todo)} answer(s) of this run are saved in {settings.out}; "
+                f"interrupted: {done} of {total} answer(s) of this run are saved in {settings.out}; "
                 "rerun the same command to resume"
             ) from None
         except InputError:  # a model or option that cannot be used: its one line says it all
@@ -271,7 +329,8 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
                          "resumes after them", type(error).__name__, done, settings.out)
             raise
         finally:
-            bar.close()
+            if progress.bar is not None:
+                progress.bar.close()
 
 
 def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None = None) -> EvaluationReport | None:

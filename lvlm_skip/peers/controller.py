@@ -83,6 +83,10 @@ class PeerReport:
         """Peers skip no layer."""
         return 0.0
 
+    def row_layers_skipped(self, row: int, steps: int) -> float:
+        """Peers skip no layer."""
+        return 0.0
+
     def to_dict(self) -> dict:
         return {"variant": self.variant, "config": asdict(self.config), "num_layers": self.num_layers,
                 "chosen_layer": self.chosen_layer.tolist()}

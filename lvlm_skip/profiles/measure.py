@@ -189,6 +189,7 @@ def profile(
     readout: ReadoutName = "normed",
     rule: dict | None = None,
     progress: bool = False,
+    batch_size: int | None = 1,
 ) -> LayerProfile:
     """Trace prompts and return the model's :class:`~lvlm_skip.profiles.LayerProfile`.
 
@@ -204,6 +205,9 @@ def profile(
         readout: ``"normed"`` or ``"raw"``.
         rule: Keyword arguments of :func:`~lvlm_skip.profiles.choose_layers`.
         progress: A progress bar over the prompts.
+        batch_size: Prompts traced per ``generate`` call (left-padded, sorted by prompt length), or
+            ``None``: 1 on CPU, 16 on CUDA, halved when a batch runs out of memory. The profile does
+            not depend on it: each row's detections are cut at its own length.
 
     Returns:
         The profile (save it with ``.save("profile.json")``).
@@ -219,25 +223,37 @@ def profile(
     anatomy = ModelAnatomy.from_model(model)
     vision = is_vision_language(model)
     tokenizer = tokenizer_of(processor)
-    critical, mutation, content = [], [], []
-    items = data.items
-    if progress:
-        items = tqdm(items, desc="profile", unit="prompt")
-    for item in items:
-        image = None
-        if vision:
-            image = load_image(item.image) if isinstance(item.image, (str, Path)) else item.image
-        text = chat_prompt(processor, item.prompt, with_image=image is not None)
-        inputs = encode_inputs(processor, [text], None if image is None else [image], model)
-        result = trace(model, inputs, processor=processor, max_new_tokens=max_new_tokens, top_k=1,
-                       readout=readout, detection=detection)
-        n = int(result.lengths[0])
-        ids = result.token_ids[0, :n].tolist()
-        if n and ids[-1] in eos_token_ids(model):
-            n -= 1  # the end-of-sequence token predicts no word
-        critical.append(result.critical[0, :n])
-        mutation.append(result.mutation[0, :n])
-        content.append(content_token_mask(tokenizer, ids[:n], data.content_words))
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError(f"batch_size must be a positive integer or None (automatic), got {batch_size!r}")
+    size = batch_size or (16 if model.device.type == "cuda" else 1)
+    order = sorted(range(len(data.items)), key=lambda i: len(data.items[i].prompt)) if size > 1 else list(range(len(data.items)))
+    rows: dict[int, tuple] = {}
+    bar = tqdm(total=len(order), desc="profile", unit="prompt", disable=not progress)
+    eos = eos_token_ids(model)
+    start = 0
+    while start < len(order):
+        chunk = [data.items[i] for i in order[start:start + size]]
+        try:
+            result = _trace_batch(model, processor, chunk, vision, max_new_tokens, readout, detection)
+        except RuntimeError as error:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if "out of memory" not in str(error).lower() or size == 1:
+                raise
+            size //= 2
+            logger.warning("profile: a batch ran out of memory; going on with batches of %d", size)
+            continue
+        for row, index in enumerate(order[start:start + len(chunk)]):
+            n = int(result.lengths[row])
+            ids = result.token_ids[row, :n].tolist()
+            if n and ids[-1] in eos:
+                n -= 1  # the end-of-sequence token predicts no word
+            rows[index] = (result.critical[row, :n], result.mutation[row, :n],
+                           content_token_mask(tokenizer, ids[:n], data.content_words))
+        start += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    critical = [rows[i][0] for i in range(len(data.items))]  # in the data's order, whatever the batches
+    mutation = [rows[i][1] for i in range(len(data.items))]
+    content = [rows[i][2] for i in range(len(data.items))]
     critical_all, mutation_all, content_all = np.concatenate(critical), np.concatenate(mutation), np.concatenate(content)
     statistics = {"all": LayerStatistics.from_detections(critical_all, mutation_all)}
     if data.content_words:
@@ -247,7 +263,7 @@ def profile(
         "model": {"class": type(model).__name__, "name_or_path": getattr(model.config, "_name_or_path", ""),
                   "num_layers": anatomy.num_layers},
         "data": data.provenance,
-        "generation": {"max_new_tokens": max_new_tokens, "prompt": prompt, "decoding": "greedy"},
+        "generation": {"max_new_tokens": max_new_tokens, "prompt": prompt, "decoding": "greedy"},  # not the batch size: the profile does not depend on it
         "detection": asdict(detection),
         "readout": readout,
         "lvlm_skip": __version__,
@@ -258,3 +274,22 @@ def profile(
                         rule=applied, provenance=provenance)
 
 
+
+
+def _trace_batch(model, processor, items: Sequence[ProfileItem], vision: bool, max_new_tokens: int, readout, detection):
+    """One left-padded :func:`~lvlm_skip.tracing.trace` of a batch of prompts (its rows' lengths are their own).
+
+    The tokenizer pads on the left for the call (every row's next token follows its own last one)
+    and gets its own setting back after it.
+    """
+    images = [load_image(i.image) if isinstance(i.image, (str, Path)) else i.image for i in items] if vision else None
+    texts = [chat_prompt(processor, item.prompt, with_image=images is not None) for item in items]
+    tokenizer = tokenizer_of(processor)
+    side = getattr(tokenizer, "padding_side", "left")
+    tokenizer.padding_side = "left"
+    try:
+        inputs = encode_inputs(processor, texts, images, model)
+    finally:
+        tokenizer.padding_side = side
+    return trace(model, inputs, processor=processor, max_new_tokens=max_new_tokens, top_k=1, readout=readout,
+                 detection=detection)

@@ -117,6 +117,16 @@ class SkipReport:
         """Average number of skipped layers per step and row."""
         return float(self.skipped.sum(-1).mean()) if self.skipped.size else 0.0
 
+    def row_layers_skipped(self, row: int, steps: int) -> float:
+        """Mean layers skipped per step by ``row`` over its first ``steps`` steps (the ones that predicted its tokens).
+
+        A row of a batch that ended early keeps stepping (on padding) until the whole batch ends; its
+        later steps are not its own, and this leaves them out, so that a row gets the same figure
+        alone as in a batch.
+        """
+        mine = self.skipped[:steps, row]  # shape: (steps, L)
+        return float(mine.sum(-1).mean()) if mine.size else 0.0
+
     def to_dict(self) -> dict:
         """JSON-ready per-step summary (layer lists, not the arrays)."""
         return {
