@@ -132,3 +132,29 @@ def test_the_full_size_benchmark_model_is_llava_1_5_7b_shaped():
     assert speed.layer_plan("bench-llava-7b", 32).source == "bench-llava's layer plan"
     with pytest.raises(ValueError, match="shape"):
         build_bench_llava(shape="13b", device="meta")
+
+
+def test_speed_at_several_batch_sizes_gives_rows_per_batch_and_token_agreement(tmp_path):
+    argv = ["speed", "--model", "tiny", "--runs", "1", "--new-tokens", "3", "--only", "skip3", "--batch-size", "1,3",
+            "--skip-approximation", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "speed.json").read_text())
+    rows = result["rows"]
+    assert [(r["config"].split(" ")[0], r["batch"]) for r in rows][:1] == [("stock", 1)]
+    assert {r["batch"] for r in rows} == {1, 3} and result["setting"]["batch_sizes"] == [1, 3]
+    batched = [r for r in rows if r["batch"] == 3]
+    assert batched[0]["config"] == "stock" and batched[0]["speedup"] == 1.0  # against stock at the same batch
+    # float32 on the CPU: every row of the batch makes the tokens it makes alone
+    assert all(r["same_tokens"] == 1.0 for r in batched)
+    assert all(r["same_tokens"] is None for r in rows if r["batch"] == 1)
+
+
+def test_same_tokens_share_and_batch_size_option():
+    import argparse
+
+    from lvlm_skip.cli.speed import batch_sizes
+
+    assert speed.same_tokens_share([(1, 2), (3, 4), (5, 6)], [(1, 2), (3, 5), (5, 6)]) == pytest.approx(2 / 3)
+    assert batch_sizes("1,4,8,4") == [1, 4, 8]
+    with pytest.raises(argparse.ArgumentTypeError):
+        batch_sizes("0")

@@ -17,6 +17,14 @@ from ..config import SpeedClock, SpeedStatistic
 
 from .options import CliError, add_model_arguments, add_output_arguments, non_negative_int, positive_int, progress_enabled
 
+
+def batch_sizes(text: str) -> list[int]:
+    """``--batch-size``: comma-separated positive ints, in the given order, without repeats."""
+    sizes = list(dict.fromkeys(positive_int(part) for part in text.split(",") if part.strip()))
+    if not sizes:
+        raise CliError(f"--batch-size: expected comma-separated positive ints, got {text!r}")
+    return sizes
+
 logger = logging.getLogger("lvlm_skip.cli")
 
 HELP = "Decoding speed of every variant and mode against the stock model."
@@ -29,6 +37,10 @@ def add_arguments(p) -> None:
     p.add_argument("--prompt", default="Please describe this image in detail.", help="The instruction.")
     p.add_argument("--new-tokens", type=positive_int, default=48, help="Tokens generated per run, exactly (EOS suppressed; at least 2).")
     p.add_argument("--runs", type=positive_int, default=5, help="Timed rounds after one warm-up round.")
+    p.add_argument("--batch-size", default="1", type=batch_sizes, metavar="N[,N...]",
+                   help="Batch sizes to measure, e.g. 1,4,8: at each, every configuration and the stock model run the "
+                   "same batch (row r: the image, then random pixels of seed r; the same prompt), and same_tokens is "
+                   "the share of rows whose tokens equal that row's tokens generated alone.")
     p.add_argument("--statistic", default="min", choices=get_args(SpeedStatistic),
                    help="A row's step time. min: every step's least duration over the runs (the runs make the same "
                    "tokens; noise only adds time), averaged over steps. median: of all steps of all runs.")
@@ -46,6 +58,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """The ``speed`` subcommand."""
+    import dataclasses
     import json
 
     from ..inputs.paths import check_output_dir
@@ -90,8 +103,27 @@ def run(args) -> int:
     if clock == "cpu" and model.device.type != "cpu":
         raise CliError("--clock cpu measures host CPU time: use --clock wall on an accelerator")
     setting.update(clock=clock, statistic=args.statistic)
-    rows = speed.measure(model, inputs, configs, args.runs, args.new_tokens, progress=progress_enabled(args), clock=clock,
-                         statistic=args.statistic)
+    setting["batch_sizes"] = args.batch_size
+    rows = []
+    alone: dict[tuple[str, int], tuple] = {}  # (configuration, row) -> its tokens generated alone
+    for size in args.batch_size:
+        images = [image] + [speed.random_image(seed=r) for r in range(1, size)]
+        batch = inputs if size == 1 else encode_inputs(processor, [chat_prompt(processor, args.prompt)] * size, images, model)
+        tokens: dict = {}
+        measured = speed.measure(model, batch, configs, args.runs, args.new_tokens, progress=progress_enabled(args),
+                                 clock=clock, statistic=args.statistic, tokens=tokens)
+        if size == 1:
+            alone.update({(name, 0): rows_of[0] for name, rows_of in tokens.items()})
+            rows += measured
+            continue
+        for config, row in zip(configs, measured):
+            for r in range(size):
+                if (config.name, r) not in alone:
+                    one = inputs if r == 0 else encode_inputs(processor, [chat_prompt(processor, args.prompt)], [images[r]], model)
+                    alone[(config.name, r)] = speed.alone_tokens(model, one, config, args.new_tokens)
+            share = speed.same_tokens_share(tokens[config.name], [alone[(config.name, r)] for r in range(size)])
+            rows.append(dataclasses.replace(row, same_tokens=round(share, 3)))
+        logger.info("batch %d measured", size)
     printed, judge_note = speed.unjudged([r.to_dict() for r in rows], args.runs)
     table = markdown_table(printed)
     noisy = speed.noisy_rows(rows) if judge_note is None else []

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -133,6 +134,7 @@ class ModelGenerator:
                 lvlm_skip.unwrap(model)
         self._label: str | None = None
         self._warm = False
+        self._noted: set[str] = set()
         self._tokenizer = tokenizer_of(processor)
         # a batch is padded on the left, so that every row's next token follows its own last one
         self._tokenizer.padding_side = "left"
@@ -190,7 +192,7 @@ class ModelGenerator:
                 self._warm = True
             synchronize()
             start = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), _quiet(_CONTROLLER_LOGGER):  # its per-row notes would be per-item noise
                 out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **options)
             synchronize()
         except torch.cuda.OutOfMemoryError:
@@ -207,6 +209,10 @@ class ModelGenerator:
         new = out[:, inputs["input_ids"].shape[1]:].cpu()  # shape: (batch, new tokens)
         lengths = row_lengths(new, self._eos)
         report = lvlm_skip.last_report(self.model) if self.plan.spec(label).variant != "none" else None
+        notes = list(getattr(report, "notes", ()) or ())
+        if notes and label not in self._noted:  # once per variant, not once per item
+            self._noted.add(label)
+            logger.info("%s: %s (further rows like it are not logged; layers_skipped counts them)", label, notes[0])
         answers = []
         for row, length in enumerate(lengths):
             text = self.processor.decode(new[row, :length], skip_special_tokens=True).strip()
@@ -254,6 +260,22 @@ class ModelGenerator:
         with torch.inference_mode():
             self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, min_new_tokens=self.max_new_tokens,
                                 do_sample=False, pad_token_id=self._pad)
+
+
+#: The skip controller's logger: it notes, per generate call, rows that skip nothing.
+_CONTROLLER_LOGGER = "lvlm_skip.skips.controller"
+
+
+@contextmanager
+def _quiet(name: str):
+    """``name``'s logger at WARNING for the block (its INFO notes are collected from the report instead)."""
+    quieted = logging.getLogger(name)
+    level = quieted.level
+    quieted.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        quieted.setLevel(level)
 
 
 def row_lengths(new_tokens: Any, eos_ids: frozenset[int]) -> list[int]:

@@ -173,12 +173,13 @@ class SpeedRow:
 
     Attributes:
         config: The configuration's name.
-        layers_skipped: Median over runs of the mean layers skipped per decoding step.
+        batch: Rows per ``generate`` call (each row its own image, the same prompt).
+        layers_skipped: Median over runs of the mean layers skipped per decoding step and row.
         prefill_ms: Median time from the ``generate`` call to the first token.
-        decode_tokens_per_s: ``1000 / step_ms``.
+        decode_tokens_per_s: ``batch * 1000 / step_ms``: tokens of all rows per second.
         step_ms: The time per decoding step (:func:`step_time`, by the run's statistic).
         step_ms_median: The median duration of a decoding step over every step of every run.
-        speedup: The stock model's ``step_ms`` over this row's.
+        speedup: The stock model's ``step_ms`` (at the same batch size) over this row's.
         spread_pct: ``100 * (max - min) / median`` of the runs' own median step durations.
         ideal: ``L / (L - layers_skipped)``.
         pct_of_ideal: ``100 * speedup / ideal``.
@@ -188,9 +189,12 @@ class SpeedRow:
         quiet_overhead_pct: ``100 * (step time of those steps / the stock model's on the same steps - 1)``.
         target: The row's target, if any.
         met: ``"yes"`` / ``"no"`` against the target.
+        same_tokens: At batch > 1, the share of rows whose tokens equal that row's tokens generated
+            alone (1.0 in float32; reduced precision can lower it), else ``None``.
     """
 
     config: str
+    batch: int
     layers_skipped: float
     prefill_ms: float
     decode_tokens_per_s: float
@@ -205,6 +209,7 @@ class SpeedRow:
     quiet_overhead_pct: float | None = None
     target: str | None = None
     met: str | None = None
+    same_tokens: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,9 +262,12 @@ class _Stamps:
     def __init__(self, clock: SpeedClock = "wall"):
         self.clock = time.process_time if clock == "cpu" else time.perf_counter
         self.times: list[float] = []
+        self.tokens: list[list[int]] = []  # per put after the prompt: the batch's new token ids
 
     def put(self, value):
         self.times.append(self.clock())
+        if len(self.times) > 1:
+            self.tokens.append(value.reshape(-1).tolist())
 
     def end(self):
         pass
@@ -267,10 +275,11 @@ class _Stamps:
 
 @dataclass(frozen=True)
 class TimedRun:
-    """One timed ``generate``: prefill seconds, and step ``t``'s seconds for ``t = 1..N-1``."""
+    """One timed ``generate``: prefill seconds, step ``t``'s seconds for ``t = 1..N-1``, and each row's tokens."""
 
     prefill_s: float
     step_s: tuple[float, ...]
+    tokens: tuple[tuple[int, ...], ...] = ()
 
 
 def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None], clock: str = "wall") -> TimedRun:
@@ -282,12 +291,13 @@ def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None
     sync()
     token_times = stamps.times[1:]  # [0] is the prompt; [t] is generated token t
     steps = tuple(b - a for a, b in zip(token_times[:-1], token_times[1:]))
-    return TimedRun(token_times[0] - start, steps)
+    rows = tuple(tuple(step[r] for step in stamps.tokens) for r in range(len(stamps.tokens[0]))) if stamps.tokens else ()
+    return TimedRun(token_times[0] - start, steps, rows)
 
 
-def random_image(size: int = 336):
-    """Random RGB pixels (seeded): the default benchmark image."""
-    return Image.fromarray((np.random.RandomState(0).rand(size, size, 3) * 255).astype("uint8"))
+def random_image(size: int = 336, seed: int = 0):
+    """Random RGB pixels (seeded): the default benchmark image (seed 0), and the other rows of a batch."""
+    return Image.fromarray((np.random.RandomState(seed).rand(size, size, 3) * 255).astype("uint8"))
 
 
 def approximation_error(model, inputs, candidates: int, new_tokens: int) -> dict:
@@ -335,7 +345,8 @@ def lagged_agreement(model, inputs, candidates: int, new_tokens: int) -> dict:
 
 
 def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_tokens: int,
-            progress: bool = False, clock: SpeedClock = "wall", statistic: SpeedStatistic = "min") -> list[SpeedRow]:
+            progress: bool = False, clock: SpeedClock = "wall", statistic: SpeedStatistic = "min",
+            tokens: dict | None = None) -> list[SpeedRow]:
     """Time every configuration ``runs`` times, interleaved, after one warm-up round; one row each.
 
     Args:
@@ -347,6 +358,7 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         progress: Show a progress bar over rounds.
         clock: ``"wall"`` (elapsed time) or ``"cpu"`` (this process's CPU time; see :class:`_Stamps`).
         statistic: ``"min"`` or ``"median"`` (:func:`step_time`).
+        tokens: If given, filled with configuration name -> each row's generated token ids (the last run's).
     """
     if configs[0].wrap is not None:
         raise ValueError("the first configuration must be the stock model (wrap=None)")
@@ -358,7 +370,7 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         raise ValueError("the cpu clock measures host CPU time: use the wall clock on an accelerator")
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     num_layers = ModelAnatomy.from_model(model).num_layers
-    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": []} for c in configs}
+    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": [], "tokens": ()} for c in configs}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for config in configs:
             if config.wrap is None:
@@ -372,15 +384,38 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
             sample = samples[config.name]
             sample["prefill"].append(timed.prefill_s)
             sample["run_steps"].append(list(timed.step_s))
+            sample["tokens"] = timed.tokens
             sample["skipped"].append(report.mean_layers_skipped() if report is not None else 0.0)
             if report is not None and hasattr(report, "exit_layer"):
                 acted = report.skipped.any(axis=(1, 2)) | (report.exit_layer < num_layers).any(axis=1)
                 sample["acted"].append([bool(a) for a in acted[1:]])  # decoding step t makes token t
     stock_runs = samples[configs[0].name]["run_steps"]
-    return [_row(config, samples[config.name], stock_runs, num_layers, statistic) for config in configs]
+    batch = int(inputs["input_ids"].shape[0])
+    if tokens is not None:
+        tokens.update({c.name: samples[c.name]["tokens"] for c in configs})
+    return [_row(config, samples[config.name], stock_runs, num_layers, statistic, batch) for config in configs]
 
 
-def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, statistic: str = "min") -> SpeedRow:
+def alone_tokens(model, inputs: dict, config: SpeedConfig, new_tokens: int) -> tuple[int, ...]:
+    """The tokens of one untimed, single-row greedy ``generate`` of ``config`` (``new_tokens`` exactly)."""
+    def run() -> tuple[int, ...]:
+        out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        return tuple(out[0, inputs["input_ids"].shape[1]:].tolist())
+
+    with torch.inference_mode():
+        if config.wrap is None:
+            return run()
+        with skipping(model, **config.wrap):
+            return run()
+
+
+def same_tokens_share(batch_tokens: Sequence[Sequence[int]], alone: Sequence[Sequence[int]]) -> float:
+    """The share of rows whose tokens in the batch equal their tokens generated alone."""
+    return sum(tuple(b) == tuple(a) for b, a in zip(batch_tokens, alone)) / len(alone)
+
+
+def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, statistic: str = "min",
+         batch: int = 1) -> SpeedRow:
     """The row of one configuration from its samples (seconds), against the stock model's runs.
 
     ``sample`` holds ``prefill`` (seconds per run), ``run_steps`` (step durations per run),
@@ -393,8 +428,8 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
     speedup = stock_step / step
     runs = [statistics.median(steps) for steps in sample["run_steps"]]
     values: dict[str, Any] = dict(
-        config=config.name, layers_skipped=round(skipped, 2), prefill_ms=round(1000 * statistics.median(sample["prefill"]), 1),
-        decode_tokens_per_s=round(1.0 / step, 2), step_ms=round(1000.0 * step, 2),
+        config=config.name, batch=batch, layers_skipped=round(skipped, 2),
+        prefill_ms=round(1000 * statistics.median(sample["prefill"]), 1), decode_tokens_per_s=round(batch / step, 2), step_ms=round(1000.0 * step, 2),
         step_ms_median=round(1000.0 * step_time(sample["run_steps"], "median"), 2), speedup=round(speedup, 3),
         spread_pct=round(100 * (max(runs) - min(runs)) / statistics.median(runs), 1),
         overhead_pct=round(100 * (step / stock_step - 1), 1),
@@ -475,4 +510,5 @@ def unjudged(rows: Sequence[dict], runs: int) -> tuple[list[dict], str | None]:
 
 def noisy_rows(rows: Sequence[SpeedRow], limit_pct: float = 10.0) -> list[str]:
     """The rows whose decode rate spread over the runs exceeds ``limit_pct``."""
-    return [row.config for row in rows if row.spread_pct > limit_pct]
+    return [row.config if row.batch == 1 else f"{row.config} (batch {row.batch})" for row in rows
+            if row.spread_pct > limit_pct]

@@ -1,0 +1,207 @@
+"""Throughput of batched evaluation: answered items per second at batch 1, 4 and 8, with identical answers.
+
+    python -m recipes.throughput                       # scene-llava and bench-llava, CPU, ~15 min on 2 cores
+    python -m recipes.throughput --models bench-llava-7b --device cuda --dtype float16 --batch-sizes 1,8,16,32
+
+For every model, the scene benchmark's AMBER generative queries (``amber --task g``) and POPE
+questions (the random split) are answered by the evaluation harness's own generator
+(:class:`lvlm_skip.evaluation.generation.ModelGenerator`, the one ``lvlm-skip amber`` / ``pope`` run)
+for each variant at each batch size, with the harness's batching (sorted by prompt length,
+:func:`lvlm_skip.evaluation.runner.batches`). Configurations (batch size x variant) are interleaved
+round by round, after an untimed warm-up round; a row's rate is the median over ``--runs`` rounds of
+``items / seconds`` (wall clock, CUDA synchronised), and its spread is ``(max - min) / median`` of
+the rounds' rates (above 10%: the machine was busy, the row is noise).
+
+Columns: ``items_per_s``, ``x_batch1`` (the same variant's rate at batch 1 over it), ``x_stock``
+(against ``none`` at the same batch size), and ``same_answers``, the share of items whose answer
+(text and token count) equals the variant's answer at batch 1 (1.0 in float32; reduced precision
+may lower it, and the table shows it instead of hiding it).
+
+Writes ``throughput.json`` and ``throughput.md`` into ``--out`` (default ``runs/throughput``) after
+every (model, task), so a stopped run keeps what it measured; the scene benchmark it draws goes to
+``--out/bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from recipes.command import progress_enabled, recipe_parser, run_recipe
+
+logger = logging.getLogger("recipes.throughput")
+
+MODELS = ("scene-llava", "bench-llava")
+TASKS = ("amber_g", "pope")
+SCENE_LLAVA = Path(__file__).resolve().parent / "models" / "scene-llava"
+
+
+def _parser():
+    from lvlm_skip.cli.options import positive_int
+
+    p = recipe_parser("recipes.throughput", __doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="Comma-separated: scene-llava (the shipped trained model), a built-in model name, or a local folder.")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"Comma-separated, of {', '.join(TASKS)}.")
+    p.add_argument("--variants", default="none,skip1,skip3", help="Comma-separated variant specs (the first is the stock row).")
+    p.add_argument("--batch-sizes", default="1,4,8", help="Comma-separated batch sizes; 1 is added when missing.")
+    p.add_argument("--items", type=positive_int, default=8, help="Items per task (the first N).")
+    p.add_argument("--images", type=positive_int, default=8, help="Scenes in the drawn benchmark.")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, help="Generation length limit.")
+    p.add_argument("--runs", type=positive_int, default=3, help="Timed rounds after one warm-up round.")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N.")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
+    p.add_argument("--out", default="runs/throughput", help="Output folder.")
+    return p
+
+
+def _sizes(text: str) -> list[int]:
+    from lvlm_skip.cli.options import CliError
+
+    try:
+        sizes = sorted({int(part) for part in text.split(",") if part.strip()} | {1})
+    except ValueError:
+        raise CliError(f"--batch-sizes: expected comma-separated positive ints, got {text!r}") from None
+    if sizes[0] < 1:
+        raise CliError(f"--batch-sizes: expected positive ints, got {text!r}")
+    return sizes
+
+
+def _requests(task_name: str, bench: Path, count: int) -> list[tuple]:
+    """The first ``count`` (item, image, prompt) of a task on the drawn benchmark, as the harness asks them."""
+    from lvlm_skip.benchmarks.amber.task import AmberTask
+    from lvlm_skip.benchmarks.pope.task import PopeTask
+    from lvlm_skip.inputs.images import load_image
+
+    task = AmberTask.load(bench, "g") if task_name == "amber_g" else PopeTask({"random": bench / "pope" / "scenes_pope_random.json"})
+    out = []
+    for item in list(task.items())[:count]:
+        request = task.request(item)
+        out.append((item, load_image(bench / "images" / request.image), request.prompt))
+    return out
+
+
+def _plan(variants: str, model_name: str, num_layers: int):
+    """The variants with the layers of ``lvlm-skip speed`` for static skips (:func:`lvlm_skip.speed.benchmark.layer_plan`:
+    bench-llava's own plan, else the paper's LLaVA-1.5-7B layers scaled to the model's depth), so that
+    no row pays for measuring its layers on the prompt."""
+    from lvlm_skip.evaluation.variants import parse_variant_specs, plan_variants
+    from lvlm_skip.speed.benchmark import layer_plan
+
+    choice = layer_plan(model_name, num_layers)
+    c, m = choice.critical, list(choice.mutations)
+    layers = {"skip1": {"critical_layer": c, "mutation_layers": m}, "skip2": {"mutation_layers": m},
+              "skip3": {"critical_layer": c}, "exit": {"exit_layer": m[0] - 1}}
+    options = {spec.label: layers[spec.variant] for spec in parse_variant_specs(variants, "static")
+               if spec.mode == "static" and spec.variant in layers}
+    return plan_variants(variants, variant_options=json.dumps(options))
+
+
+def _answer_all(generator, requests: list[tuple], label: str, size: int, sync) -> tuple[float, dict]:
+    """Answer every request at batch ``size`` (the harness's order); seconds and id -> (text, tokens)."""
+    from lvlm_skip.evaluation.runner import batches
+
+    by_id = {item.id: (image, prompt) for item, image, prompt in requests}
+    answers = {}
+    sync()
+    start = time.perf_counter()
+    for batch in batches([item for item, _, _ in requests], size, lambda item: generator.prompt_length(item.prompt)):
+        results = generator.generate_batch([by_id[i.id][0] for i in batch], [by_id[i.id][1] for i in batch], label)
+        answers.update({item.id: (r.text, r.new_tokens) for item, r in zip(batch, results)})
+    sync()
+    return time.perf_counter() - start, answers
+
+
+def measure_task(generator, requests: list[tuple], labels: list[str], sizes: list[int], runs: int, sync,
+                 progress: bool = False) -> list[dict]:
+    """Rows (one per variant and batch size) of one model on one task: rates, ratios and answer agreement."""
+    from tqdm.auto import tqdm
+
+    configs = [(size, label) for size in sizes for label in labels]
+    rates: dict[tuple, list[float]] = {c: [] for c in configs}
+    answers: dict[tuple, dict] = {}
+    for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
+        for size, label in configs:
+            seconds, got = _answer_all(generator, requests, label, size, sync)
+            answers.setdefault((size, label), got)
+            if round_index:  # round 0 warms up
+                rates[(size, label)].append(len(requests) / seconds)
+    rows = []
+    for size, label in configs:
+        rate = statistics.median(rates[(size, label)])
+        base = answers[(1, label)]
+        same = sum(answers[(size, label)][k] == v for k, v in base.items()) / len(base)
+        rows.append({
+            "variant": label, "batch": size, "items": len(requests), "items_per_s": round(rate, 3),
+            "spread_pct": round(100 * (max(rates[(size, label)]) - min(rates[(size, label)])) / rate, 1),
+            "x_batch1": round(rate / statistics.median(rates[(1, label)]), 2),
+            "x_stock": round(rate / statistics.median(rates[(size, labels[0])]), 2),
+            "same_answers": round(same, 3),
+            "new_tokens_mean": round(statistics.mean(n for _, n in answers[(size, label)].values()), 1),
+        })
+    return rows
+
+
+def run(args) -> int:
+    import torch
+
+    from lvlm_skip.anatomy import ModelAnatomy
+    from lvlm_skip.cli.options import CliError
+    from lvlm_skip.evaluation.generation import ModelGenerator
+    from lvlm_skip.evaluation.report import markdown_table
+    from lvlm_skip.evaluation.variants import plan_variants
+    from lvlm_skip.inputs.models import load_model, resolve_device
+    from lvlm_skip.inputs.paths import check_output_dir
+    from lvlm_skip.scenes.export import export
+
+    sizes = _sizes(args.batch_sizes)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise CliError(f"--tasks: unknown {', '.join(unknown)} (choose from {', '.join(TASKS)})")
+    plan_variants(args.variants)  # a bad spec is refused before anything loads
+    out = check_output_dir(args.out)
+    bench = export(out / "bench", args.images, 0, overwrite=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    result = {"setting": {"batch_sizes": sizes, "variants": args.variants.split(","), "items": args.items, "runs": args.runs,
+                          "max_new_tokens": args.max_new_tokens, "device": str(device), "dtype": args.dtype,
+                          "threads": torch.get_num_threads(), "clock": "wall"}, "rows": []}
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        path = str(SCENE_LLAVA) if name == "scene-llava" else name
+        torch.manual_seed(0)
+        model, processor = load_model(path, dtype=getattr(torch, args.dtype), device=device)
+        plan = _plan(args.variants, name, ModelAnatomy.from_model(model).num_layers)
+        generator = ModelGenerator(model, processor, plan, args.max_new_tokens)
+        for task in tasks:
+            requests = _requests(task, bench, args.items)
+            logger.info("%s / %s: %d items x %d variants x batch sizes %s, %d round(s)", name, task, len(requests),
+                        len(plan.labels), sizes, args.runs)
+            rows = measure_task(generator, requests, list(plan.labels), sizes, args.runs, sync, progress_enabled(args))
+            result["rows"] += [{"model": name, "task": task, **row} for row in rows]
+            _write(out, result, markdown_table)  # after every (model, task): a stopped run keeps what it measured
+        del model, generator
+    noisy = [f"{r['model']}/{r['task']}/{r['variant']}@{r['batch']}" for r in result["rows"] if r["spread_pct"] > 10]
+    if noisy:
+        logger.warning("spread above 10%% (a busy machine; those rows are noise): %s", ", ".join(noisy))
+    print(markdown_table(result["rows"]))
+    return 0
+
+
+def _write(out: Path, result: dict, markdown_table) -> None:
+    (out / "throughput.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "throughput.md").write_text(markdown_table(result["rows"]) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_recipe(_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
