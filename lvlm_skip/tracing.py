@@ -24,7 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import numbers
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,38 @@ class Trace:
             f"token {token!r} was not recorded at step {step}: it is neither a watch token nor a late-window "
             f"competitor there; trace again with it among the watch tokens"
         )
+
+    def row(self, b: int, watch_tokens: Sequence[str] | None = None) -> "Trace":
+        """Row ``b`` of a batched trace as a one-row trace, cut to its own ``lengths[b]`` steps.
+
+        A batch runs until its longest row ends, so the other rows' arrays have padding steps after
+        their end; this leaves them out, so that the row equals the trace of its prompt traced alone
+        (tested). ``watch_tokens`` keeps only those watch tokens (a batch watches the union of what
+        its rows watch), in the order given.
+        """
+        if not 0 <= b < len(self.lengths):
+            raise ValueError(f"row {b} is out of range for a trace of {len(self.lengths)} row(s)")
+        n = int(self.lengths[b])
+        keep = list(range(len(self.watch_tokens)))
+        if watch_tokens is not None:
+            missing = [w for w in watch_tokens if w not in self.watch_tokens]
+            if missing:
+                raise ValueError(f"watch token(s) {missing} are not in this trace (it watches {self.watch_tokens})")
+            keep = [self.watch_tokens.index(w) for w in watch_tokens]
+        arrays = {}
+        for name in self._ARRAYS:
+            value = getattr(self, name)
+            if value is None:
+                arrays[name] = None
+            elif name == "lengths":
+                arrays[name] = value[b:b + 1].copy()
+            else:
+                arrays[name] = value[b:b + 1, :n].copy()
+        arrays["watch_probs"] = arrays["watch_probs"][..., keep]
+        return replace(self, **arrays, tokens=[list(self.tokens[b])], texts=[self.texts[b]],
+                       watch_tokens=[self.watch_tokens[i] for i in keep],
+                       watch_token_ids=[self.watch_token_ids[i] for i in keep], meta=dict(self.meta),
+                       token_text=dict(self.token_text))
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``trace.json`` (texts, tokens, settings) and ``trace.npz`` (arrays) into ``out_dir``."""

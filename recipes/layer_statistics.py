@@ -53,8 +53,13 @@ def content_labels(words: list[str], scene) -> list[str | None]:
     return labels
 
 
-def collect(model, processor, split: str, n_images: int, seed: int, max_new_tokens: int, progress: bool = False) -> dict:
-    """Trace ``n_images`` scenes of ``split``; return the aggregated statistics."""
+def collect(model, processor, split: str, n_images: int, seed: int, max_new_tokens: int, progress: bool = False,
+            batch_size: int = 1) -> dict:
+    """Trace ``n_images`` scenes of ``split``, ``batch_size`` at a time; return the aggregated statistics.
+
+    The statistics do not depend on ``batch_size``: every row of a batch is cut to its own steps
+    (:meth:`lvlm_skip.Trace.row`), which equal its prompt traced alone.
+    """
     from tqdm.auto import tqdm
 
     import lvlm_skip
@@ -67,20 +72,27 @@ def collect(model, processor, split: str, n_images: int, seed: int, max_new_toke
     words_by_label = {"hallucinated": [0, 0], "correct": [0, 0]}  # [with a mutation, total]
     curves = []
     tokens = 0
-    for scene in tqdm(generate(split, seed, n_images), desc=split, unit="image", disable=not progress):
-        inputs = encode_inputs(processor, [chat_prompt(processor, PROMPT)], [scene.image], model)
-        result = lvlm_skip.trace(model, inputs, processor=processor, max_new_tokens=max_new_tokens)
-        n = int(result.lengths[0])
-        words = [t.strip().lower() for t in result.tokens[0]]
-        mutated = result.mutation[0, :n].any(-1)
-        for step, label in enumerate(content_labels(words, scene)):
-            if label is not None:
-                words_by_label[label][0] += int(mutated[step])
-                words_by_label[label][1] += 1
-        critical.update(result.critical[0, :n].tolist())
-        mutation_counts += result.mutation[0, :n].sum(0)
-        curves.append(result.jsd[0, :n])
-        tokens += n
+    scenes = list(generate(split, seed, n_images))
+    bar = tqdm(total=len(scenes), desc=split, unit="image", disable=not progress)
+    for start in range(0, len(scenes), batch_size):
+        chunk = scenes[start:start + batch_size]
+        inputs = encode_inputs(processor, [chat_prompt(processor, PROMPT)] * len(chunk), [s.image for s in chunk], model)
+        batch = lvlm_skip.trace(model, inputs, processor=processor, max_new_tokens=max_new_tokens)
+        for b, scene in enumerate(chunk):
+            result = batch.row(b)
+            n = int(result.lengths[0])
+            words = [t.strip().lower() for t in result.tokens[0]]
+            mutated = result.mutation[0, :n].any(-1)
+            for step, label in enumerate(content_labels(words, scene)):
+                if label is not None:
+                    words_by_label[label][0] += int(mutated[step])
+                    words_by_label[label][1] += 1
+            critical.update(result.critical[0, :n].tolist())
+            mutation_counts += result.mutation[0, :n].sum(0)
+            curves.append(result.jsd[0, :n])
+            tokens += n
+        bar.update(len(chunk))
+    bar.close()
     return {
         "split": split,
         "images": n_images,
@@ -125,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-images", type=positive_int, default=40, help="Scenes per split.")
     parser.add_argument("--seed", type=int, default=2000, help="Scene seed (held out from training).")
     parser.add_argument("--max-new-tokens", type=positive_int, default=48, help="Generation length limit.")
+    parser.add_argument("--batch-size", type=positive_int, default=1,
+                        help="Scenes traced per generate call (left-padded); the statistics do not depend on it.")
     parser.add_argument("--out", default="runs/layer_statistics", help="Output folder.")
     return run_recipe(parser, run, argv)
 
@@ -137,7 +151,8 @@ def run(args) -> int:
     out = check_output_dir(args.out)
     model, processor = load_model(args.model, progress=False)
     progress = progress_enabled(args)
-    stats = [collect(model, processor, split, args.n_images, args.seed, args.max_new_tokens, progress) for split in SPLITS]
+    stats = [collect(model, processor, split, args.n_images, args.seed, args.max_new_tokens, progress, args.batch_size)
+             for split in SPLITS]
     (out / "layer_statistics.json").write_text(json.dumps(stats, indent=1))
     table = to_markdown(stats)
     (out / "layer_statistics.md").write_text(table)

@@ -314,6 +314,8 @@ def build_parser():
     p.add_argument("--describe-limit", type=positive_int, default=None, help="Describe only the first N images of each group.")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="Description length limit.")
     p.add_argument("--answer-tokens", type=positive_int, default=4, help="Length limit of the one-word answers.")
+    p.add_argument("--batch-size", type=positive_int, default=1,
+                   help="Descriptions traced per generate call (left-padded); each figure is its image's alone.")
     p.add_argument("--n-describe", type=positive_int, default=4, help="Generated scenes to describe (without --images).")
     p.add_argument("--n-scenes", type=positive_int, default=12, help="Generated scenes per Fig. 7 group (without --images).")
     p.add_argument("--text-model", default=None, help="A text-only model folder for the §6 control (default: --model without the image).")
@@ -371,12 +373,15 @@ def run(args) -> Path:
     for name in MODES:
         control[name].save(out / name / "text_only" / "describe")
     for group, items in describe.items():
-        for item in items:
-            logger.info("describing %s/%s", group, item.stem)
-            watch = scene_watch_words(item.scene, tokenizer) if item.scene is not None else []
-            traces = trace_modes(model, processor, vision_inputs(processor, model, args.describe_prompt, [item.image]),
-                                 args.max_new_tokens, watch)
-            describe_figures(item, traces, control, out, group, args.critical)
+        for start in range(0, len(items), args.batch_size):  # a batch watches the union of its rows' words
+            chunk = items[start:start + args.batch_size]
+            logger.info("describing %s/%s", group, ", ".join(item.stem for item in chunk))
+            watches = [scene_watch_words(item.scene, tokenizer) if item.scene is not None else [] for item in chunk]
+            batch = trace_modes(model, processor, vision_inputs(processor, model, args.describe_prompt, [i.image for i in chunk]),
+                                args.max_new_tokens, list(dict.fromkeys(w for watch in watches for w in watch)))
+            for b, (item, watch) in enumerate(zip(chunk, watches)):
+                traces = {name: result.row(b, watch) for name, result in batch.items()}  # as if traced alone
+                describe_figures(item, traces, control, out, group, args.critical)
 
     # 4. Fig. 7 and the step-0 control of every group
     for group, (question, items) in asked.items():

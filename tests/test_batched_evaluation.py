@@ -25,9 +25,9 @@ from lvlm_skip.evaluation.variants import plan_variants
 MODEL = Path(__file__).resolve().parents[1] / "recipes" / "models" / "scene-llava"
 #: every variant in both modes, and the peers
 LABELS = ("none,skip1,skip2,skip3,exit,skip1:online,skip2:online,skip3:online,exit:online,dola,deco,vcd")
-QUESTIONS = ["Describe this image.", "Is there a cat in the image?", "Is there a dog in the image?",
-             "Describe this image.", "Is there a tree in the image?", "Is there a car in the image?",
-             "Describe this image.", "Is there a cup in the image?"]
+QUESTIONS = ["Describe this image.", "Is there a cup in the image?", "Is there a boat in the image?",
+             "Describe this image in detail.", "Is there an apple in the image?", "Is there a car in the image?",
+             "Describe this image.", "Is there a clock in the image?"]
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +190,56 @@ def test_profile_is_the_same_at_batch_1_and_4(scene_generator):
 
     gen, images = scene_generator
     items = [ProfileItem(image=image, prompt=question) for image, question in zip(images, QUESTIONS)]
-    alone = profile(gen.model, gen.processor, items, content_words=["cat", "dog", "tree"], max_new_tokens=16)
-    batched = profile(gen.model, gen.processor, items, content_words=["cat", "dog", "tree"], max_new_tokens=16,
+    alone = profile(gen.model, gen.processor, items, content_words=["cup", "boat", "apple"], max_new_tokens=16)
+    batched = profile(gen.model, gen.processor, items, content_words=["cup", "boat", "apple"], max_new_tokens=16,
                       batch_size=4)
     assert batched.to_dict() == alone.to_dict()
     assert alone.statistics["all"].tokens > len(items)
     with pytest.raises(Exception, match="batch_size must be a positive integer"):
         profile(gen.model, gen.processor, items, batch_size=0)
+
+
+def test_a_batched_trace_row_equals_the_prompt_traced_alone(scene_generator):
+    import numpy as np
+
+    import lvlm_skip
+    from lvlm_skip.inputs.models import chat_prompt, encode_inputs
+
+    gen, images = scene_generator
+    model, processor = gen.model, gen.processor
+    picked = [0, 1, 3]  # a caption, a yes/no question, a longer caption: rows end at different steps
+
+    def traced(rows, watch):
+        inputs = encode_inputs(processor, [chat_prompt(processor, QUESTIONS[i]) for i in rows], [images[i] for i in rows], model)
+        return lvlm_skip.trace(model, inputs, processor=processor, max_new_tokens=24, watch_tokens=watch)
+
+    batch = traced(picked, ["yes", "no", "cup"])
+    assert len(set(batch.lengths.tolist())) > 1
+    for b, i in enumerate(picked):
+        alone, row = traced([i], ["cup", "no"]), batch.row(b, ["cup", "no"])
+        assert row.texts == alone.texts and row.tokens == alone.tokens and row.watch_tokens == ["cup", "no"]
+        for name in Trace_ARRAYS:
+            mine, theirs = getattr(row, name), getattr(alone, name)
+            if mine is None:
+                assert theirs is None
+            elif mine.dtype.kind == "f":
+                np.testing.assert_allclose(mine, theirs, atol=1e-5, equal_nan=True, err_msg=name)
+            else:
+                np.testing.assert_array_equal(mine, theirs, err_msg=name)
+    with pytest.raises(ValueError, match="out of range"):
+        batch.row(3)
+    with pytest.raises(ValueError, match="not in this trace"):
+        batch.row(0, ["boat"])
+
+
+Trace_ARRAYS = ("token_ids", "lengths", "token_probs", "topk_ids", "topk_probs", "watch_probs", "jsd", "top1_changed",
+                "critical", "mutation", "hidden", "hidden_final", "competitor_ids", "competitor_probs", "window_start")
+
+
+def test_layer_statistics_are_the_same_at_batch_1_and_3(scene_generator):
+    from recipes.layer_statistics import collect
+
+    gen, _ = scene_generator
+    alone = collect(gen.model, gen.processor, "test-breaking", 4, 2000, 16)
+    assert collect(gen.model, gen.processor, "test-breaking", 4, 2000, 16, batch_size=3) == alone
+    assert alone["tokens"] > 4

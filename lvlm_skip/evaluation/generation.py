@@ -114,7 +114,7 @@ class ModelGenerator:
     """Greedy answers of a loaded model for each variant of a :class:`VariantPlan`, a batch at a time.
 
     Args:
-        model: A model loaded by :func:`lvlm_skip.inputs.models.load_model` (its processor pads on the left).
+        model: A model loaded by :func:`lvlm_skip.inputs.models.load_model`.
         processor: Its processor.
         plan: The variants (and their options) that will be asked for.
         max_new_tokens: Generation length limit.
@@ -136,8 +136,6 @@ class ModelGenerator:
         self._warm = False
         self._noted: set[str] = set()
         self._tokenizer = tokenizer_of(processor)
-        # a batch is padded on the left, so that every row's next token follows its own last one
-        self._tokenizer.padding_side = "left"
         self._eos = eos_token_ids(model)
         pad = getattr(self._tokenizer, "pad_token_id", None)
         # stated, so that generate does not warn per call that it sets one

@@ -215,14 +215,23 @@ def chat_prompt(processor, question: str, with_image: bool = True) -> str:
 
 
 def encode_inputs(processor, prompts: list[str], images: list | None, model) -> dict:
-    """Processor outputs for a batch (left padding as the processor is set up), on the model's device.
+    """Processor outputs for a batch, padded on the left, on the model's device.
 
-    Pixel values are cast to the model's dtype.
+    Left padding whatever the processor is set to (its setting is restored): generation continues
+    from every row's own last token. Pixel values are cast to the model's dtype.
     """
-    if images is not None:
-        inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
-    else:
-        inputs = processor(prompts, return_tensors="pt", padding=True)
+    tokenizer = tokenizer_of(processor)
+    side = getattr(tokenizer, "padding_side", None)
+    if side is not None:
+        tokenizer.padding_side = "left"
+    try:
+        if images is not None:
+            inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
+        else:
+            inputs = processor(prompts, return_tensors="pt", padding=True)
+    finally:
+        if side is not None:
+            tokenizer.padding_side = side
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)

@@ -277,19 +277,9 @@ def profile(
 
 
 def _trace_batch(model, processor, items: Sequence[ProfileItem], vision: bool, max_new_tokens: int, readout, detection):
-    """One left-padded :func:`~lvlm_skip.tracing.trace` of a batch of prompts (its rows' lengths are their own).
-
-    The tokenizer pads on the left for the call (every row's next token follows its own last one)
-    and gets its own setting back after it.
-    """
+    """One left-padded :func:`~lvlm_skip.tracing.trace` of a batch of prompts (its rows' lengths are their own)."""
     images = [load_image(i.image) if isinstance(i.image, (str, Path)) else i.image for i in items] if vision else None
     texts = [chat_prompt(processor, item.prompt, with_image=images is not None) for item in items]
-    tokenizer = tokenizer_of(processor)
-    side = getattr(tokenizer, "padding_side", "left")
-    tokenizer.padding_side = "left"
-    try:
-        inputs = encode_inputs(processor, texts, images, model)
-    finally:
-        tokenizer.padding_side = side
+    inputs = encode_inputs(processor, texts, images, model)
     return trace(model, inputs, processor=processor, max_new_tokens=max_new_tokens, top_k=1, readout=readout,
                  detection=detection)
