@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from lvlm_skip.errors import InputError
@@ -363,3 +364,23 @@ def test_fig5_on_the_shipped_model_with_a_tiny_token_budget(tmp_path):
     assert md.count("<img ") == 4 and "measured per prompt" in md
     results = json.loads((out / "results.json").read_text())
     assert len(results["images"]) == 4 and all(len(e["analysis"]["figures"]) >= 2 for e in results["images"].values())
+
+
+def test_fig5_descriptions_in_batches_equal_those_alone(tmp_path):
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "recipes" / "models" / "scene-llava"
+    described = {}
+    for size in (1, 3):
+        out = tmp_path / f"batch{size}"
+        assert cli.main(["--model", str(shipped), "--out", str(out), "--max-new-tokens", "24", "--no-analysis",
+                         "--variants", "skip1,skip3", "--batch-size", str(size), "--no-progress"]) == 0
+        images = json.loads((out / "results.json").read_text())["images"]
+        described[size] = {stem: {v: {k: x for k, x in r.items() if k != "seconds"} for v, r in entry["variants"].items()}
+                           for stem, entry in images.items()}
+    # the prompt's measured divergences agree to float32 rounding (padding changes the summation order); the rest exactly
+    curves = {size: [r["calibration"].pop("jsd") for entry in d.values() for r in entry.values() if r["calibration"]]
+              for size, d in described.items()}
+    assert len(curves[1]) == 8 and np.allclose(curves[3], curves[1], rtol=1e-5, atol=1e-7)
+    assert described[3] == described[1] and len(described[1]) == 4
+    assert len({r["none"]["num_tokens"] for r in described[1].values()}) > 1  # rows of a batch end at different steps

@@ -124,6 +124,8 @@ class SkipReport:
         later steps are not its own, and this leaves them out, so that a row gets the same figure
         alone as in a batch.
         """
+        if not self.skipped.size:  # no step recorded (``none``)
+            return 0.0
         mine = self.skipped[:steps, row]  # shape: (steps, L)
         return float(mine.sum(-1).mean()) if mine.size else 0.0
 

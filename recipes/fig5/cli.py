@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Static mode: generated (the prompt runs every layer, decoding positions skip) or all "
                    "(the model with those layers deleted).")
     p.add_argument("--max-new-tokens", type=positive_int, default=96, help="Generation length limit.")
+    p.add_argument("--batch-size", type=positive_int, default=1,
+                   help="Images described per generate call (left-padded); each description equals its image's alone.")
     p.add_argument("--show-deleted", action="store_true", help="Also show the original's dropped words, struck through.")
     p.add_argument("--no-analysis", action="store_true", help="Skip the per-image trace and figures of the original model.")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")

@@ -18,36 +18,55 @@ ANALYSIS_FIGURES = ("fig2_token_probabilities", "fig4_jsd_heatmap")
 
 def encode(processor, model, image, prompt: str) -> dict:
     """The processor's inputs for one image and one prompt (the processor's chat template), on the model's device."""
+    return encode_batch(processor, model, [image], prompt)
+
+
+def encode_batch(processor, model, images: list, prompt: str) -> dict:
+    """The processor's inputs for images under one prompt, left-padded, on the model's device."""
     from lvlm_skip.inputs.models import chat_prompt, encode_inputs
 
-    return encode_inputs(processor, [chat_prompt(processor, prompt, with_image=True)], [image], model)
+    return encode_inputs(processor, [chat_prompt(processor, prompt, with_image=True)] * len(images), images, model)
 
 
 def describe(model, processor, inputs: dict, variant: str, options: dict, max_new_tokens: int) -> VariantResult:
-    """Greedy description under ``lvlm_skip.skipping(model, variant, **options)``.
+    """Greedy description of one image under ``lvlm_skip.skipping(model, variant, **options)``."""
+    return describe_batch(model, processor, inputs, variant, options, max_new_tokens)[0]
 
-    The options are checked against the model before any generation
-    (:meth:`~recipes.fig5.layers.Fig5Layers.check_model`).
+
+def describe_batch(model, processor, inputs: dict, variant: str, options: dict, max_new_tokens: int) -> list[VariantResult]:
+    """Greedy descriptions of a left-padded batch under ``lvlm_skip.skipping(model, variant, **options)``, one per row.
+
+    Each row is cut at its own end of sequence and its own steps (layers skipped, calibration,
+    notes renamed to ``row 0``), so it equals the image described alone; ``seconds`` is the batch's
+    wall time divided among its rows. The options are checked against the model before any
+    generation (:meth:`~recipes.fig5.layers.Fig5Layers.check_model`).
     """
     import lvlm_skip
+    from lvlm_skip.anatomy import eos_token_ids
+    from lvlm_skip.evaluation.generation import row_lengths
 
     with lvlm_skip.skipping(model, variant=variant, **options) as run:
         start = time.perf_counter()
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         seconds = time.perf_counter() - start
     report = run.report
-    new = out[0, inputs["input_ids"].shape[1]:]
-    steps = report.num_steps
-    return VariantResult(
-        text=processor.decode(new, skip_special_tokens=True).strip(),
-        num_tokens=int(new.numel()),
-        seconds=round(seconds, 3),
-        skipped_step0=report.skipped_layers(0) if steps else [],
-        skipped_any=sorted({layer for t in range(steps) for layer in report.skipped_layers(t)}),
-        mean_skipped=round(report.mean_layers_skipped(), 3),
-        calibration=dict(report.calibration[0]) if report.calibration else {},
-        notes=list(report.notes),
-    )
+    new = out[:, inputs["input_ids"].shape[1]:].cpu()
+    results = []
+    for b, n in enumerate(row_lengths(new, eos_token_ids(model))):
+        steps = min(report.num_steps, n)
+        own = [note for note in report.notes if note.startswith(f"row {b}:")]
+        results.append(VariantResult(
+            text=processor.decode(new[b, :n], skip_special_tokens=True).strip(),
+            num_tokens=n,
+            seconds=round(seconds / len(new), 3),
+            skipped_step0=report.skipped_layers(0, b) if steps else [],
+            skipped_any=sorted({layer for t in range(steps) for layer in report.skipped_layers(t, b)}),
+            mean_skipped=round(report.row_layers_skipped(b, n), 3),
+            calibration=dict(report.calibration[b]) if report.calibration else {},
+            notes=[note.replace(f"row {b}:", "row 0:", 1) for note in own]
+            + [note for note in report.notes if not note.startswith("row ")],
+        ))
+    return results
 
 
 def analyse(model, processor, inputs: dict, folder: Path, max_new_tokens: int, progress: bool = False) -> dict:

@@ -107,38 +107,52 @@ def config_depth(model_name: str) -> int | None:
 
 def _generate_missing(args, layers: Fig5Layers, images: list[InputImage], results: ResultsFile, device,
                       progress: bool) -> list[ImageResult]:
+    """Describe what ``results`` lacks, variant by variant in batches of ``--batch-size`` images (saved after
+    every batch), then trace the images that lack their analysis."""
     from tqdm.auto import tqdm
 
     from lvlm_skip.inputs.models import load_image
 
     wanted = ("none", *layers.variants)
     found = {image.stem: results.finished(image.stem, image.sha256) for image in images}
-    todo = sum(len([v for v in wanted if found[i.stem] is None or v not in found[i.stem].variants]) for i in images)
-    bar = tqdm(total=todo, desc="images x variants", disable=not progress or todo == 0)
-    model = processor = None
-    ordered = []
     for image in images:
-        result = found[image.stem] or ImageResult(stem=image.stem, path=image.path.as_posix(), image_sha256=image.sha256,
-                                                  truth=image.truth)
-        missing = [v for v in wanted if v not in result.variants]
-        need_analysis = not args.no_analysis and not result.analysis
-        if missing or need_analysis:
-            if model is None:
-                model, processor = _load(args.model, device, layers)
+        found[image.stem] = found[image.stem] or ImageResult(stem=image.stem, path=image.path.as_posix(),
+                                                             image_sha256=image.sha256, truth=image.truth)
+    missing = {v: [i for i in images if v not in found[i.stem].variants] for v in wanted}
+    todo = sum(len(m) for m in missing.values())
+    bar = tqdm(total=todo, desc="images x variants", disable=not progress or todo == 0)
+    loaded: list = []
+
+    def model_and_processor():
+        if not loaded:
+            loaded.extend(_load(args.model, device, layers))
+        return loaded
+
+    size = getattr(args, "batch_size", 1) or 1
+    for variant, pending in missing.items():
+        for start in range(0, len(pending), size):
+            chunk = pending[start:start + size]
+            model, processor = model_and_processor()
+            bar.set_postfix_str(f"{variant} {', '.join(i.stem for i in chunk)}")
+            inputs = generation.encode_batch(processor, model, [load_image(i.path) for i in chunk], args.prompt)
+            described = generation.describe_batch(model, processor, inputs, variant, layers.wrap_options(variant),
+                                                  args.max_new_tokens)
+            for image, result in zip(chunk, described):
+                found[image.stem].variants[variant] = result
+                results.images[image.stem] = found[image.stem]
+            results.save()  # after every batch: a stopped run keeps what it described
+            bar.update(len(chunk))
+    bar.close()
+    for image in images:
+        result = found[image.stem]
+        if not args.no_analysis and not result.analysis:
+            model, processor = model_and_processor()
             inputs = generation.encode(processor, model, load_image(image.path), args.prompt)
-            for variant in missing:
-                bar.set_postfix_str(f"{image.stem} {variant}")
-                result.variants[variant] = generation.describe(model, processor, inputs, variant,
-                                                               layers.wrap_options(variant), args.max_new_tokens)
-                bar.update()
-            if need_analysis:
-                result.analysis = generation.analyse(model, processor, inputs, results.path.parent / "analysis" / image.stem,
-                                                     args.max_new_tokens)
+            result.analysis = generation.analyse(model, processor, inputs, results.path.parent / "analysis" / image.stem,
+                                                 args.max_new_tokens)
             results.images[image.stem] = result
             results.save()
-        ordered.append(result)
-    bar.close()
-    return ordered
+    return [found[image.stem] for image in images]
 
 
 def _load(model_name: str, device, layers: Fig5Layers):
