@@ -243,3 +243,19 @@ def test_layer_statistics_are_the_same_at_batch_1_and_3(scene_generator):
     alone = collect(gen.model, gen.processor, "test-breaking", 4, 2000, 16)
     assert collect(gen.model, gen.processor, "test-breaking", 4, 2000, 16, batch_size=3) == alone
     assert alone["tokens"] > 4
+
+
+def test_pope_command_at_batch_3_writes_the_answers_of_batch_1(tmp_path, bench):
+    from lvlm_skip.cli import main
+
+    answers = {}
+    for size in ("1", "3"):
+        out = tmp_path / f"batch{size}"
+        assert main(["pope", "--questions", str(bench / "pope" / "scenes_pope_random.json"), "--model", str(MODEL),
+                     "--image-dir", str(bench / "images"), "--variants", "none,skip2:online,dola", "--limit", "7",
+                     "--device", "cpu", "--batch-size", size, "--out", str(out), "--no-progress"]) == 0
+        rows = [json.loads(line) for line in open(out / "responses.jsonl")]
+        answers[size] = {(r["variant"], r["id"]): (r["response"], r["new_tokens"], r["layers_skipped"]) for r in rows}
+        reports = [json.loads(path.read_text()) for path in out.glob("pope_*.json") if "details" not in path.name]
+    assert answers["3"] == answers["1"] and len(answers["1"]) == 21
+    assert len(reports) == 1 and "batch_size" not in json.dumps(reports[0]["meta"]["run"])

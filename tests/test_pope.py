@@ -177,7 +177,7 @@ def test_extra_keys_and_string_ids_are_allowed(tmp_path):
 
 def test_finding_split_files(tmp_path, pope):
     write_pope(pope["root"], tmp_path / "images", dataset="gqa")
-    with pytest.raises(PopeFormatError, match="several datasets .*fixture, gqa.*--dataset"):
+    with pytest.raises(PopeFormatError, match="several datasets .*fixture, gqa.*--file-prefix"):
         find_split_files(pope["root"])
     assert find_split_files(pope["root"], ("popular",), dataset="gqa") == {"popular": pope["root"] / "gqa_pope_popular.json"}
     pope["adversarial"].unlink()
@@ -318,7 +318,7 @@ def test_unreadable_image_is_an_error_row_and_left_out_of_the_metrics(pope, use_
     (["--split", "random", "--variants", "none,dola:online"], "dola has no mode"),
     (["--variants", "vcd", "--variant-options", '{"vcd": {"beta": 2}}'], "`beta` (=2)"),
     (["--variants", "deco", "--variant-options", '{"deco": {"top_k": 0}}'], "`top_k` (=0)"),
-    (["--dataset", "coco"], "coco_pope_random.json: file not found"),
+    (["--file-prefix", "coco"], "coco_pope_random.json: file not found"),
 ])
 def test_bad_input_exits_2_with_one_line(pope, use_generator, capsys, extra, needle):
     model = FakePopeModel()
@@ -344,7 +344,7 @@ def test_a_bad_label_exits_2_naming_file_and_line(pope, capsys):
 def test_questions_and_split_are_exclusive(pope, capsys):
     with pytest.raises(SystemExit):
         main(["pope", "--questions", str(pope["random"]), "--split", "popular", "--score-only"])
-    assert "--split and --dataset" in capsys.readouterr().err
+    assert "--split and --file-prefix" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["pope", "--questions", str(pope["random"]), "--pope-root", str(pope["root"])])
     assert "not allowed with argument" in capsys.readouterr().err

@@ -28,8 +28,10 @@ from .options import BUILTIN_MODELS, CliError, progress_enabled
 logger = logging.getLogger("lvlm_skip.cli")
 
 
-def run_task(args: Any, load_task: Callable[[], Any]) -> int:
+def run_task(args: Any, load_task: Callable[[], Any], embedded_images: bool = False) -> int:
     """Run the evaluation task that ``load_task()`` returns, with the shared options of ``args``.
+
+    ``embedded_images``: the task's data holds its images (``--dataset``), so no ``--image-dir`` is needed.
 
     Prints the report's table on stdout (rank 0). Returns 0; bad input raises
     :class:`~lvlm_skip.errors.InputError` / :class:`CliError` (one line, exit status 2).
@@ -44,11 +46,14 @@ def run_task(args: Any, load_task: Callable[[], Any]) -> int:
     if not args.score_only:
         if not args.model:
             raise CliError("--model is required (unless --score-only)")
-        if not args.image_dir:
-            raise CliError("--image-dir is required (unless --score-only)")
-        image_dir = Path(args.image_dir)
-        if not image_dir.is_dir():
-            raise CliError(f"--image-dir {args.image_dir!r} is not a folder")
+        if embedded_images and args.image_dir:
+            raise CliError("--dataset holds its images: --image-dir is not used with it")
+        if not embedded_images:
+            if not args.image_dir:
+                raise CliError("--image-dir is required (unless --score-only or --dataset)")
+            image_dir = Path(args.image_dir)
+            if not image_dir.is_dir():
+                raise CliError(f"--image-dir {args.image_dir!r} is not a folder")
         from ..evaluation.generation import GenerationSettings  # as above
         from ..inputs.models import resolve_device, resolve_dtype  # loads torch: not for --help
 

@@ -18,7 +18,12 @@ METRICS = "bleu,meteor,rouge,cider,spice"
 
 def add_arguments(p) -> None:
     """The caption subcommand's options."""
-    p.add_argument("--captions", required=True, help="COCO-format caption file (images with file_name; annotations with captions).")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--captions", help="COCO-format caption file (images with file_name; annotations with captions).")
+    data.add_argument("--dataset", metavar="DIR_OR_PARQUET",
+                      help="Captions as lmms-eval ships them (COCO-Caption2017's schema: question_id = file name, id, "
+                      "answer = references, image embedded): a .parquet file, a folder of them, or a save_to_disk folder; "
+                      "read offline, never downloaded; no --image-dir needed.")
     p.add_argument("--instances", default=None, help="COCO instances file (instances_*.json): enables CHAIR.")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="The instruction every image gets.")
     p.add_argument("--metrics", default=METRICS, help="COCO metric groups to compute, among " + METRICS + ".")
@@ -30,8 +35,10 @@ def run(args) -> int:
     from ._evaluation import run_task
 
     def load_task():
-        from ..benchmarks.caption.task import CaptionTask  # run()'s own: the benchmark loads when it runs
+        from ..benchmarks.caption.task import CaptionTask, HubCaptionTask  # run()'s own: the benchmark loads when it runs
 
-        return CaptionTask.load(args.captions, prompt=args.prompt, metrics=args.metrics.split(","), instances=args.instances)
+        kind = HubCaptionTask if args.dataset else CaptionTask
+        return kind.load(args.dataset or args.captions, prompt=args.prompt, metrics=args.metrics.split(","),
+                         instances=args.instances)
 
-    return run_task(args, load_task)
+    return run_task(args, load_task, embedded_images=bool(args.dataset))

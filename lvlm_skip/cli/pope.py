@@ -31,9 +31,14 @@ def add_arguments(p) -> None:
     data.add_argument("--questions", nargs="+", metavar="FILE",
                       help="POPE question files (JSON lines {question_id, image, text, label}) instead of --pope-root; "
                       "a file's split is <split> of its name <dataset>_pope_<split>.json, else its stem.")
+    data.add_argument("--dataset", metavar="DIR_OR_PARQUET",
+                      help="POPE as the hub ships it (lmms-lab/POPE's schema, images embedded): a .parquet file, a folder "
+                      "of them (a hub snapshot, e.g. ~/.cache/huggingface/hub/datasets--lmms-lab--POPE/snapshots/REV), or "
+                      "a save_to_disk folder; read offline, never downloaded; no --image-dir needed. Splits: its "
+                      "'category' column.")
     p.add_argument("--split", default="all", choices=(*SPLITS, "all"),
-                   help="With --pope-root: the split to answer, or all three in one run.")
-    p.add_argument("--dataset", default=None,
+                   help="With --pope-root or --dataset: the split to answer, or all three in one run.")
+    p.add_argument("--file-prefix", default=None,
                    help="With --pope-root: the file prefix (coco, aokvqa, gqa, scenes); default: the only one in the folder.")
     p.add_argument("--prompt-suffix", default="none",
                    help="Text appended to every question: none (POPE's question as is), llava (LLaVA-1.5's "
@@ -47,17 +52,22 @@ def run(args) -> int:
     """The ``pope`` subcommand."""
     from ._evaluation import run_task
 
-    if args.questions and (args.split != "all" or args.dataset):
-        raise CliError("--split and --dataset choose files of --pope-root; with --questions, name the files")
+    if args.questions and (args.split != "all" or args.file_prefix):
+        raise CliError("--split and --file-prefix choose files of --pope-root; with --questions, name the files")
+    if args.dataset and args.file_prefix:
+        raise CliError("--file-prefix chooses files of --pope-root; --dataset reads its splits from its 'category' column")
     splits = SPLITS if args.split == "all" else (args.split,)
 
     def load_task():
-        from ..benchmarks.pope.task import PopeTask, resolve_prompt_suffix  # run()'s own: the benchmark loads when it runs
+        from ..benchmarks.pope.task import HubPopeTask, PopeTask, resolve_prompt_suffix  # run()'s own: loads when it runs
 
         suffix = resolve_prompt_suffix(args.prompt_suffix)
         if args.questions:
             return PopeTask.from_files(args.questions, prompt_suffix=suffix, limit=args.limit)
-        return PopeTask.from_folder(args.pope_root, splits, args.dataset, prompt_suffix=suffix, limit=args.limit)
+        if args.dataset:
+            return HubPopeTask(args.dataset, None if args.split == "all" else splits, prompt_suffix=suffix,
+                               limit=args.limit)
+        return PopeTask.from_folder(args.pope_root, splits, args.file_prefix, prompt_suffix=suffix, limit=args.limit)
 
     # --limit applies per split inside the task, so the runner must not cut the concatenated items again
-    return run_task(argparse.Namespace(**{**vars(args), "limit": None}), load_task)
+    return run_task(argparse.Namespace(**{**vars(args), "limit": None}), load_task, embedded_images=bool(args.dataset))

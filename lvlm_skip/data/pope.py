@@ -121,7 +121,7 @@ def find_split_files(root: str | Path, splits: tuple[str, ...] = POPE_SPLITS, da
         found = sorted({m.group("dataset") for p in folder.glob("*_pope_*.json")
                         if (m := _SPLIT_FILE.match(p.name)) and m.group("split") in splits})
         if len(found) > 1:
-            raise PopeFormatError(f"{folder}: question files of several datasets ({', '.join(found)}): choose one with --dataset")
+            raise PopeFormatError(f"{folder}: question files of several datasets ({', '.join(found)}): choose one with --file-prefix")
         if not found:
             raise PopeFormatError(f"{folder}: no POPE question file <dataset>_pope_<split>.json for "
                                   f"{', '.join(splits)}")

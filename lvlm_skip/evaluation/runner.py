@@ -134,9 +134,11 @@ def select_items(task: EvalTask, limit: int | None) -> list[EvalItem]:
     return items
 
 
-def _generation_of(settings: RunSettings) -> GenerationSettings:
-    """``settings.generation``, or a one-line error when a run that generates lacks it or its image folder."""
-    missing = [name for name in ("generation", "image_dir") if getattr(settings, name) is None]
+def _generation_of(settings: RunSettings, task: EvalTask | None = None) -> GenerationSettings:
+    """``settings.generation``, or a one-line error when a run that generates lacks it or its image folder
+    (which a task whose data holds its images does not need)."""
+    needed = ("generation",) if task is not None and task.embeds_images else ("generation", "image_dir")
+    missing = [name for name in needed if getattr(settings, name) is None]
     if missing:
         raise InputError(f"a run that generates answers needs RunSettings.{' and '.join(missing)} "
                          "(only score_only runs go without)")
@@ -145,13 +147,13 @@ def _generation_of(settings: RunSettings) -> GenerationSettings:
 
 def run_fingerprint(task: EvalTask, settings: RunSettings) -> RunFingerprint:
     """What changes the answers of this run (see :mod:`~lvlm_skip.evaluation.fingerprint`); hashes files."""
-    gen = _generation_of(settings)
+    gen = _generation_of(settings, task)
     run: dict[str, Any] = {"task": task.name, **task.settings()}
     run.update(model_identity(gen.model, builtin=(gen.model,) if settings.builtin_model else (),
                               verify=settings.verify_weights))
     run.update(gen.fingerprint())
     run.update(data_identity(task.data_files))
-    run["image_dir"] = str(Path(settings.image_dir).resolve())
+    run["image_dir"] = "in the data files" if task.embeds_images else str(Path(settings.image_dir).resolve())
     run.update(package_versions())
     profile_sha = file_sha256(settings.plan.profile) if settings.plan.profile is not None else None
     variants = {label: variant_fingerprint(settings.plan, label, profile_sha) for label in settings.plan.labels}
@@ -181,6 +183,8 @@ def _image_or_error(item: EvalItem, label: str, task: EvalTask, image_dir: Path)
     """The item's image, or the error record of an image that cannot be used (missing, unreadable,
     outside ``--image-dir``, not a regular file)."""
     try:
+        if task.embeds_images:
+            return task.load_image(item), None
         return load_image(resolve_under(image_dir, task.request(item).image)), None
     except InputError as error:  # per-item data
         return None, AnswerRecord(variant=label, id=item.id, error=one_line(error))
@@ -269,7 +273,7 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
     once (:meth:`~lvlm_skip.evaluation.generation.ModelGenerator.fit_batch_size`; 1 for a generator
     that cannot say).
     """
-    gen = _generation_of(settings)
+    gen = _generation_of(settings, task)
     if processes.world > 1:  # one full model copy per process, on its own device
         gen = replace(gen, device=processes.device or gen.device, device_map=None)
     with AnswerStore(settings.out, processes.rank, processes.world) as store:
@@ -352,7 +356,7 @@ def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None 
     processes = processes or current_processes()
     items = select_items(task, settings.limit)
     if not settings.score_only:
-        _generation_of(settings)  # checked before the folder is claimed
+        _generation_of(settings, task)  # checked before the folder is claimed
         max_image_pixels()  # a bad LVLM_SKIP_MAX_IMAGE_PIXELS is one error, not one per item
     labels = settings.plan.labels
     expected = [(label, item.id) for label in labels for item in items]
@@ -384,8 +388,13 @@ def evaluate(task: EvalTask, settings: RunSettings, processes: Processes | None 
 
 
 def _image_stats(task: EvalTask, items: Sequence[EvalItem], image_dir: Path | None) -> dict[str, tuple[int, int] | None]:
-    """``(size, mtime_ns)`` of every item's image (``None`` when it cannot be stat'ed): read nothing, open nothing."""
+    """``(size, mtime_ns)`` of every item's image (``None`` when it cannot be stat'ed): read nothing, open nothing.
+
+    Empty for a task whose data files hold its images: their digests cover them.
+    """
     stats: dict[str, tuple[int, int] | None] = {}
+    if task.embeds_images:
+        return stats
     for item in items:
         name = str(task.request(item).image)
         if name not in stats:

@@ -85,6 +85,9 @@ class EvalTask(ABC):
 
     name: str = ""
     report_name: str = ""
+    #: The items' images are in the task's data (a hub dataset): :meth:`load_image` gives them, and a
+    #: run needs no ``--image-dir``. Otherwise the runner reads ``--image-dir / item.image``.
+    embeds_images: bool = False
 
     @abstractmethod
     def items(self) -> Sequence[EvalItem]:
@@ -103,6 +106,14 @@ class EvalTask(ABC):
     def settings(self) -> dict[str, Any]:
         """Task settings that change the answers besides the data files (e.g. a caption prompt)."""
         return {}
+
+    def load_image(self, item: EvalItem) -> Any:
+        """The item's image (RGB PIL) when ``embeds_images``.
+
+        Raises:
+            InputError: the image cannot be decoded (the runner makes it the item's error record).
+        """
+        raise NotImplementedError(f"{type(self).__name__} reads its images from --image-dir")
 
     def request(self, item: EvalItem) -> GenerationRequest:
         """The model's input for ``item``: by default its image and prompt as they are."""

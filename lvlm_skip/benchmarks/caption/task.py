@@ -127,3 +127,43 @@ class CaptionTask(EvalTask):
                 "closeness": "mean over images of identical / word edit similarity / unigram F1 / ROUGE-L F1 "
                              f"between the variant's and {reference}'s caption" if reference else "no none variant"}
         return TaskScores(metrics=metrics, columns=columns, meta=meta, details={"chair": details} if details else None)
+
+
+class HubCaptionTask(CaptionTask):
+    """COCO captions read as lmms-eval ships them (COCO-Caption2017's schema, :mod:`lvlm_skip.data.hub`), images
+    embedded: items, prompt and scoring are :class:`CaptionTask`'s; the data identity is the dataset's files.
+
+    Raises:
+        HubDataError: a missing or malformed dataset (one line).
+    """
+
+    embeds_images = True
+
+    def __init__(self, path: str | Path, prompt: str = DEFAULT_PROMPT, metrics: Iterable[str] = SCORER_GROUPS,
+                 image_objects: dict[Any, set[str]] | None = None) -> None:
+        from ...data.coco_captions import CaptionImage
+        from ...data.hub import CAPTION_COLUMNS, caption_images, open_hub_dataset
+
+        self.data = open_hub_dataset(path, CAPTION_COLUMNS)
+        images = caption_images(self.data)
+        self._rows = {image.image_id: image.row for image in images}
+        dataset = CaptionDataset(images=[CaptionImage(image_id=i.image_id, file_name=i.file_name,
+                                                      references=list(i.references)) for i in images],
+                                 path=str(self.data.source))
+        super().__init__(dataset, self.data.source, prompt, metrics, image_objects)
+
+    @classmethod
+    def load(cls, path: str | Path, prompt: str = DEFAULT_PROMPT, metrics: Iterable[str] = SCORER_GROUPS,
+             instances: str | Path | None = None) -> "HubCaptionTask":
+        """Read the dataset (and the instances file for CHAIR)."""
+        return cls(path, prompt, metrics, load_image_objects(instances) if instances else None)
+
+    @property
+    def data_files(self) -> dict[str, Path]:
+        return {f"dataset_{i}": path for i, path in enumerate(self.data.files)}
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "format": "hub (COCO-Caption2017)"}
+
+    def load_image(self, item: EvalItem) -> Any:
+        return self.data.image(self._rows[item.id])

@@ -103,7 +103,7 @@ class PopeTask(EvalTask):
 
     @property
     def splits(self) -> list[str]:
-        return list(self.files)
+        return list(self.questions)
 
     @property
     def data_files(self) -> dict[str, Path]:
@@ -169,3 +169,56 @@ def _split_metrics(split: str, answers: list[str], labels: list[str]) -> dict[st
     row.update({f"{split}_TP": counts.tp, f"{split}_FP": counts.fp, f"{split}_TN": counts.tn,
                 f"{split}_FN": counts.fn, f"{split}_n": counts.n})
     return row
+
+
+class HubPopeTask(PopeTask):
+    """POPE read as the hub ships it (lmms-lab/POPE's schema, :mod:`lvlm_skip.data.hub`), images embedded.
+
+    The splits are the ``category`` column's (``test`` without one), in POPE's order; items,
+    prompts and scoring are :class:`PopeTask`'s, an item's ``image`` is its ``image_source`` (for the
+    records; the image itself comes from the dataset's row), and the data identity is the digests of
+    the dataset's files.
+
+    Args:
+        path: A ``.parquet`` file, a folder of them (a hub snapshot), or a ``save_to_disk`` folder.
+        splits: The splits to answer (default: every split the data has).
+        prompt_suffix, limit: As :class:`PopeTask`'s.
+
+    Raises:
+        HubDataError: a missing or malformed dataset (one line).
+        InputError: a requested split the data does not have.
+    """
+
+    embeds_images = True
+
+    def __init__(self, path: str | Path, splits: Sequence[str] | None = None, prompt_suffix: str = "",
+                 limit: int | None = None) -> None:
+        from ...data.hub import POPE_COLUMNS, open_hub_dataset, pope_questions
+
+        self.data = open_hub_dataset(path, POPE_COLUMNS)
+        found: dict[str, list[PopeQuestion]] = {}
+        self._rows: dict[tuple[str, str], int] = {}
+        for q in pope_questions(self.data):
+            found.setdefault(q.split, []).append(PopeQuestion(question_id=q.question_id, image=q.image_name,
+                                                              text=q.question, label=q.label, line=q.row + 1))
+            self._rows[(q.split, q.question_id)] = q.row
+        order = [s for s in POPE_SPLITS if s in found] + [s for s in found if s not in POPE_SPLITS]
+        wanted = list(splits) if splits else order
+        absent = [s for s in wanted if s not in found]
+        if absent:
+            raise InputError(f"{path}: no split {', '.join(absent)} (its 'category' column has {', '.join(order)})")
+        self.prompt_suffix = prompt_suffix
+        self.questions = {s: found[s][:limit] if limit is not None else found[s] for s in wanted}
+        self.files = {s: self.data.source for s in wanted}
+        self.report_name = "pope_" + ("all" if tuple(wanted) == POPE_SPLITS else "_".join(wanted))
+
+    @property
+    def data_files(self) -> dict[str, Path]:
+        return {f"dataset_{i}": path for i, path in enumerate(self.data.files)}
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "format": "hub (lmms-lab/POPE)"}
+
+    def load_image(self, item: EvalItem) -> Any:
+        split, question_id = item.annotations["split"], item.annotations["question_id"]
+        return self.data.image(self._rows[(split, question_id)])
