@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ..errors import InputError, one_line
 from .json_files import DataFileError
 
@@ -56,8 +58,6 @@ class HubDataset:
         Raises:
             InputError: the bytes are not an image (one line, naming the row).
         """
-        from PIL import Image
-
         cell = self.rows[index]["image"]
         try:
             if isinstance(cell, dict) and cell.get("bytes") is not None:
@@ -78,7 +78,7 @@ def open_hub_dataset(path: str | Path, columns: tuple[str, ...]) -> HubDataset:
         HubDataError: nothing readable at ``path``, or a column missing (one line).
     """
     try:
-        import datasets
+        import datasets  # the eval extra, optional
     except ImportError:
         raise HubDataError("reading a hub-format dataset needs `datasets`: pip install -e .[eval]") from None
     source = Path(path)

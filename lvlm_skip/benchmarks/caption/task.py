@@ -22,7 +22,8 @@ from typing import Any, get_args
 
 from . import chair  # the one import of CHAIR
 from ...config import Closeness
-from ...data.coco_captions import CaptionDataError, CaptionDataset, load_captions
+from ...data.coco_captions import CaptionDataError, CaptionDataset, CaptionImage, load_captions
+from ...data.hub import CAPTION_COLUMNS, caption_images, open_hub_dataset
 from .closeness import closeness_to_reference_variant
 from .coco_metrics import SCORER_GROUPS, coco_caption_scores_multi
 from ...data.json_files import read_json
@@ -141,9 +142,6 @@ class HubCaptionTask(CaptionTask):
 
     def __init__(self, path: str | Path, prompt: str = DEFAULT_PROMPT, metrics: Iterable[str] = SCORER_GROUPS,
                  image_objects: dict[Any, set[str]] | None = None) -> None:
-        from ...data.coco_captions import CaptionImage
-        from ...data.hub import CAPTION_COLUMNS, caption_images, open_hub_dataset
-
         self.data = open_hub_dataset(path, CAPTION_COLUMNS)
         images = caption_images(self.data)
         self._rows = {image.image_id: image.row for image in images}

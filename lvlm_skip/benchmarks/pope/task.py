@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from ...data.hub import POPE_COLUMNS, open_hub_dataset, pope_questions
 from ...data.pope import POPE_SPLITS, PopeQuestion, find_split_files, read_pope_questions, split_name
 from .metrics import count_pope, pope_answer, score_pope  # noqa: F401 - score_pope is this module's API too
 from ...evaluation.task import Answers, EvalItem, EvalTask, GenerationRequest, TaskScores
@@ -193,8 +194,6 @@ class HubPopeTask(PopeTask):
 
     def __init__(self, path: str | Path, splits: Sequence[str] | None = None, prompt_suffix: str = "",
                  limit: int | None = None) -> None:
-        from ...data.hub import POPE_COLUMNS, open_hub_dataset, pope_questions
-
         self.data = open_hub_dataset(path, POPE_COLUMNS)
         found: dict[str, list[PopeQuestion]] = {}
         self._rows: dict[tuple[str, str], int] = {}
