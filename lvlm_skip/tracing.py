@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import numbers
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -341,7 +341,7 @@ def trace_readouts(
     calls = recorder.calls[:num_steps]
 
     # 3. what every setting shares: decoded tokens and texts, hidden vectors, settings
-    lengths = _lengths(generated, eos_token_ids(model))
+    lengths = row_lengths(generated, eos_token_ids(model))
     decode = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else (lambda ids: " ".join(map(str, ids)))
     tokens = [[decode([tok]) for tok in row[:n]] for row, n in zip(generated.tolist(), lengths)]
     texts = [tokenizer.decode(row[:n], skip_special_tokens=True) if tokenizer is not None else ""
@@ -475,7 +475,14 @@ def _stack_steps(per_step, batch, readouts, top_k, watch, max_competitors, num_l
     return arrays
 
 
-def _lengths(generated: torch.Tensor, eos_ids: set[int]) -> list[int]:
+def row_lengths(generated: torch.Tensor, eos_ids: Collection[int]) -> list[int]:
+    """Each row's generated length: up to and including its first end-of-sequence token, else all of them.
+
+    Args:
+        generated: `(batch, new)` int token ids that ``generate`` appended (rows that ended early are
+            padded after their end-of-sequence token).
+        eos_ids: The ids that end a sequence.
+    """
     lengths = []
     for row in generated.tolist():
         lengths.append(next((i + 1 for i, tok in enumerate(row) if tok in eos_ids), len(row)))

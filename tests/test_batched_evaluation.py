@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from lvlm_skip.evaluation import generation
-from lvlm_skip.evaluation.generation import GenerationSettings, ModelGenerator, row_lengths
+from lvlm_skip.evaluation.generation import GenerationSettings, ModelGenerator
 from lvlm_skip.evaluation.runner import RunSettings, batches, evaluate
 from lvlm_skip.evaluation.task import EvalItem
 from lvlm_skip.evaluation.variants import plan_variants
+from lvlm_skip.tracing import row_lengths
 
 MODEL = Path(__file__).resolve().parents[1] / "recipes" / "models" / "scene-llava"
 #: every variant in both modes, and the peers

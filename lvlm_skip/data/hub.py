@@ -52,6 +52,10 @@ class HubDataset:
     files: list[Path]
     source: Path
 
+    def data_files(self) -> dict[str, Path]:
+        """The files read, by role ``dataset_<i>``: a hub task's :attr:`~lvlm_skip.evaluation.task.EvalTask.data_files`."""
+        return {f"dataset_{i}": path for i, path in enumerate(self.files)}
+
     def image(self, index: int):
         """Row ``index``'s image as an RGB PIL image.
 

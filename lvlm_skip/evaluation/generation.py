@@ -175,6 +175,7 @@ class ModelGenerator:
         import torch  # on the --help import path, which loads no torch
 
         from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
+        from ..tracing import row_lengths  # as above
 
         if len(images) != len(prompts) or not prompts:
             raise ValueError(f"generate_batch needs as many images as prompts (>= 1), got {len(images)} and {len(prompts)}")
@@ -274,21 +275,6 @@ def _quiet(name: str):
         yield
     finally:
         quieted.setLevel(level)
-
-
-def row_lengths(new_tokens: Any, eos_ids: frozenset[int]) -> list[int]:
-    """Each row's generated length: up to and including its first end-of-sequence token, else all of them.
-
-    Args:
-        new_tokens: `(batch, new)` int token ids that ``generate`` appended (rows that ended early are
-            padded after their end-of-sequence token).
-        eos_ids: The ids that end a sequence.
-    """
-    lengths = []
-    for row in new_tokens.tolist():
-        ends = [i for i, token in enumerate(row) if token in eos_ids]
-        lengths.append(ends[0] + 1 if ends else len(row))
-    return lengths
 
 
 def load_generator(settings: GenerationSettings, plan: VariantPlan, progress: bool = False) -> Generator:

@@ -43,7 +43,7 @@ def describe_batch(model, processor, inputs: dict, variant: str, options: dict, 
     """
     import lvlm_skip
     from lvlm_skip.anatomy import eos_token_ids
-    from lvlm_skip.evaluation.generation import row_lengths
+    from lvlm_skip.tracing import row_lengths
 
     with lvlm_skip.skipping(model, variant=variant, **options) as run:
         start = time.perf_counter()

@@ -213,7 +213,7 @@ class HubPopeTask(PopeTask):
 
     @property
     def data_files(self) -> dict[str, Path]:
-        return {f"dataset_{i}": path for i, path in enumerate(self.data.files)}
+        return self.data.data_files()
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "format": "hub (lmms-lab/POPE)"}
