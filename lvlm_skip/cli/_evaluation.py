@@ -28,10 +28,13 @@ from .options import BUILTIN_MODELS, CliError, progress_enabled
 logger = logging.getLogger("lvlm_skip.cli")
 
 
-def run_task(args: Any, load_task: Callable[[], Any], embedded_images: bool = False) -> int:
+def run_task(args: Any, load_task: Callable[[], Any], embedded_images: bool = False,
+             adapt_plan: Callable[[Any, Any], Any] | None = None) -> int:
     """Run the evaluation task that ``load_task()`` returns, with the shared options of ``args``.
 
     ``embedded_images``: the task's data holds its images (``--dataset``), so no ``--image-dir`` is needed.
+    ``adapt_plan(plan, task) -> plan``: settles what the task decides per variant (POPE's ``--protocol``)
+    once the task is loaded.
 
     Prints the report's table on stdout (rank 0). Returns 0; bad input raises
     :class:`~lvlm_skip.errors.InputError` / :class:`CliError` (one line, exit status 2).
@@ -62,6 +65,8 @@ def run_task(args: Any, load_task: Callable[[], Any], embedded_images: bool = Fa
         generation = GenerationSettings(model=args.model, device=str(device), dtype=dtype, device_map=args.device_map,
                                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     task = load_task()
+    if adapt_plan is not None:
+        plan = adapt_plan(plan, task)
     settings = RunSettings(out=out, plan=plan, generation=generation, image_dir=image_dir,
                            builtin_model=bool(args.model) and args.model in BUILTIN_MODELS, limit=args.limit,
                            overwrite=args.overwrite, score_only=args.score_only, progress=progress_enabled(args),

@@ -44,6 +44,12 @@ def add_arguments(p) -> None:
                    help="Text appended to every question: none (POPE's question as is), llava (LLaVA-1.5's "
                    "'\\nAnswer the question using a single word or phrase.'), vcd (VCD's ' Please answer this question "
                    "with one word.'), or any other text, appended verbatim. Part of the run's fingerprint.")
+    p.add_argument("--protocol", default="harness", choices=("harness", "authors"),
+                   help="harness: every variant asked alike (the question plus --prompt-suffix, greedy, --max-new-tokens, "
+                   "POPE's official answer reading). authors: each peer as its released POPE script runs it (vcd: "
+                   "' Please answer this question with one word.', sampling at temperature 1, beta 0.2, 1024 tokens, "
+                   "VCD's eval_pope.py reading; deco: the question as is, greedy, 5 tokens, DeCo's yes-word reading), "
+                   "the other variants as the harness. Recorded in the fingerprint and the report.")
     add_evaluation_arguments(p, default_out="runs/pope", max_new_tokens=128, default_variants="none",
                              limit_help="Only the first N questions of each split.")
 
@@ -69,5 +75,13 @@ def run(args) -> int:
                                limit=args.limit)
         return PopeTask.from_folder(args.pope_root, splits, args.file_prefix, prompt_suffix=suffix, limit=args.limit)
 
+    def adapt_plan(plan, task):
+        from ..benchmarks.pope.protocols import apply_protocols, variant_protocols  # as load_task's
+
+        protocols = variant_protocols(plan, args.protocol)
+        task.use_protocols(protocols)
+        return apply_protocols(plan, protocols)
+
     # --limit applies per split inside the task, so the runner must not cut the concatenated items again
-    return run_task(argparse.Namespace(**{**vars(args), "limit": None}), load_task, embedded_images=bool(args.dataset))
+    return run_task(argparse.Namespace(**{**vars(args), "limit": None}), load_task, embedded_images=bool(args.dataset),
+                    adapt_plan=adapt_plan)

@@ -65,11 +65,15 @@ class Generator(Protocol):
     def __call__(self, image: Any, prompt: str, label: str) -> Generation: ...
 
 
-def answer_batch(generator: Generator, images: Sequence[Any], prompts: Sequence[str], label: str) -> list[Generation]:
-    """``generator``'s answers to a batch: one ``generate_batch`` call, or one call per row when it has none."""
+def answer_batch(generator: Generator, images: Sequence[Any], prompts: Sequence[str], label: str,
+                 seeds: Sequence[int] | None = None) -> list[Generation]:
+    """``generator``'s answers to a batch: one ``generate_batch`` call, or one call per row when it has none.
+
+    ``seeds``: one sampling seed per row, for a variant that samples (``None`` otherwise).
+    """
     batched = getattr(generator, "generate_batch", None)
     if batched is not None:
-        return list(batched(images, prompts, label))
+        return list(batched(images, prompts, label, seeds) if seeds is not None else batched(images, prompts, label))
     return [generator(image, prompt, label) for image, prompt in zip(images, prompts)]
 
 
@@ -164,35 +168,55 @@ class ModelGenerator:
     def __call__(self, image: Any, prompt: str, label: str) -> Generation:
         return self.generate_batch([image], [prompt], label)[0]
 
-    def generate_batch(self, images: Sequence[Any], prompts: Sequence[str], label: str) -> list[Generation]:
+    def generate_batch(self, images: Sequence[Any], prompts: Sequence[str], label: str,
+                       seeds: Sequence[int] | None = None) -> list[Generation]:
         """Answer every (image, prompt) pair in one left-padded ``generate`` call.
 
         Each row's answer is cut at its first end-of-sequence token (kept in ``new_tokens``, as
         ``generate`` keeps it at batch 1), its ``layers_skipped`` counts its own steps only, and its
         ``seconds`` is the batch's wall time divided among the rows. On CUDA, a batch that runs out of
         memory is answered as two halves.
+
+        A variant whose :class:`~lvlm_skip.evaluation.variants.Decoding` samples answers its rows one
+        at a time, each after seeding torch with its entry of ``seeds`` (one per row, required), so a
+        row's sample does not depend on the batch it came in.
         """
+        if len(images) != len(prompts) or not prompts:
+            raise ValueError(f"generate_batch needs as many images as prompts (>= 1), got {len(images)} and {len(prompts)}")
+        decoding = self.plan.decoding.get(label)
+        if decoding is not None and decoding.sample:
+            if seeds is None or len(seeds) != len(prompts):
+                raise ValueError(f"{label} samples: generate_batch needs one seed per row")
+            return [self._generate([image], [prompt], label, seed)[0]
+                    for image, prompt, seed in zip(images, prompts, seeds)]
+        return self._generate(images, prompts, label, None)
+
+    def _generate(self, images: Sequence[Any], prompts: Sequence[str], label: str, seed: int | None) -> list[Generation]:
+        """One ``generate`` call for the rows (see :meth:`generate_batch`); ``seed`` seeds torch just before it."""
         import torch  # on the --help import path, which loads no torch
 
         from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
         from ..tracing import row_lengths  # as above
 
-        if len(images) != len(prompts) or not prompts:
-            raise ValueError(f"generate_batch needs as many images as prompts (>= 1), got {len(images)} and {len(prompts)}")
         self._use(label)
+        decoding = self.plan.decoding.get(label)
+        max_new_tokens = decoding.max_new_tokens if decoding and decoding.max_new_tokens else self.max_new_tokens
         texts = [chat_prompt(self.processor, prompt, with_image=True) for prompt in prompts]
         inputs = encode_inputs(self.processor, texts, list(images), self.model)
         synchronize = torch.cuda.synchronize if self.model.device.type == "cuda" else (lambda: None)
-        options = dict(do_sample=False, pad_token_id=self._pad)
+        options = dict(decoding.generate_kwargs() if decoding else {"do_sample": False}, pad_token_id=self._pad)
         try:
             if not self._warm:  # one untimed call: the first variant must not pay the warm-up
                 with torch.inference_mode():
-                    self.model.generate(**inputs, max_new_tokens=min(2, self.max_new_tokens), **options)
+                    self.model.generate(**inputs, max_new_tokens=min(2, max_new_tokens), do_sample=False,
+                                        pad_token_id=self._pad)
                 self._warm = True
+            if seed is not None:
+                torch.manual_seed(seed)  # every device's generator
             synchronize()
             start = time.perf_counter()
             with torch.inference_mode(), _quiet(_CONTROLLER_LOGGER):  # its per-row notes would be per-item noise
-                out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **options)
+                out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **options)
             synchronize()
         except torch.cuda.OutOfMemoryError:
             if len(prompts) == 1:
@@ -202,8 +226,8 @@ class ModelGenerator:
             half = len(prompts) // 2
             logger.warning("a batch of %d ran out of GPU memory: answering it as %d + %d", len(prompts), half,
                            len(prompts) - half)
-            return (self.generate_batch(images[:half], prompts[:half], label)
-                    + self.generate_batch(images[half:], prompts[half:], label))
+            return (self._generate(images[:half], prompts[:half], label, None)
+                    + self._generate(images[half:], prompts[half:], label, None))
         seconds = (time.perf_counter() - start) / len(prompts)
         new = out[:, inputs["input_ids"].shape[1]:].cpu()  # shape: (batch, new tokens)
         lengths = row_lengths(new, self._eos)

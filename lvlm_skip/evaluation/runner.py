@@ -241,13 +241,14 @@ class _VariantProgress:
         self.label = None
 
 
-def _sort_key(generator: Callable[[], generation.Generator], task: EvalTask, size: int) -> Callable[[EvalItem], int]:
+def _sort_key(generator: Callable[[], generation.Generator], task: EvalTask, size: int,
+              label: str) -> Callable[[EvalItem], int]:
     """Batches sort items by prompt length in tokens (the generator's ``prompt_length``, else characters);
     at batch 1 the order stays (and the model is not loaded for it)."""
     if size == 1:
         return lambda item: 0
     length = getattr(generator(), "prompt_length", len)
-    return lambda item: length(task.request(item).prompt)
+    return lambda item: length(task.variant_request(item, label).prompt)
 
 
 def _fit_batch_size(generator: Callable[[], generation.Generator], task: EvalTask, todo: dict[str, list[EvalItem]],
@@ -257,11 +258,11 @@ def _fit_batch_size(generator: Callable[[], generation.Generator], task: EvalTas
     if fit is None:
         return 1
     label = next(iter(todo))
-    key = _sort_key(generator, task, 2)
+    key = _sort_key(generator, task, 2, label)
     for item in sorted((i for pending in todo.values() for i in pending), key=key, reverse=True)[:8]:
         image, error = _image_or_error(item, label, task, settings.image_dir)
         if error is None:
-            return int(fit([image], [task.request(item).prompt], label))
+            return int(fit([image], [task.variant_request(item, label).prompt], label))
     return 1
 
 
@@ -304,7 +305,9 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
                 size = 1 if not str(gen.device).startswith("cuda") else _fit_batch_size(generator, task, todo, settings)
             for label, pending in todo.items():
                 progress.start(label, len(pending))
-                for batch in batches(pending, size, _sort_key(generator, task, size)):
+                decoding = settings.plan.decoding.get(label)
+                sampled = decoding is not None and decoding.sample
+                for batch in batches(pending, size, _sort_key(generator, task, size, label)):
                     images, ready, records = [], [], []
                     for item in batch:
                         image, error = _image_or_error(item, label, task, settings.image_dir)
@@ -314,7 +317,9 @@ def _generate(task: EvalTask, items: Sequence[EvalItem], settings: RunSettings, 
                             images.append(image)
                             ready.append(item)
                     if ready:
-                        results = generation.answer_batch(generator(), images, [task.request(i).prompt for i in ready], label)
+                        prompts = [task.variant_request(i, label).prompt for i in ready]
+                        seeds = [decoding.item_seed(i.id) for i in ready] if sampled else None
+                        results = generation.answer_batch(generator(), images, prompts, label, seeds)
                         records += [_record(item, label, result) for item, result in zip(ready, results)]
                     for record in records:  # as soon as the batch ends
                         store.append(record)

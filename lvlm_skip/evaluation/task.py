@@ -119,6 +119,11 @@ class EvalTask(ABC):
         """The model's input for ``item``: by default its image and prompt as they are."""
         return GenerationRequest(image=item.image, prompt=item.prompt)
 
+    def variant_request(self, item: EvalItem, label: str) -> GenerationRequest:
+        """The model's input for ``item`` when the variant ``label`` answers: by default :meth:`request`'s
+        (a task whose protocol differs per variant, e.g. POPE's ``--protocol authors``, overrides it)."""
+        return self.request(item)
+
     @abstractmethod
     def score(self, answers: Answers, items: Sequence[EvalItem], reference: str | None) -> TaskScores:
         """Score every variant's answers.

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import types
 import typing
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,48 @@ class VariantSpec:
 
 
 @dataclass(frozen=True)
+class Decoding:
+    """How one variant decodes where it departs from the run's greedy decoding (e.g. a peer's published protocol).
+
+    Attributes:
+        sample: Sample the next token from the processed distribution instead of taking the argmax.
+        temperature: Sampling temperature (transformers' ``temperature``).
+        top_p: Nucleus cut (``top_p``; 1.0: off).
+        top_k: Top-k cut (``top_k``; 0: off).
+        max_new_tokens: This variant's length limit, or ``None`` for the run's.
+        seed: With ``sample``, each item's sampling seed is :meth:`item_seed` of this and the item's
+            id, so that an answer is the same on a rerun, in any shard and at any batch size (sampled
+            rows are generated one at a time).
+    """
+
+    sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise InputError(f"decoding needs temperature > 0, 0 < top_p <= 1 and top_k >= 0, got {self}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise InputError(f"decoding max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """``generate`` keywords: ``do_sample`` and, when sampling, the three processors' settings."""
+        if not self.sample:
+            return {"do_sample": False}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+
+    def item_seed(self, item_id: Any) -> int:
+        """The sampling seed of one item: a 32-bit hash of ``seed`` and the item's id (stable across runs and machines)."""
+        return zlib.crc32(f"{self.seed}:{item_id!r}".encode("utf-8"))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class VariantPlan:
     """Every variant of a run with its checked ``wrap`` options.
 
@@ -64,11 +107,14 @@ class VariantPlan:
         specs: The variants in report order.
         options: Label -> ``lvlm_skip.wrap`` options (lists as tuples), checked against ``SkipConfig``.
         profile: The layer profile file given to every variant except ``none``, or ``None``.
+        decoding: Label -> its :class:`Decoding`, for the variants that do not decode greedily with the
+            run's length limit (empty: every variant does).
     """
 
     specs: tuple[VariantSpec, ...]
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     profile: Path | None = None
+    decoding: Mapping[str, Decoding] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -298,5 +344,8 @@ def variant_fingerprint(plan: VariantPlan, label: str, profile_sha256: str | Non
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(plan.options.get(label, {}).items())}
     modeless = spec.variant == "none" or spec.variant in PEERS
     uses_profile = plan.profile is not None and spec.variant in PROFILE_VARIANTS
-    return {"variant": spec.variant, "mode": None if modeless else spec.mode, "options": options,
-            "profile_sha256": profile_sha256 if uses_profile else None}
+    fingerprint = {"variant": spec.variant, "mode": None if modeless else spec.mode, "options": options,
+                   "profile_sha256": profile_sha256 if uses_profile else None}
+    if label in plan.decoding:  # only then: the fingerprints of greedy runs stay what they were
+        fingerprint["decoding"] = plan.decoding[label].fingerprint()
+    return fingerprint

@@ -1,7 +1,7 @@
 """POPE's metrics, counted exactly like the official ``evaluate.py`` (Li et al., EMNLP 2023).
 
-The official script (``AoiDragon/POPE``, ``evaluate.py``; LLaVA-1.5's ``llava/eval/eval_pope.py``
-and VCD's copy are the same code) does, per answer (:func:`pope_answer`):
+The official script (``AoiDragon/POPE``, ``evaluate.py``; LLaVA-1.5's ``llava/eval/eval_pope.py`` is
+the same code) does, per answer (:func:`pope_answer`):
 
 1. keep the text before the first ``"."`` (when there is one);
 2. remove every ``","``;
@@ -28,6 +28,9 @@ Where the script fails, and what this module does instead:
 * **Lengths.** The script ``zip``s answers with labels (a shorter answer list silently drops the
   last labels) and divides the yes-ratio by the number of answers; here different lengths and an
   empty list raise :class:`ValueError`.
+* **Other readings.** VCD's and DeCo's ``eval_pope.py`` are not this code: they look for the
+  substrings ``"yes"`` / ``"no"`` in the lower-cased answer, by label. ``--protocol authors`` uses
+  their readings for their own rows (:mod:`~lvlm_skip.benchmarks.pope.protocols`).
 * **Labels.** The script counts every label other than ``"no"`` as yes (so ``"No"`` would be
   positive); here a label must be exactly ``"yes"`` or ``"no"``, as in every POPE file.
 """

@@ -31,6 +31,7 @@ from ...errors import InputError
 from ...data.hub import POPE_COLUMNS, open_hub_dataset, pope_questions
 from ...data.pope import POPE_SPLITS, PopeQuestion, find_split_files, read_pope_questions, split_name
 from .metrics import count_pope, pope_answer, score_pope  # noqa: F401 - score_pope is this module's API too
+from .protocols import HARNESS, READINGS, PopeProtocol
 from ...evaluation.task import Answers, EvalItem, EvalTask, GenerationRequest, TaskScores
 
 #: ``--prompt-suffix`` names -> the text appended to every question.
@@ -74,6 +75,7 @@ class PopeTask(EvalTask):
             raise InputError("pope: no question file")
         self.files = {split: Path(path) for split, path in files.items()}
         self.prompt_suffix = prompt_suffix
+        self.protocols: dict[str, PopeProtocol] = {}
         self.questions: dict[str, list[PopeQuestion]] = {}
         for split, path in self.files.items():
             questions = read_pope_questions(path)
@@ -110,8 +112,22 @@ class PopeTask(EvalTask):
     def data_files(self) -> dict[str, Path]:
         return {f"questions_{split}": path for split, path in self.files.items()}
 
+    def use_protocols(self, protocols: Mapping[str, PopeProtocol]) -> None:
+        """Ask and read each variant (label) by its protocol (``--protocol``; :mod:`.protocols`); a label
+        without one follows the harness."""
+        self.protocols = dict(protocols)
+
+    def _protocol(self, label: str) -> PopeProtocol:
+        return self.protocols.get(label, HARNESS)
+
     def settings(self) -> dict[str, Any]:
-        return {"splits": self.splits, "prompt_suffix": self.prompt_suffix}
+        settings: dict[str, Any] = {"splits": self.splits, "prompt_suffix": self.prompt_suffix}
+        if any(p is not HARNESS for p in self.protocols.values()):  # only then: harness fingerprints stay as they were
+            settings["protocols"] = self._described()
+        return settings
+
+    def _described(self) -> dict[str, dict[str, Any]]:
+        return {label: protocol.describe(self.prompt_suffix) for label, protocol in self.protocols.items()}
 
     def _item_id(self, split: str, question: PopeQuestion) -> int | str:
         return question.question_id if len(self.files) == 1 else f"{split}:{question.question_id}"
@@ -125,20 +141,27 @@ class PopeTask(EvalTask):
     def request(self, item: EvalItem) -> GenerationRequest:
         return GenerationRequest(image=item.image, prompt=item.prompt + self.prompt_suffix)
 
+    def variant_request(self, item: EvalItem, label: str) -> GenerationRequest:
+        """The question plus the suffix of ``label``'s protocol (the run's ``prompt_suffix`` for the harness)."""
+        suffix = self._protocol(label).prompt_suffix
+        return self.request(item) if suffix is None else GenerationRequest(image=item.image, prompt=item.prompt + suffix)
+
     def score(self, answers: Answers, items: Sequence[EvalItem], reference: str | None) -> TaskScores:
         metrics: dict[str, dict[str, Any]] = {}
         details: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for label, responses in answers.items():
             row: dict[str, Any] = {}
             details[label] = {}
+            read = READINGS[self._protocol(label).reading]
             for split in self.splits:
                 answered = [item for item in items if item.annotations["split"] == split and item.id in responses]
                 texts = [responses[item.id] for item in answered]
                 labels = [item.annotations["label"] for item in answered]
-                row.update(_split_metrics(split, texts, labels))
+                readings = [read(text, truth) for text, truth in zip(texts, labels)]
+                row.update(_split_metrics(split, readings, labels))
                 details[label][split] = [
-                    {"question_id": item.annotations["question_id"], "answer": text, "pope_answer": pope_answer(text),
-                     "label": item.annotations["label"]} for item, text in zip(answered, texts)]
+                    {"question_id": item.annotations["question_id"], "answer": text, "pope_answer": reading,
+                     "label": item.annotations["label"]} for item, text, reading in zip(answered, texts, readings)]
             if len(self.splits) > 1:
                 for name in ("Accuracy", "F1"):
                     values = [row[f"{split}_{name}"] for split in self.splits]
@@ -147,6 +170,7 @@ class PopeTask(EvalTask):
         meta = {"splits": {split: str(path) for split, path in self.files.items()},
                 "questions": {split: len(qs) for split, qs in self.questions.items()},
                 "prompt_suffix": self.prompt_suffix, "scoring": SCORING,
+                "protocols": self._described() if self.protocols else "harness (every variant)",
                 "percent": "Accuracy, Precision, Recall, F1, yes_ratio are percentages"}
         return TaskScores(metrics=metrics, columns=self.columns(), meta=meta, details={"answers": details})
 
@@ -160,7 +184,10 @@ class PopeTask(EvalTask):
 
 
 def _split_metrics(split: str, answers: list[str], labels: list[str]) -> dict[str, Any]:
-    """One split's report entries: the metrics in percent (``None`` without answers) and the counts."""
+    """One split's report entries: the metrics in percent (``None`` without answers) and the counts.
+
+    ``answers`` are already read as ``"yes"`` / ``"no"`` (which :func:`count_pope` reads as themselves).
+    """
     if not answers:
         return {**{f"{split}_{name}": None for name in REPORT_METRICS},
                 **{f"{split}_{count}": 0 for count in ("TP", "FP", "TN", "FN", "n")}}
@@ -207,6 +234,7 @@ class HubPopeTask(PopeTask):
         if absent:
             raise InputError(f"{path}: no split {', '.join(absent)} (its 'category' column has {', '.join(order)})")
         self.prompt_suffix = prompt_suffix
+        self.protocols = {}
         self.questions = {s: found[s][:limit] if limit is not None else found[s] for s in wanted}
         self.files = {s: self.data.source for s in wanted}
         self.report_name = "pope_" + ("all" if tuple(wanted) == POPE_SPLITS else "_".join(wanted))
