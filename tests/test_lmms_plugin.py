@@ -58,3 +58,34 @@ def test_pope_both_ways(tmp_path, variant):
     theirs = {s["pope_f1_score"]["question_id"]: s["filtered_resps"] for s in samples}
     mine = {str(r["id"]): r["response"] for r in rows}
     assert {k: v.strip() for k, v in theirs.items()} == {k: v.strip() for k, v in mine.items()}
+
+
+def test_both_ways_recipe_gives_one_table_and_reuses_finished_runs(tmp_path, caplog):
+    """``recipes.pope_both_ways``: lmms-eval's POPE and ``lvlm-skip pope`` on the same questions, one table."""
+    from lvlm_skip.scenes.export import export
+    from recipes import pope_both_ways
+
+    bench = export(tmp_path / "bench", 2, 0)
+    out = tmp_path / "both"
+    argv = ["--scenes", str(bench), "--variants", "none", "--splits", "random,popular", "--limit", "3",
+            "--prompt-suffix", "none", "--out", str(out), "--no-progress"]
+    assert pope_both_ways.main(argv) == 0
+    result = json.loads((out / "both_ways.json").read_text())
+    assert [(r["variant"], r["split"], r["questions"]) for r in result["rows"]] == [("none", "random", 3), ("none", "popular", 3)]
+    for row in result["rows"]:  # the same answers; bare yes/no answers score the same both ways
+        assert row["same_answers"] == 1.0
+        assert row["F1 (lmms-eval)"] == row["F1 (lvlm-skip pope)"]
+    assert 'post_prompt: ""' in (out / "lmms_tasks" / "pope_scene_random.yaml").read_text()
+    with caplog.at_level("INFO", logger="recipes.pope_both_ways"):
+        assert pope_both_ways.main(argv) == 0
+    assert "lmms-eval / none: reusing" in caplog.text
+
+
+def test_both_ways_recipe_refuses_a_folder_that_is_not_a_scenes_export(tmp_path, capsys):
+    from recipes import pope_both_ways
+
+    with pytest.raises(SystemExit) as stopped:
+        pope_both_ways.main(["--scenes", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m recipes.pope_both_ways: error: --scenes") and "\n" not in err
