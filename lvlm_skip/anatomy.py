@@ -19,6 +19,7 @@ import inspect
 import re
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import transformers
@@ -45,6 +46,12 @@ SUPPORTED_ARCHITECTURES = (
     "PaliGemmaForConditionalGeneration",
     "Mistral3ForConditionalGeneration",
     "ChameleonForConditionalGeneration",
+    "Idefics2ForConditionalGeneration",
+    "Idefics3ForConditionalGeneration",
+    "SmolVLMForConditionalGeneration",
+    "InternVLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration",
+    "AyaVisionForConditionalGeneration",
     "LlamaForCausalLM",
     "MistralForCausalLM",
     "Qwen2ForCausalLM",
@@ -98,6 +105,10 @@ class ModelAnatomy:
         model_cache_argument: The same for the model's own ``forward`` (what ``generate`` passes).
         layer_returns_tuple: The decoder reads ``layer_outputs[0]`` from each layer (Chameleon on 5.x), so
             an intervened layer must return ``(hidden,)``, not a bare tensor; read from the decoder's loop.
+        logit_scale: The model multiplies its head's logits by this (Cohere / AyaVision's ``logit_scale``;
+            1.0 for the others); read from the model's ``forward``.
+        logit_softcap: The model soft-caps its logits, ``cap * tanh(z / cap)`` (PaliGemma with a Gemma 2
+            text config, Gemma 2 / 3 as causal LMs), or ``None``; read from the model's ``forward``.
     """
 
     model: nn.Module
@@ -111,6 +122,8 @@ class ModelAnatomy:
     layer_cache_argument: str = "cache"
     model_cache_argument: str = "cache"
     layer_returns_tuple: bool = False
+    logit_scale: float = 1.0
+    logit_softcap: float | None = None
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "ModelAnatomy":
@@ -152,7 +165,33 @@ class ModelAnatomy:
             layer_cache_argument=cache_argument_of(type(layers[0]).forward),
             model_cache_argument=cache_argument_of(type(model).forward),
             layer_returns_tuple=_decoder_unpacks_layer_tuple(type(decoder).forward),
+            **_final_logit_transform(model),
         )
+
+    def unembed(self, normed: torch.Tensor, vocab_rows: torch.Tensor | None = None, *,
+                model_transform: bool = True) -> torch.Tensor:
+        """The model's logits of final-normed states: the LM head, then the model's own scale and soft-cap.
+
+        Args:
+            normed: `(..., hidden)` states after the final norm (or the raw states of the ``raw`` readout).
+            vocab_rows: Optional `(k,)` token ids: only those logits.
+            model_transform: Apply ``logit_scale`` / ``logit_softcap`` (``False``: the head alone, as
+                transformers 4.x's DoLa read its premature layers).
+
+        Returns:
+            `(..., vocab)` or `(..., k)`, in the head's dtype; equal to the model's own logits for the last layer.
+        """
+        head = self.lm_head
+        if vocab_rows is None:
+            logits = head(normed)
+        else:
+            bias = None if getattr(head, "bias", None) is None else head.bias[vocab_rows]
+            logits = torch.nn.functional.linear(normed, head.weight[vocab_rows], bias)
+        if model_transform and self.logit_scale != 1.0:
+            logits = logits * self.logit_scale
+        if model_transform and self.logit_softcap is not None:
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits
 
     @property
     def tied_embeddings(self) -> bool:
@@ -200,6 +239,20 @@ class ModelAnatomy:
         cache must always be filled, even at a step where the layer itself is skipped.
         """
         return 1
+
+    @property
+    def mask_size_layers(self) -> frozenset[int]:
+        """1-based layers whose K/V must be in the cache before every forward, even where they are skipped.
+
+        :attr:`cache_length_layer`, and the first layer of each attention type of the config's
+        ``layer_types``: the mask builders size each type's mask from that layer's cache
+        (``get_mask_sizes(..., layer_idx)``), so a deferred or missing position there leaves the mask one
+        key short (AyaVision, whose first full-attention layer is layer 4: an sdpa size error on a
+        left-padded batch).
+        """
+        types = getattr(self.model.config.get_text_config(), "layer_types", None) or ()
+        firsts = {types.index(kind) + 1 for kind in set(types)}
+        return frozenset({self.cache_length_layer, *firsts})
 
     # -- how transformers calls a decoder layer (the layer-call contract) ----------------------------------
     # Every other module reads a layer call's keyword arguments through these methods, never by name.
@@ -305,6 +358,31 @@ class ModelAnatomy:
         return self.cached_length(self.model_cache(model_kwargs)), self.query_length(args, model_kwargs)
 
 
+def _final_logit_transform(model: nn.Module) -> dict[str, Any]:
+    """``logit_scale`` / ``logit_softcap`` of :class:`ModelAnatomy`: what the model's ``forward`` does to its head's logits.
+
+    Read from the class's own ``forward`` (Gemma3ForConditionalGeneration has ``final_logit_softcapping``
+    in its config but does not apply it on 5.x; PaliGemma and AyaVision apply theirs), with the values
+    from the text config (then the top config).
+    """
+    try:
+        source = inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        return {}
+    configs = (model.config.get_text_config(), model.config)
+    found: dict[str, Any] = {}
+    if re.search(r"logits\s*=\s*logits\s*\*\s*self\.[\w.]*logit_scale", source):
+        scale = next((getattr(c, "logit_scale") for c in configs if getattr(c, "logit_scale", None) is not None), None)
+        if scale is not None:
+            found["logit_scale"] = float(scale)
+    if "final_logit_softcapping" in source and "tanh" in source:
+        cap = next((getattr(c, "final_logit_softcapping") for c in configs
+                    if getattr(c, "final_logit_softcapping", None) is not None), None)
+        if cap is not None:
+            found["logit_softcap"] = float(cap)
+    return found
+
+
 def _decoder_unpacks_layer_tuple(decoder_forward) -> bool:
     """Does the decoder read ``layer_outputs[0]`` from each layer (Chameleon on 5.x) instead of the bare tensor?
 
@@ -371,11 +449,32 @@ def project_kv_into_cache_(
         keys = attn.k_norm(keys)
     keys = keys.transpose(1, 2)  # shape: (batch, kv_heads, seq, head_dim)
     values = attn.v_proj(normed).view(head_shape).transpose(1, 2)
-    # 2. rotary position embedding of the keys (the function rotates q and k; we pass keys twice)
-    cos, sin = position_embeddings
-    _, keys = apply_rope(keys, keys, cos, sin)
+    # 2. rotary position embedding of the keys (the function rotates q and k; we pass keys twice), where the
+    #    layer applies it
+    if attention_applies_rope(attn):
+        cos, sin = position_embeddings
+        _, keys = apply_rope(keys, keys, cos, sin)
     # 3. write them where the layer would have
     cache.update(keys, values, attn.layer_idx)
+
+
+def attention_applies_rope(attn: nn.Module) -> bool:
+    """Does this attention module rotate its keys? Read from its class's ``forward``.
+
+    Cohere 2 (AyaVision's decoder) rotates only in its sliding-window layers
+    (``if self.sliding_window is not None: ... apply_rotary_pos_emb``); its full-attention layers use no
+    positional encoding. A ``use_rope`` attribute (Llama 4's NoPE layers) is honoured too.
+    Everything else rotates.
+    """
+    if getattr(attn, "use_rope", True) is False:
+        return False
+    try:
+        source = inspect.getsource(type(attn).forward)
+    except (OSError, TypeError):
+        return True
+    if re.search(r"if\s+self\.sliding_window\s+is\s+not\s+None\s*:\s*\n\s*\w+\s*,\s*\w+\s*=\s*apply_rotary_pos_emb", source):
+        return getattr(attn, "sliding_window", None) is not None
+    return True
 
 
 def drop_cache_positions_(anatomy: ModelAnatomy, cache, layers, count: int) -> None:

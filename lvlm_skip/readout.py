@@ -1,7 +1,9 @@
 """Early-exit readout: the next-token distribution of every decoder layer (paper eq. 2).
 
 ``logits_j = lm_head(final_norm(h_j))`` for layer outputs ``j = 1..L`` (and the embeddings ``j = 0``
-on request). The last one equals the model's own logits.
+on request), followed by what the model itself does to its head's logits: Cohere's ``logit_scale``
+(AyaVision) and Gemma's final soft-cap ``cap * tanh(z / cap)`` (PaliGemma), read from the model's
+``forward`` (:meth:`~lvlm_skip.anatomy.ModelAnatomy.unembed`). The last one equals the model's own logits.
 
 Two readouts:
 
@@ -100,6 +102,7 @@ def readout_logits(
     *,
     normed: bool = True,
     vocab_rows: torch.Tensor | None = None,
+    model_transform: bool = True,
 ) -> torch.Tensor:
     """LM-head logits of un-normed hidden states.
 
@@ -108,16 +111,13 @@ def readout_logits(
         hidden: `(..., hidden)` residual-stream states (a layer's output, not yet normed).
         normed: Apply the final norm first (the faithful readout).
         vocab_rows: Optional `(k,)` token ids: compute only those logits (a candidate vocabulary).
+        model_transform: Then the model's own logit scale / soft-cap (:meth:`ModelAnatomy.unembed`).
 
     Returns:
         `(..., vocab)`, or `(..., k)` with ``vocab_rows``, in the head's dtype.
     """
     x = anatomy.final_norm(hidden) if normed else hidden
-    head = anatomy.lm_head
-    if vocab_rows is None:
-        return head(x)
-    bias = None if head.bias is None else head.bias[vocab_rows]
-    return torch.nn.functional.linear(x, head.weight[vocab_rows], bias)
+    return anatomy.unembed(x, vocab_rows, model_transform=model_transform)  # the head, then the model's own logit scale / soft-cap
 
 
 def layer_logits_from_hidden_states(
@@ -148,7 +148,7 @@ def layer_logits_from_hidden_states(
     # 1. intermediate states through the lens; the last one is already normed
     rows = [lens_logits(anatomy, lens, hidden_states[j][None], [j])[0] for j in range(first, last)]
     # 2. the last entry is post-norm in transformers 5.x: the head alone gives the model's logits
-    rows.append(anatomy.lm_head(hidden_states[last]))
+    rows.append(anatomy.unembed(hidden_states[last]))
     return torch.stack(rows)  # shape: (layers, batch, seq, vocab)
 
 

@@ -73,7 +73,7 @@ def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, sup
         exit_layer = report.exit_layer[t]
         for b in range(batch):
             if exit_layer[b] < anatomy.num_layers:
-                logits[b] = anatomy.lm_head(anatomy.final_norm(captured[int(exit_layer[b])][b]))
+                logits[b] = anatomy.unembed(anatomy.final_norm(captured[int(exit_layer[b])][b]))
         token, sequence, mask = greedy_append(model, logits, sequence, mask, suppress)
         tokens.append(token)
     return torch.stack(tokens, dim=1)

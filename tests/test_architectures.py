@@ -52,12 +52,13 @@ def test_static_all_positions_equals_deleted_layer(served):
 
 
 @pytest.mark.parametrize("variant,extra", [("skip2", {}), ("skip3", {"keep_last": 1})])
-def test_online_skip_equals_cache_free_replay(served, variant, extra):
+def test_online_skip_equals_cache_free_replay(served, variant, extra, record_property):
     name, model, _, _ = served
     if variant == "skip2" and name in SLIDING_WINDOW:
         with pytest.raises(UnsupportedModelError, match="sliding-window") as error:
             lvlm_skip.wrap(model, variant=variant, mode="online", detection=LOOSE)
         assert "\n" not in str(error.value) and not lvlm_skip.is_wrapped(model)
+        record_property("cell", "refused at wrap (sliding window)")  # recipes.architecture_matrix's table cell
         return
     new, report = _generate(model, variant=variant, mode="online", detection=LOOSE, candidates=0, **extra)
     assert report.skipped.any(), "no layer skipped: the case would prove nothing"
@@ -95,6 +96,37 @@ def test_last_layer_readout_equals_model_logits(served):
     torch.testing.assert_close(raw, logits)
 
 
+def test_projected_kv_equals_each_layers_own(served):
+    """``kv_fill="project"`` writes, at a skipped position, the K/V the layer itself would write for that input:
+    checked against the cache of a stock forward, layer by layer (Cohere 2's full-attention layers use no rotary)."""
+    from transformers import DynamicCache
+
+    from lvlm_skip.anatomy import project_kv_into_cache_
+
+    _, model, _, _ = served
+    anatomy = ModelAnatomy.from_model(model)
+    seen = {}
+
+    def grab(module, args, kwargs, _output):
+        seen[module] = (args[0] if args else kwargs["hidden_states"], kwargs)
+
+    handles = [layer.register_forward_hook(grab, with_kwargs=True) for layer in anatomy.layers]
+    stock = DynamicCache(config=model.config.get_text_config())
+    try:
+        with torch.no_grad():
+            model(**INPUTS, **{anatomy.model_cache_argument: stock}, use_cache=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for j, layer in enumerate(anatomy.layers):
+        hidden, kwargs = seen[layer]
+        projected = DynamicCache(config=model.config.get_text_config())
+        with torch.no_grad():
+            project_kv_into_cache_(layer, hidden, anatomy.position_embeddings(kwargs), projected)
+        torch.testing.assert_close(projected.layers[j].keys, stock.layers[j].keys, msg=f"layer {j + 1} keys")
+        torch.testing.assert_close(projected.layers[j].values, stock.layers[j].values, msg=f"layer {j + 1} values")
+
+
 def test_unwrap_restores(served):
     _, model, stock, logits = served
     forward = model.forward
@@ -107,12 +139,13 @@ def test_unwrap_restores(served):
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
-def test_refused_in_one_line(name):
+def test_refused_in_one_line(name, record_property):
     model = build(name)
     with pytest.raises(UnsupportedModelError) as error:
         lvlm_skip.wrap(model, variant="skip3", mode="online")
     assert "\n" not in str(error.value) and type(model).__name__ in str(error.value)
     assert not lvlm_skip.is_wrapped(model)
+    record_property("refusal", str(error.value))  # recipes.architecture_matrix's table row
 
 
 @pytest.mark.parametrize("variant,options", [("dola", {}), ("deco", {"alpha": 2.0})])
@@ -189,3 +222,6 @@ def test_every_mapped_class_is_served_refused_or_not_built():
     assert not unclassified, f"image-text-to-text classes not in the matrix: {unclassified}"
     for name in {**SERVED, **REFUSED}:
         assert hasattr(__import__("transformers"), class_name(name)), name
+    from lvlm_skip.anatomy import SUPPORTED_ARCHITECTURES  # what a refusal names as supported
+
+    assert served <= set(SUPPORTED_ARCHITECTURES) and not refused & set(SUPPORTED_ARCHITECTURES)

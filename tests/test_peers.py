@@ -68,7 +68,7 @@ def slow_reference(model, inputs, variant, options, steps=STEPS, suppress=(), pr
             logits, _ = dola_contrast(final, premature, relative_top=options.get("relative_top", 0.1))
         elif variant == "deco":
             layers = options.get("layers") or deco_default_window(L)
-            window = torch.stack([anatomy.lm_head(anatomy.final_norm(hidden[j][:, -1])) for j in layers])
+            window = torch.stack([anatomy.unembed(anatomy.final_norm(hidden[j][:, -1])) for j in layers])
             logits, _ = deco_correct(final, window, alpha=options.get("alpha", 0.6))
         else:
             noised = dict(extra, pixel_values=noised_images(extra["pixel_values"], 500, options.get("seed", 0)))

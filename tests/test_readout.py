@@ -101,15 +101,25 @@ def test_stack_layer_logits_on_unnormed_states(tiny_llama):
     )
 
 
-def test_vocab_rows_with_head_bias():
-    anatomy_like = type("A", (), {})()
-    anatomy_like.final_norm = torch.nn.LayerNorm(8)
-    anatomy_like.lm_head = torch.nn.Linear(8, 20, bias=True)
+@pytest.mark.parametrize("scale,cap", [(1.0, None), (0.0625, None), (1.0, 0.5), (0.5, 2.0)])
+def test_vocab_rows_with_head_bias_scale_and_softcap(scale, cap):
+    from torch import nn
+
+    from lvlm_skip.anatomy import ModelAnatomy
+
+    anatomy = ModelAnatomy(model=nn.Module(), decoder=nn.Module(), layers=nn.ModuleList([nn.Identity()]),
+                           final_norm=nn.LayerNorm(8), lm_head=nn.Linear(8, 20, bias=True), num_layers=1,
+                           hidden_size=8, vocab_size=20, logit_scale=scale, logit_softcap=cap)
     hidden = torch.randn(3, 8)
     rows = torch.tensor([19, 3, 7])
-    torch.testing.assert_close(
-        readout_logits(anatomy_like, hidden, vocab_rows=rows), readout_logits(anatomy_like, hidden)[:, rows]
-    )
+    full = readout_logits(anatomy, hidden)
+    torch.testing.assert_close(readout_logits(anatomy, hidden, vocab_rows=rows), full[:, rows])
+    expected = anatomy.lm_head(anatomy.final_norm(hidden)) * scale  # the model's own final transformation
+    if cap is not None:
+        expected = cap * torch.tanh(expected / cap)
+    torch.testing.assert_close(full, expected)
+    torch.testing.assert_close(readout_logits(anatomy, hidden, model_transform=False),
+                               anatomy.lm_head(anatomy.final_norm(hidden)))
 
 
 class _ScaledLens:

@@ -384,3 +384,32 @@ def test_fig5_descriptions_in_batches_equal_those_alone(tmp_path):
     assert len(curves[1]) == 8 and np.allclose(curves[3], curves[1], rtol=1e-5, atol=1e-7)
     assert described[3] == described[1] and len(described[1]) == 4
     assert len({r["none"]["num_tokens"] for r in described[1].values()}) > 1  # rows of a batch end at different steps
+
+
+def test_architecture_matrix_renders_a_junit_report(tmp_path, capsys):
+    """recipes.architecture_matrix: outcomes by class and column, recorded cells, skips, refusals; a bad report is one line."""
+    from recipes import architecture_matrix
+
+    junit = tmp_path / "junit.xml"
+    junit.write_text("""<?xml version="1.0"?><testsuites><testsuite>
+<testcase classname="t" name="test_none_equals_stock[Llava]"/>
+<testcase classname="t" name="test_online_skip_equals_cache_free_replay[Llava-skip2-extra0]">
+  <properties><property name="cell" value="refused at wrap (sliding window)"/></properties></testcase>
+<testcase classname="t" name="test_online_skip_equals_cache_free_replay[Llava-skip3-extra1]"><failure message="boom"/></testcase>
+<testcase classname="t" name="test_left_padded_batch_of_two[Llava-online-skip3-replay]"><skipped message="no reference: why"/></testcase>
+<testcase classname="t" name="test_refused_in_one_line[Blip2]">
+  <properties><property name="refusal" value="unsupported model Blip2ForConditionalGeneration: looked for x"/></properties></testcase>
+</testsuite></testsuites>""")
+    table = architecture_matrix.table(architecture_matrix.outcomes(junit), "transformers 9.9")
+    header, _, llava, blip = table.splitlines()[:4]
+    cells = dict(zip([c.strip() for c in header.split("|")[2:-1]], [c.strip() for c in llava.split("|")[2:-1]]))
+    assert llava.startswith("| LlavaForConditionalGeneration |")
+    assert cells["stock, none = stock"] == "pass" and cells["online skip3 = replay"] == "FAIL"
+    assert cells["online skip2 = replay"] == "refused at wrap (sliding window)"
+    assert cells["batch 2: online skip3"] == "skipped: no reference" and cells["DoLa"] == "not in matrix"
+    assert "Blip2ForConditionalGeneration | refused at `wrap` in one line (tested): unsupported model" in blip
+    assert "transformers 9.9" in table
+    (tmp_path / "bad.xml").write_text("<not xml")
+    with pytest.raises(SystemExit) as stopped:
+        architecture_matrix.main(["--junit", str(tmp_path / "bad.xml"), "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2 and "is not a readable JUnit report" in capsys.readouterr().err

@@ -176,8 +176,8 @@ class PeerController:
         anatomy = self.anatomy
         picked = states[self.layers].to(anatomy.head_device)  # shape: (C, batch, hidden)
         if self.variant == "dola":
-            # 4.x's premature readout: the head on the un-normed state (the embeddings included)
-            premature = readout_logits(anatomy, picked, normed=False)  # shape: (C, batch, vocab)
+            # 4.x's premature readout: the head alone on the un-normed state (the embeddings included)
+            premature = readout_logits(anatomy, picked, normed=False, model_transform=False)  # shape: (C, batch, vocab)
             logits, index = dola_contrast(final, premature, relative_top=self.config.relative_top)
         else:
             window = readout_logits(anatomy, picked, normed=True)  # shape: (W, batch, vocab)

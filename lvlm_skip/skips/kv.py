@@ -41,8 +41,8 @@ class DeferredKV:
     are kept aside (the span's input state and the step's rotary embedding, ``2 * hidden`` floats per
     position) and written in one batched projection just before the layer next runs, or when the
     sequence ends, so the cache that ``generate`` returns is complete. Positions are written in order:
-    a layer's cache never has a gap when it runs. The layer whose cache gives transformers the
-    sequence length is never deferred.
+    a layer's cache never has a gap when it runs. The layers whose caches give transformers the
+    sequence length and the mask sizes are never deferred (:attr:`~lvlm_skip.anatomy.ModelAnatomy.mask_size_layers`).
     """
 
     def __init__(self, anatomy: ModelAnatomy):

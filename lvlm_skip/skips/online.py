@@ -119,7 +119,7 @@ class OnlineStep:
         if skip:
             record.skipped[:, layer - 1] = torch.tensor(rows, device=self.device)
         if skip and all(rows) and not record.prefill:
-            if ctx.config.kv_fill == "project" and layer != ctx.anatomy.cache_length_layer:
+            if ctx.config.kv_fill == "project" and layer not in ctx.anatomy.mask_size_layers:
                 self.sequence.deferred.defer(layer, hidden, kwargs)
             else:
                 write_skipped_kv(ctx.anatomy, ctx.config.kv_fill, layer, forward, hidden, args, kwargs)
@@ -275,7 +275,7 @@ class ExitStep(OnlineStep):
             return logits
         anatomy = self.ctx.anatomy
         states = torch.stack([self.window[exit_layers[b]][b] for b in rows])  # shape: (rows, hidden)
-        new = anatomy.lm_head(anatomy.final_norm(states.to(anatomy.head_device)))  # shape: (rows, vocab)
+        new = anatomy.unembed(anatomy.final_norm(states.to(anatomy.head_device)))  # shape: (rows, vocab)
         logits = logits.clone()
         logits[rows, -1] = new.to(logits.dtype)
         return logits
@@ -340,7 +340,7 @@ class DiscardStep(OnlineStep):
         record.critical = detector.critical.to(self.device)
         # 4. the head on the new last states (rows without a mutation get theirs back unchanged)
         anatomy = ctx.anatomy
-        new = anatomy.lm_head(anatomy.final_norm(state.to(anatomy.head_device)))  # shape: (batch, vocab)
+        new = anatomy.unembed(anatomy.final_norm(state.to(anatomy.head_device)))  # shape: (batch, vocab)
         changed_rows = torch.tensor([bool(m) for m in firsts], device=logits.device)
         last = torch.where(changed_rows[:, None], new.to(logits.dtype), logits[:, -1])
         return torch.cat([logits[:, :-1], last[:, None]], dim=1)

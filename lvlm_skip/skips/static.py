@@ -56,7 +56,7 @@ class StaticStep:
             write_skipped_kv(self.anatomy, self.config.kv_fill, layer, forward, hidden, args, kwargs)
             return self.reusable[layer - 1]
         if bool(rows.all()) and not self.last_position_only:
-            if layer == self.anatomy.cache_length_layer:
+            if layer in self.anatomy.mask_size_layers:
                 write_skipped_kv(self.anatomy, self.config.kv_fill, layer, forward, hidden, args, kwargs)
             return hidden
         record.layers_run += 1
