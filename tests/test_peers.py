@@ -57,6 +57,10 @@ def slow_reference(model, inputs, variant, options, steps=STEPS, suppress=(), pr
     tokens = []
     for _ in range(steps):
         extra["position_ids"] = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate sets them
+        cross = extra.get("cross_attention_mask")  # Mllama: generate repeats its last position for new tokens
+        if cross is not None and cross.shape[1] < sequence.shape[1]:
+            more = cross[:, -1:].expand(-1, sequence.shape[1] - cross.shape[1], *cross.shape[2:])
+            extra["cross_attention_mask"] = torch.cat([cross, more], dim=1)
         if prefix_lm:
             prompt_len = inputs["input_ids"].shape[1]
             extra["token_type_ids"] = (torch.arange(mask.shape[1]) >= prompt_len).long().expand_as(mask)
