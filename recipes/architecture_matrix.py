@@ -39,6 +39,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "batch 2: none": ("test_left_padded_batch_of_two", "none"),
     "batch 2: static all": ("test_left_padded_batch_of_two", "static-all-deleted"),
     "batch 2: online skip3": ("test_left_padded_batch_of_two", "online-skip3-replay"),
+    "batch 2: DoLa": ("test_text_peers_on_a_left_padded_batch_of_two", "dola"),
+    "batch 2: DeCo": ("test_text_peers_on_a_left_padded_batch_of_two", "deco"),
 }
 REFUSED_TEST = "test_refused_in_one_line"
 
