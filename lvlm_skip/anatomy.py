@@ -19,6 +19,7 @@ import inspect
 import re
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -240,7 +241,7 @@ class ModelAnatomy:
         """
         return 1
 
-    @property
+    @cached_property  # read on every skipped layer call: computed once (frozen fields, so it cannot go stale)
     def mask_size_layers(self) -> frozenset[int]:
         """1-based layers whose K/V must be in the cache before every forward, even where they are skipped.
 
@@ -370,17 +371,16 @@ def _final_logit_transform(model: nn.Module) -> dict[str, Any]:
     except (OSError, TypeError):
         return {}
     configs = (model.config.get_text_config(), model.config)
+
+    def config_value(name: str) -> float | None:  # the text config's, else the top config's
+        return next((float(getattr(c, name)) for c in configs if getattr(c, name, None) is not None), None)
+
     found: dict[str, Any] = {}
     if re.search(r"logits\s*=\s*logits\s*\*\s*self\.[\w.]*logit_scale", source):
-        scale = next((getattr(c, "logit_scale") for c in configs if getattr(c, "logit_scale", None) is not None), None)
-        if scale is not None:
-            found["logit_scale"] = float(scale)
+        found["logit_scale"] = config_value("logit_scale")
     if "final_logit_softcapping" in source and "tanh" in source:
-        cap = next((getattr(c, "final_logit_softcapping") for c in configs
-                    if getattr(c, "final_logit_softcapping", None) is not None), None)
-        if cap is not None:
-            found["logit_softcap"] = float(cap)
-    return found
+        found["logit_softcap"] = config_value("final_logit_softcapping")
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def _decoder_unpacks_layer_tuple(decoder_forward) -> bool:

@@ -85,10 +85,10 @@ def write_tasks(folder: Path, parquets: dict[str, Path], post_prompt: str | None
 
 
 def _model_args(spec, model: str, profile: str | None, stats: Path) -> str:
-    from lvlm_skip.variants import PROFILE_VARIANTS
+    from lvlm_skip.variants import PEERS, PROFILE_VARIANTS
 
     args = [f"pretrained={model}", f"variant={spec.variant}"]
-    if spec.variant not in ("none", "dola", "deco", "vcd"):
+    if spec.variant != "none" and spec.variant not in PEERS:  # a peer takes no mode
         args.append(f"mode={spec.mode}")
     if profile and spec.variant in PROFILE_VARIANTS:
         args.append(f"profile={Path(profile).resolve()}")

@@ -76,6 +76,10 @@ def test_an_option_that_the_protocol_fixes_is_refused_in_one_line():
     assert apply_protocols(free, variant_protocols(free, "authors")).options["vcd"]["seed"] == 3
     with pytest.raises(InputError, match="unknown --protocol 'vcd'"):
         variant_protocols(plan, "vcd")
+    from lvlm_skip.benchmarks.pope.protocols import PROTOCOLS
+    from lvlm_skip.cli import pope as pope_command
+
+    assert pope_command.PROTOCOLS == PROTOCOLS  # the subcommand's repeated choices
 
 
 def test_item_seeds_are_stable_and_differ_by_item_and_seed():

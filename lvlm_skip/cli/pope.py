@@ -20,6 +20,8 @@ HELP = "POPE yes/no object probing (random, popular, adversarial), one row per v
 SPLITS: tuple[str, ...] = get_args(PopeSplit)
 #: ``lvlm_skip.benchmarks.pope.task.PROMPT_SUFFIXES``' names, repeated for the same reason.
 SUFFIXES = ("none", "llava", "vcd")
+#: ``lvlm_skip.benchmarks.pope.protocols.PROTOCOLS``, repeated for the same reason.
+PROTOCOLS = ("harness", "authors")
 
 
 def add_arguments(p) -> None:
@@ -44,7 +46,7 @@ def add_arguments(p) -> None:
                    help="Text appended to every question: none (POPE's question as is), llava (LLaVA-1.5's "
                    "'\\nAnswer the question using a single word or phrase.'), vcd (VCD's ' Please answer this question "
                    "with one word.'), or any other text, appended verbatim. Part of the run's fingerprint.")
-    p.add_argument("--protocol", default="harness", choices=("harness", "authors"),
+    p.add_argument("--protocol", default="harness", choices=PROTOCOLS,
                    help="harness: every variant asked alike (the question plus --prompt-suffix, greedy, --max-new-tokens, "
                    "POPE's official answer reading). authors: each peer as its released POPE script runs it (vcd: "
                    "' Please answer this question with one word.', sampling at temperature 1, beta 0.2, 1024 tokens, "

@@ -82,7 +82,8 @@ class PopeProtocol:
         source: The script it reproduces (repository, commit, file), or ``""`` for the harness.
         prompt_suffix: Appended to every question (``None``: the run's ``--prompt-suffix``).
         decoding: How it decodes (``None``: greedy with the run's ``--max-new-tokens``).
-        options: ``lvlm_skip.wrap`` options the script sets (e.g. VCD's ``beta``).
+        options: ``lvlm_skip.wrap`` options the script sets (e.g. VCD's ``beta``); ``None``: the script's value
+            is the option's default (DeCo's window), which ``--variant-options`` may not change either.
         reading: How an answer becomes yes/no: a key of :data:`READINGS`.
     """
 
