@@ -53,6 +53,7 @@ SUPPORTED_ARCHITECTURES = (
     "InternVLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration",
     "AyaVisionForConditionalGeneration",
+    "MllamaForConditionalGeneration",
     "LlamaForCausalLM",
     "MistralForCausalLM",
     "Qwen2ForCausalLM",
@@ -110,6 +111,8 @@ class ModelAnatomy:
             1.0 for the others); read from the model's ``forward``.
         logit_softcap: The model soft-caps its logits, ``cap * tanh(z / cap)`` (PaliGemma with a Gemma 2
             text config, Gemma 2 / 3 as causal LMs), or ``None``; read from the model's ``forward``.
+        masked_tokens: Token ids whose logits the model sets to its dtype's minimum (Chameleon's image tokens:
+            it never emits image codes as text); ``()`` for the others; read from the model's ``forward``.
     """
 
     model: nn.Module
@@ -125,6 +128,7 @@ class ModelAnatomy:
     layer_returns_tuple: bool = False
     logit_scale: float = 1.0
     logit_softcap: float | None = None
+    masked_tokens: tuple[int, ...] = ()
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "ModelAnatomy":
@@ -171,13 +175,13 @@ class ModelAnatomy:
 
     def unembed(self, normed: torch.Tensor, vocab_rows: torch.Tensor | None = None, *,
                 model_transform: bool = True) -> torch.Tensor:
-        """The model's logits of final-normed states: the LM head, then the model's own scale and soft-cap.
+        """The model's logits of final-normed states: the LM head, then the model's own scale, soft-cap and mask.
 
         Args:
             normed: `(..., hidden)` states after the final norm (or the raw states of the ``raw`` readout).
             vocab_rows: Optional `(k,)` token ids: only those logits.
-            model_transform: Apply ``logit_scale`` / ``logit_softcap`` (``False``: the head alone, as
-                transformers 4.x's DoLa read its premature layers).
+            model_transform: Apply ``logit_scale`` / ``logit_softcap`` / ``masked_tokens`` (``False``: the head
+                alone, as transformers 4.x's DoLa read its premature layers).
 
         Returns:
             `(..., vocab)` or `(..., k)`, in the head's dtype; equal to the model's own logits for the last layer.
@@ -192,6 +196,13 @@ class ModelAnatomy:
             logits = logits * self.logit_scale
         if model_transform and self.logit_softcap is not None:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        if model_transform and self.masked_tokens:
+            masked = torch.tensor(self.masked_tokens, device=logits.device)
+            hit = torch.isin(vocab_rows, masked) if vocab_rows is not None else masked
+            if vocab_rows is not None:
+                logits = logits.masked_fill(hit, torch.finfo(logits.dtype).min)
+            else:
+                logits = logits.index_fill(-1, hit, torch.finfo(logits.dtype).min)
         return logits
 
     @property
@@ -240,6 +251,16 @@ class ModelAnatomy:
         cache must always be filled, even at a step where the layer itself is skipped.
         """
         return 1
+
+    @cached_property  # read on every skipped layer call
+    def cross_attention_layers(self) -> frozenset[int]:
+        """1-based layers that attend to the image's states instead of the text (Mllama's ``cross_attn`` layers).
+
+        Their cache holds the keys / values of the image, written once when the layer runs with
+        ``cross_attention_states`` (the prompt); a decoding step adds nothing to it, so a skipped step needs no write.
+        """
+        return frozenset(j for j, layer in enumerate(self.layers, start=1)
+                         if hasattr(layer, "cross_attn") and not hasattr(layer, "self_attn"))
 
     @cached_property  # read on every skipped layer call: computed once (frozen fields, so it cannot go stale)
     def mask_size_layers(self) -> frozenset[int]:
@@ -360,7 +381,8 @@ class ModelAnatomy:
 
 
 def _final_logit_transform(model: nn.Module) -> dict[str, Any]:
-    """``logit_scale`` / ``logit_softcap`` of :class:`ModelAnatomy`: what the model's ``forward`` does to its head's logits.
+    """``logit_scale`` / ``logit_softcap`` / ``masked_tokens`` of :class:`ModelAnatomy`: what the model's ``forward``
+    does to its head's logits.
 
     Read from the class's own ``forward`` (Gemma3ForConditionalGeneration has ``final_logit_softcapping``
     in its config but does not apply it on 5.x; PaliGemma and AyaVision apply theirs), with the values
@@ -380,6 +402,9 @@ def _final_logit_transform(model: nn.Module) -> dict[str, Any]:
         found["logit_scale"] = config_value("logit_scale")
     if "final_logit_softcapping" in source and "tanh" in source:
         found["logit_softcap"] = config_value("final_logit_softcapping")
+    if re.search(r"image_tokens\s*=\s*self\.model\.vocabulary_mapping\.image_tokens", source) and re.search(
+            r"logits\[:, :, image_tokens\]\s*=\s*torch\.finfo", source):  # Chameleon
+        found["masked_tokens"] = tuple(int(t) for t in model.model.vocabulary_mapping.image_tokens) or None
     return {name: value for name, value in found.items() if value is not None}
 
 
@@ -481,7 +506,8 @@ def drop_cache_positions_(anatomy: ModelAnatomy, cache, layers, count: int) -> N
     """Remove the last ``count`` positions of the 1-based ``layers``' caches, so those layers can run them again.
 
     Dynamic caches (``DynamicCache``, transformers' default in ``generate``) are cropped; a static cache
-    needs nothing, because running the position again overwrites its slots.
+    needs nothing, because running the position again overwrites its slots; a cross-attention layer's cache
+    holds the image, not positions, and is left as it is.
 
     Raises:
         UnsupportedModelError: a cache layer type that can be neither cropped nor overwritten.
@@ -489,6 +515,8 @@ def drop_cache_positions_(anatomy: ModelAnatomy, cache, layers, count: int) -> N
     if cache is None:
         return
     for layer in layers:
+        if layer in anatomy.cross_attention_layers:
+            continue
         cache_layer = anatomy.cache_layer(cache, layer)
         if hasattr(cache_layer, "max_cache_len"):  # static: update() writes at cache_position
             continue

@@ -36,7 +36,8 @@ class LastPositionRecorder:
 
     ``calls[t]`` is `(L + 1, batch, hidden)`: row 0 the input embeddings (``h_0``), row ``j`` layer
     ``j``'s output, all before the final norm, on the LM head's device. With greedy decoding and a KV cache, call ``t`` is
-    the forward that predicts generated token ``t``.
+    the forward that predicts generated token ``t``. A layer the decoder passes over (Mllama's cross-attention
+    layers on a prompt without an image) is the identity: its row repeats the one before.
     """
 
     num_layers: int
@@ -49,6 +50,9 @@ class LastPositionRecorder:
         self._current[0] = hidden[:, -1].detach().to(self.device)
 
     def _layer(self, layer: int, hidden: torch.Tensor) -> None:
+        last = max(j for j in range(layer) if self._current[j] is not None)
+        for j in range(last + 1, layer):  # layers the decoder passed over (Mllama's cross-attention, no image)
+            self._current[j] = self._current[last]
         self._current[layer] = hidden[:, -1].detach().to(self.device)
         if layer == self.num_layers:
             self.calls.append(torch.stack(self._current))

@@ -13,7 +13,12 @@ def deleted_layers_model(model, skip):
     decoder = clone.get_decoder()
     keep = [layer for j, layer in enumerate(decoder.layers, start=1) if j not in skip]
     for index, layer in enumerate(keep):
-        layer.self_attn.layer_idx = index
+        attention = layer.self_attn if hasattr(layer, "self_attn") else layer.cross_attn  # Mllama: cross layers
+        attention.layer_idx = index
+    if getattr(decoder, "cross_attention_layers", None) is not None:  # Mllama: the kept cross-attention layers' indices
+        kept = [j - 1 for j in range(1, len(decoder.layers) + 1) if j not in skip]
+        decoder.cross_attention_layers = [kept.index(i) for i in decoder.cross_attention_layers if i in kept]
+        decoder.config.cross_attention_layers = list(decoder.cross_attention_layers)
     decoder.layers = torch.nn.ModuleList(keep)
     clone.config.get_text_config().num_hidden_layers = len(keep)
     decoder.config.num_hidden_layers = len(keep)
@@ -66,7 +71,7 @@ def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, sup
         try:
             if prefix_lm:
                 extra["token_type_ids"] = (torch.arange(length) >= prompt_len).long().expand(batch, length)
-            logits = model(input_ids=sequence, attention_mask=mask, use_cache=False, **extra).logits[:, -1]
+            logits = model(input_ids=sequence, attention_mask=mask, use_cache=False, **grown_to(extra, length)).logits[:, -1]
         finally:
             for handle in handles:
                 handle.remove()
@@ -77,6 +82,20 @@ def slow_reference_tokens(model, inputs, report, num_steps, *, static: bool, sup
         token, sequence, mask = greedy_append(model, logits, sequence, mask, suppress)
         tokens.append(token)
     return torch.stack(tokens, dim=1)
+
+
+def grown_to(extra: dict, length: int) -> dict:
+    """The prompt's per-position inputs other than the ids and mask, grown to ``length`` positions as generate
+    grows them: Mllama's ``cross_attention_mask`` repeats its last position, the Qwen family's ``mm_token_type_ids``
+    marks generated tokens as text (0)."""
+    extra = dict(extra)
+    cross = extra.get("cross_attention_mask")  # (batch, positions, images, tiles)
+    if cross is not None and cross.shape[1] < length:
+        extra["cross_attention_mask"] = torch.cat([cross, cross[:, -1:].expand(-1, length - cross.shape[1], *cross.shape[2:])], 1)
+    types = extra.get("mm_token_type_ids")  # (batch, positions)
+    if types is not None and types.shape[1] < length:
+        extra["mm_token_type_ids"] = torch.cat([types, types.new_zeros(types.shape[0], length - types.shape[1])], 1)
+    return extra
 
 
 def greedy_append(model, logits, sequence, mask, suppress=()):

@@ -1,8 +1,10 @@
-"""The architecture matrix: tiny random models of transformers' image-text-to-text classes, batch 1, text-only
-prompts, float64. Per served class: stock generate runs, ``none`` equals stock, the static ``positions="all"``
-skip equals the model with that layer deleted, online skip3 (loose thresholds, checked to skip) equals a
-cache-free replay, trace reads out L layers, the last layer's readout equals the model's logits, and unwrap
-restores the model. Refused classes fail at wrap in one line."""
+"""The architecture matrix: tiny random models of transformers' image-text-to-text classes, batch 1, float64,
+text-only prompts (Mllama's with an image, for its cross-attention layers). Per served class: stock generate
+runs, ``none`` equals stock, the static ``positions="all"`` skip equals the model with that layer deleted, online
+skip2 / skip3 (loose thresholds, checked to skip) equal a cache-free replay, DoLa, DeCo and VCD (with a hand-built
+image) equal their slow references, trace reads out L layers, the last layer's readout equals the model's logits,
+projected K/V equal each layer's own, and unwrap restores the model; then a left-padded batch of 2. Refused classes
+fail at wrap in one line."""
 
 from __future__ import annotations
 
@@ -14,61 +16,84 @@ from lvlm_skip.anatomy import ModelAnatomy, UnsupportedModelError
 from lvlm_skip.readout import stack_layer_logits
 from references import deleted_layers_model, slow_reference_tokens
 from tiny_models import LOOSE
-from vlm_zoo import L, NOT_BUILT, REFUSED, SERVED, SLIDING_WINDOW, build, class_name
+from vlm_zoo import L, NOT_BUILT, QWEN_TOKENS, REFUSED, SERVED, SLIDING_WINDOW, build, class_name
 
 STEPS = 5
 GREEDY = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
 PROMPT = torch.tensor([[1, 5, 6, 7, 8, 9, 10]])
-INPUTS = {"input_ids": PROMPT, "attention_mask": torch.ones_like(PROMPT)}
+TEXT_INPUTS = {"input_ids": PROMPT, "attention_mask": torch.ones_like(PROMPT)}
+
+
+def _mllama_image_inputs():
+    """Mllama with an image: on a text-only prompt its decoder passes over the cross-attention layers, so the
+    matrix would not see them. One 32x32 tile, its image token, and the cross-attention mask the processor gives."""
+    from vlm_zoo import MLLAMA_IMAGE_TOKEN, MLLAMA_TILES
+
+    torch.manual_seed(0)
+    ids = torch.tensor([[1, MLLAMA_IMAGE_TOKEN, 5, 6, 7, 8, 9]])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "pixel_values": torch.randn(1, 1, MLLAMA_TILES, 3, 32, 32, dtype=torch.float64),
+            "aspect_ratio_ids": torch.tensor([[1]]), "aspect_ratio_mask": torch.ones(1, 1, MLLAMA_TILES, dtype=torch.long),
+            "cross_attention_mask": torch.ones(1, ids.shape[1], 1, MLLAMA_TILES, dtype=torch.long)}
+
+
+def inputs_for(name: str) -> dict:
+    """The batch-1 prompt of a class: text only, except Mllama's (an image, for its cross-attention layers)."""
+    return _mllama_image_inputs() if name == "Mllama" else TEXT_INPUTS
 
 
 @pytest.fixture(scope="module", params=list(SERVED))
 def served(request):
     model = build(request.param)
+    inputs = inputs_for(request.param)
     with torch.no_grad():
-        stock = model.generate(**INPUTS, **GREEDY)[:, PROMPT.shape[1]:]
-        logits = model(**INPUTS).logits
+        stock = model.generate(**inputs, **GREEDY)[:, inputs["input_ids"].shape[1]:]
+        logits = model(**inputs).logits
     assert stock.shape == (1, STEPS)
     return request.param, model, stock, logits
 
 
-def _generate(model, **options):
+def _generate(model, inputs, **options):
     with lvlm_skip.skipping(model, **options) as run, torch.no_grad():
-        out = model.generate(**INPUTS, **GREEDY)
-    return out[:, PROMPT.shape[1]:], run.report
+        out = model.generate(**inputs, **GREEDY)
+    return out[:, inputs["input_ids"].shape[1]:], run.report
 
 
 def test_none_equals_stock(served):
-    _, model, stock, _ = served
-    assert torch.equal(_generate(model, variant="none")[0], stock)
+    name, model, stock, _ = served
+    inputs = inputs_for(name)
+    assert torch.equal(_generate(model, inputs, variant="none")[0], stock)
 
 
 def test_static_all_positions_equals_deleted_layer(served):
-    _, model, _, _ = served
-    new, report = _generate(model, variant="layers", layers=[2], positions="all")
+    name, model, _, _ = served
+    inputs = inputs_for(name)
+    new, report = _generate(model, inputs, variant="layers", layers=[2], positions="all")
     assert report.skipped_layers(0) == [2]
-    expected = deleted_layers_model(model, [2]).generate(**INPUTS, **GREEDY)[:, PROMPT.shape[1]:]
+    expected = deleted_layers_model(model, [2]).generate(**inputs, **GREEDY)[:, inputs["input_ids"].shape[1]:]
     assert torch.equal(new, expected)
 
 
 @pytest.mark.parametrize("variant,extra", [("skip2", {}), ("skip3", {"keep_last": 1})])
 def test_online_skip_equals_cache_free_replay(served, variant, extra, record_property):
     name, model, _, _ = served
+    inputs = inputs_for(name)
     if variant == "skip2" and name in SLIDING_WINDOW:
         with pytest.raises(UnsupportedModelError, match="sliding-window") as error:
             lvlm_skip.wrap(model, variant=variant, mode="online", detection=LOOSE)
         assert "\n" not in str(error.value) and not lvlm_skip.is_wrapped(model)
         record_property("cell", "refused at wrap (sliding window)")  # recipes.architecture_matrix's table cell
         return
-    new, report = _generate(model, variant=variant, mode="online", detection=LOOSE, candidates=0, **extra)
+    new, report = _generate(model, inputs, variant=variant, mode="online", detection=LOOSE, candidates=0, **extra)
     assert report.skipped.any(), "no layer skipped: the case would prove nothing"
-    assert torch.equal(new, slow_reference_tokens(model, INPUTS, report, STEPS, static=False,
+    assert torch.equal(new, slow_reference_tokens(model, inputs, report, STEPS, static=False,
                                                       prefix_lm=name == "PaliGemma"))
 
 
 def test_trace_reads_out_every_layer(served):
-    _, model, stock, _ = served
-    result = lvlm_skip.trace(model, INPUTS, max_new_tokens=STEPS)
+    name, model, stock, _ = served
+    inputs = inputs_for(name)
+    result = lvlm_skip.trace(model, inputs, max_new_tokens=STEPS)
     steps = int(result.lengths[0])
     steps -= int(result.token_ids[0, steps - 1] == model.generation_config.eos_token_id)  # stock suppresses EOS
     assert result.jsd.shape[-1] == L and result.token_probs.shape[-1] == L and result.meta["num_layers"] == L
@@ -77,7 +102,8 @@ def test_trace_reads_out_every_layer(served):
 
 def test_last_layer_readout_equals_model_logits(served):
     """The lens's own final transformation (norm, head, Gemma's logit soft-capping) gives the model's logits."""
-    _, model, _, logits = served
+    name, model, _, logits = served
+    inputs = inputs_for(name)
     anatomy = ModelAnatomy.from_model(model)
     states = {}
     def keep(module, args, output):
@@ -86,7 +112,7 @@ def test_last_layer_readout_equals_model_logits(served):
     handle = anatomy.layers[-1].register_forward_hook(keep)
     try:
         with torch.no_grad():
-            model(**INPUTS)
+            model(**inputs)
     finally:
         handle.remove()
     with torch.no_grad():
@@ -96,14 +122,15 @@ def test_last_layer_readout_equals_model_logits(served):
     torch.testing.assert_close(raw, logits)
 
 
-def test_projected_kv_equals_each_layers_own(served):
+def test_projected_kv_equals_each_layers_own(served, record_property):
     """``kv_fill="project"`` writes, at a skipped position, the K/V the layer itself would write for that input:
     checked against the cache of a stock forward, layer by layer (Cohere 2's full-attention layers use no rotary)."""
     from transformers import DynamicCache
 
     from lvlm_skip.anatomy import project_kv_into_cache_
 
-    _, model, _, _ = served
+    name, model, _, _ = served
+    inputs = inputs_for(name)
     anatomy = ModelAnatomy.from_model(model)
     seen = {}
 
@@ -114,28 +141,33 @@ def test_projected_kv_equals_each_layers_own(served):
     stock = DynamicCache(config=model.config.get_text_config())
     try:
         with torch.no_grad():
-            model(**INPUTS, **{anatomy.model_cache_argument: stock}, use_cache=True)
+            model(**inputs, **{anatomy.model_cache_argument: stock}, use_cache=True)
     finally:
         for handle in handles:
             handle.remove()
     for j, layer in enumerate(anatomy.layers):
+        if j + 1 in anatomy.cross_attention_layers:
+            continue  # Mllama: its cache holds the image's K/V, which a skipped step does not write (test_skipping)
         hidden, kwargs = seen[layer]
         projected = DynamicCache(config=model.config.get_text_config())
         with torch.no_grad():
             project_kv_into_cache_(layer, hidden, anatomy.position_embeddings(kwargs), projected)
         torch.testing.assert_close(projected.layers[j].keys, stock.layers[j].keys, msg=f"layer {j + 1} keys")
         torch.testing.assert_close(projected.layers[j].values, stock.layers[j].values, msg=f"layer {j + 1} values")
+    if anatomy.cross_attention_layers:
+        record_property("cell", "pass (self-attention layers; cross-attention writes none)")
 
 
 def test_unwrap_restores(served):
-    _, model, stock, logits = served
+    name, model, stock, logits = served
+    inputs = inputs_for(name)
     forward = model.forward
     lvlm_skip.wrap(model, variant="layers", layers=[2])
     lvlm_skip.unwrap(model)
     assert "generate" not in model.__dict__ and model.forward == forward
     with torch.no_grad():
-        assert torch.equal(model(**INPUTS).logits, logits)
-        assert torch.equal(model.generate(**INPUTS, **GREEDY)[:, PROMPT.shape[1]:], stock)
+        assert torch.equal(model(**inputs).logits, logits)
+        assert torch.equal(model.generate(**inputs, **GREEDY)[:, inputs["input_ids"].shape[1]:], stock)
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
@@ -155,8 +187,9 @@ def test_text_peers_equal_slow_reference(served, variant, options):
     from test_peers import slow_reference
 
     name, model, _, _ = served
-    new, report = peer_generate(model, INPUTS, variant, options)
-    assert torch.equal(new, slow_reference(model, INPUTS, variant, options, prefix_lm=name == "PaliGemma"))
+    inputs = inputs_for(name)
+    new, report = peer_generate(model, inputs, variant, options)
+    assert torch.equal(new, slow_reference(model, inputs, variant, options, prefix_lm=name == "PaliGemma"))
     assert (report.chosen_layer >= 0).all()
 
 
@@ -165,7 +198,7 @@ PADDED = {"input_ids": torch.tensor([[1, 5, 6, 7, 8, 9, 10], [0, 0, 0, 1, 11, 12
 
 
 @pytest.mark.parametrize("case", ["none", "static-all-deleted", "online-skip3-replay"])
-def test_left_padded_batch_of_two(served, case):
+def test_left_padded_batch_of_two(served, case, record_property):
     name, model, _, _ = served
     width = PADDED["input_ids"].shape[1]
     with torch.no_grad():
@@ -186,10 +219,12 @@ def test_left_padded_batch_of_two(served, case):
         assert run.report.skipped.any(), "no layer skipped: the case would prove nothing"
         expected = slow_reference_tokens(model, PADDED, run.report, STEPS, static=False)
     assert torch.equal(new, expected)
+    if name == "Mllama":
+        record_property("cell", "pass (text only: cross-attention passed over)")
 
 
 @pytest.mark.parametrize("variant", ["dola", "deco"])
-def test_text_peers_on_a_left_padded_batch_of_two(served, variant):
+def test_text_peers_on_a_left_padded_batch_of_two(served, variant, record_property):
     from test_peers import generate as peer_generate
     from test_peers import slow_reference
 
@@ -199,11 +234,17 @@ def test_text_peers_on_a_left_padded_batch_of_two(served, variant):
                     "recompute")
     new, _ = peer_generate(model, PADDED, variant, {})
     assert torch.equal(new, slow_reference(model, PADDED, variant, {}))
+    if name == "Mllama":
+        record_property("cell", "pass (text only: cross-attention passed over)")
 
 
 def _pixels(*shape):
     torch.manual_seed(0)
     return torch.randn(*shape, dtype=torch.float64)
+
+
+def _image_prompt(count, token=3, before=(), after=()):  # BOS, the image's placeholder tokens, then text
+    return torch.tensor([[1, *before, *[token] * count, *after, 5, 6, 7]])
 
 
 def _tiles():  # Idefics2/3, SmolVLM: (batch, images, 3, H, W) and a pixel mask
@@ -214,63 +255,73 @@ def _anyres():  # LLaVA-NeXT / OneVision with image_grid_pinpoints [[32, 32]]: t
     return {"pixel_values": _pixels(1, 2, 3, 32, 32), "image_sizes": torch.tensor([[32, 32]])}
 
 
-#: classes whose image inputs are built by hand here: (image token id, image tokens per 32x32 image, image inputs).
-#: Not here: the Qwen family (its image token ids lie outside the tiny vocabulary), Mistral3 (break and end
-#: tokens per row), Chameleon (VQ tokens), PaliGemma (its hand-built prompt fails its image-token check).
+def _qwen():  # a 4x4-patch image (patch 2, no merge): 16 flattened patches of 3 x 2 x 2 between vision start / end
+    ids = _image_prompt(16, before=[QWEN_TOKENS["vision_start_token_id"]], after=[QWEN_TOKENS["vision_end_token_id"]])
+    return {"input_ids": ids, "pixel_values": _pixels(16, 12), "image_grid_thw": torch.tensor([[1, 4, 4]]),
+            "mm_token_type_ids": (ids == QWEN_TOKENS["image_token_id"]).long()}  # as the processor returns them
+
+
+def _paligemma():  # image tokens first, then BOS and the prefix; token type 0 on the whole prefix
+    ids = torch.tensor([[3] * 16 + [1, 5, 6, 7]])
+    return {"input_ids": ids, "pixel_values": _pixels(1, 3, 32, 32), "token_type_ids": torch.zeros_like(ids)}
+
+
+def _image(count, **more):
+    return lambda: {"input_ids": _image_prompt(count), "pixel_values": _pixels(1, 3, 32, 32), **more}
+
+
+#: VCD's inputs built by hand, per class: image token id and ``() -> inputs`` (the prompt and the image inputs).
+#: Mllama's image enters through cross-attention layers, not as tokens: VCD's second pass is the same prompt with
+#: the noised ``pixel_values`` through the vision tower and the cross-attention (the same contrast as on LLaVA: the
+#: model reading a noised image).
 VCD_IMAGES = {
-    "Llava": (3, 16, lambda: {"pixel_values": _pixels(1, 3, 32, 32)}),
-    "VipLlava": (3, 16, lambda: {"pixel_values": _pixels(1, 3, 32, 32)}),
-    "Gemma3": (3, 4, lambda: {"pixel_values": _pixels(1, 3, 32, 32)}),
-    "LlavaNext": (3, 36, _anyres),
-    "LlavaOnevision": (3, 36, _anyres),
-    "AyaVision": (3, 4, lambda: {"pixel_values": _pixels(1, 3, 32, 32)}),
-    "InternVL": (3, 4, lambda: {"pixel_values": _pixels(1, 3, 32, 32)}),
-    "Idefics2": (3, 4, _tiles),
-    "Idefics3": (3, 4, _tiles),
-    "SmolVLM": (3, 4, _tiles),
+    "Llava": (3, _image(16)),
+    "VipLlava": (3, _image(16)),
+    "Gemma3": (3, _image(4)),
+    "LlavaNext": (3, lambda: {"input_ids": _image_prompt(36), **_anyres()}),
+    "LlavaOnevision": (3, lambda: {"input_ids": _image_prompt(36), **_anyres()}),
+    "AyaVision": (3, _image(4)),
+    "InternVL": (3, _image(4)),
+    "Idefics2": (3, lambda: {"input_ids": _image_prompt(4), **_tiles()}),
+    "Idefics3": (3, lambda: {"input_ids": _image_prompt(4), **_tiles()}),
+    "SmolVLM": (3, lambda: {"input_ids": _image_prompt(4), **_tiles()}),
+    "Qwen2VL": (3, _qwen),
+    "Qwen2_5_VL": (3, _qwen),
+    "Qwen3VL": (3, _qwen),
+    # Pixtral's 4x4 patches (no merge) are 16 image tokens; the processor's row-break / end tokens are plain text
+    "Mistral3": (3, _image(16, image_sizes=torch.tensor([[32, 32]]))),
+    "PaliGemma": (3, _paligemma),
+    # Chameleon's VQ encoder turns a 16x16 image into 16 image-code tokens (vlm_zoo.CHAMELEON_CODES)
+    "Chameleon": (3, lambda: {"input_ids": _image_prompt(16), "pixel_values": _pixels(1, 3, 16, 16)}),
+    "Mllama": (3, _mllama_image_inputs),
 }
+
+
+def test_vcd_covers_every_served_class():
+    assert set(VCD_IMAGES) == set(SERVED), "a served class without a VCD check"
 
 
 @pytest.mark.parametrize("name", list(VCD_IMAGES))
 def test_vcd_with_an_image_equals_slow_reference(name):
+    """VCD with a real image on each class equals the slow reference, and its noised pass changes the answer (a
+    check on a contrast that never acts proves little)."""
     from test_peers import generate as peer_generate
     from test_peers import slow_reference
 
-    token, count, image_inputs = VCD_IMAGES[name]
+    token, build_inputs = VCD_IMAGES[name]
     model = build(name)
-    ids = torch.tensor([[1] + [token] * count + [5, 6, 7]])
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **image_inputs()}
+    inputs = build_inputs()
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    prefix_lm = name == "PaliGemma"
+    answers = []
     for options in ({}, {"alpha": 3.0, "beta": 0.0}):
         new, _ = peer_generate(model, inputs, "vcd", options, suppress_tokens=[token])
-        assert torch.equal(new, slow_reference(model, inputs, "vcd", options, suppress=(token,)))
-
-
-def test_vcd_on_mllama_contrasts_a_noised_image_through_cross_attention():
-    """Mllama's image enters through cross-attention layers, not as tokens: VCD's second pass is the same prompt with
-    the noised ``pixel_values`` through the vision tower and the cross-attention (the same contrast as on LLaVA:
-    the model reading a noised image), and it equals the slow reference."""
-    from test_peers import generate as peer_generate
-    from test_peers import slow_reference
-
-    from vlm_zoo import _mllama
-
-    torch.manual_seed(0)
-    model = _mllama().double().eval()
-    config = model.config
-    size, tiles = config.vision_config.image_size, config.vision_config.max_num_tiles
-    ids = torch.tensor([[1, config.image_token_index, 5, 6, 7]])
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-              "pixel_values": torch.randn(1, 1, tiles, 3, size, size, dtype=torch.float64),
-              "aspect_ratio_ids": torch.tensor([[1]]), "aspect_ratio_mask": torch.ones(1, 1, tiles, dtype=torch.long),
-              "cross_attention_mask": torch.ones(1, ids.shape[1], 1, tiles, dtype=torch.long)}
-    token = config.image_token_index
-    for options in ({}, {"alpha": 3.0, "beta": 0.0}):
-        new, _ = peer_generate(model, inputs, "vcd", options, suppress_tokens=[token])
-        assert torch.equal(new, slow_reference(model, inputs, "vcd", options, suppress=(token,)))
-    with torch.no_grad():  # the noised pass changes the answer somewhere, or the check proves little
-        stock = model.generate(**inputs, **GREEDY, suppress_tokens=[token])[:, ids.shape[1]:]
-    assert not torch.equal(peer_generate(model, inputs, "vcd", {"alpha": 3.0, "beta": 0.0},
-                                         suppress_tokens=[token])[0], stock)
+        assert torch.equal(new, slow_reference(model, inputs, "vcd", options, suppress=(token,), prefix_lm=prefix_lm))
+        answers.append(new)
+    with torch.no_grad():
+        stock = model.generate(**inputs, **dict(GREEDY, max_new_tokens=6, min_new_tokens=6),
+                               suppress_tokens=[token])[:, inputs["input_ids"].shape[1]:]
+    assert any(not torch.equal(answer, stock) for answer in answers)
 
 
 def test_every_mapped_class_is_served_refused_or_not_built():
@@ -307,3 +358,19 @@ def test_readme_table_has_every_class_and_column_of_the_matrix():
     rows = [line.split("|")[1].strip() for line in table]
     assert header == list(COLUMNS)
     assert sorted(rows) == sorted(class_name(n) for n in {**SERVED, **REFUSED})
+
+
+def test_a_skipped_cross_attention_layer_keeps_the_images_cache():
+    """Mllama's cross-attention layer caches the image's K/V once, at the prompt: skipping it at decoding steps
+    writes nothing there (no text K/V, no deferred projection), so its cache after generate is the stock one."""
+    model = build("Mllama")
+    inputs = _mllama_image_inputs()
+    (cross,) = ModelAnatomy.from_model(model).cross_attention_layers
+    options = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False, return_dict_in_generate=True)
+    with torch.no_grad():
+        stock = model.generate(**inputs, **options).past_key_values.layers[cross - 1]
+        for kv_fill in ("project", "recompute"):
+            with lvlm_skip.skipping(model, variant="layers", layers=[cross], kv_fill=kv_fill) as run:
+                skipped = model.generate(**inputs, **options).past_key_values.layers[cross - 1]
+            assert run.report.skipped[1:, 0, cross - 1].all()  # every decoding step skipped it
+            assert torch.equal(skipped.keys, stock.keys) and torch.equal(skipped.values, stock.values)

@@ -412,6 +412,18 @@ def test_vcd_cutoff_uses_the_clean_distribution_only():
     _close(out, [2 * 2.0 - 50.0, 2 * 1.0 + 50.0, -80.0, -INF])
 
 
+@pytest.mark.parametrize("masked", [-INF, torch.finfo(torch.float64).min])
+def test_vcd_keeps_tokens_the_model_masked_out_at_beta_zero(masked):
+    """A model-masked token (Chameleon's image tokens: its dtype's minimum) would contrast to -inf + inf = NaN, which
+    argmax picks; it stays -inf, and the others are the plain contrast."""
+    clean = torch.tensor([2.0, masked, 0.0], dtype=torch.float64)
+    noised = torch.tensor([1.0, masked, 0.5], dtype=torch.float64)
+    out = vcd_contrast(clean, noised, alpha=3.0, beta=0.0)
+    assert not out.isnan().any()
+    _close(out, [4 * 2.0 - 3 * 1.0, -INF, -1.5])
+    assert out.argmax() == 0
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_vcd_matches_the_released_recipe(seed):
     """vcd_sample.py's version-2 cutoff, and its version-1 (probability) form selects the same set."""

@@ -16,7 +16,7 @@ from lvlm_skip.inputs.models import chat_prompt
 from lvlm_skip.peers import noised_images
 
 from batches import left_padded_batch
-from references import greedy_append
+from references import greedy_append, grown_to
 from tiny_models import make_llama, make_llava
 
 NUM_LAYERS = 8
@@ -56,16 +56,18 @@ def slow_reference(model, inputs, variant, options, steps=STEPS, suppress=(), pr
     tied = anatomy.tied_embeddings
     tokens = []
     for _ in range(steps):
-        extra["position_ids"] = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate sets them
-        cross = extra.get("cross_attention_mask")  # Mllama: generate repeats its last position for new tokens
-        if cross is not None and cross.shape[1] < sequence.shape[1]:
-            more = cross[:, -1:].expand(-1, sequence.shape[1] - cross.shape[1], *cross.shape[2:])
-            extra["cross_attention_mask"] = torch.cat([cross, more], dim=1)
+        if "image_grid_thw" not in extra:  # the Qwen family computes its M-RoPE positions from the whole sequence
+            extra["position_ids"] = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate sets them
+        extra = grown_to(extra, sequence.shape[1])  # Mllama's cross-attention mask, Qwen's token types
         if prefix_lm:
             prompt_len = inputs["input_ids"].shape[1]
             extra["token_type_ids"] = (torch.arange(mask.shape[1]) >= prompt_len).long().expand_as(mask)
         out = model(input_ids=sequence, attention_mask=mask, use_cache=False, output_hidden_states=True, **extra)
-        final, hidden = out.logits[:, -1], out.hidden_states  # hidden[j] = h_j, the last one after the norm
+        final, hidden = out.logits[:, -1], list(out.hidden_states)  # hidden[j] = h_j, the last one after the norm
+        if len(hidden) < L + 1:  # Mllama without an image passes over its cross-attention layers: the identity
+            for j in sorted(anatomy.cross_attention_layers):
+                hidden.insert(j, hidden[j - 1])
+        assert len(hidden) == L + 1
         if variant == "dola":
             layers = dola_candidate_layers(L, options.get("layers", "high"), tie_word_embeddings=tied)
             premature = torch.stack([anatomy.lm_head(hidden[j][:, -1]) for j in layers])

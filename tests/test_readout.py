@@ -122,6 +122,24 @@ def test_vocab_rows_with_head_bias_scale_and_softcap(scale, cap):
                                anatomy.lm_head(anatomy.final_norm(hidden)))
 
 
+def test_masked_tokens_are_the_dtype_minimum_in_full_and_row_readouts():
+    """Chameleon sets its image tokens' logits to the dtype's minimum: the lens does the same, on every row subset."""
+    from torch import nn
+
+    from lvlm_skip.anatomy import ModelAnatomy
+
+    anatomy = ModelAnatomy(model=nn.Module(), decoder=nn.Module(), layers=nn.ModuleList([nn.Identity()]),
+                           final_norm=nn.LayerNorm(8), lm_head=nn.Linear(8, 20), num_layers=1, hidden_size=8,
+                           vocab_size=20, masked_tokens=(4, 11))
+    hidden = torch.randn(3, 8)
+    full = readout_logits(anatomy, hidden)
+    assert (full[:, [4, 11]] == torch.finfo(full.dtype).min).all()
+    torch.testing.assert_close(full[:, [0, 5]], anatomy.lm_head(anatomy.final_norm(hidden))[:, [0, 5]])
+    rows = torch.tensor([11, 0, 4])
+    torch.testing.assert_close(readout_logits(anatomy, hidden, vocab_rows=rows), full[:, rows])
+    assert (readout_logits(anatomy, hidden, model_transform=False)[:, 4] > torch.finfo(full.dtype).min).all()
+
+
 class _ScaledLens:
     """A stand-in for a trained lens: the normed readout, its states scaled per layer by ``1 + j / 10``."""
 

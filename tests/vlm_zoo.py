@@ -42,23 +42,30 @@ def _vipllava():
         image_token_id=3, vision_feature_layers=[-2, -1]))
 
 
+#: the Qwen family's image token and its vision start / end / video tokens, inside the tiny vocabulary
+QWEN_TOKENS = dict(image_token_id=3, vision_start_token_id=96, vision_end_token_id=97, video_token_id=98)
+
+
 def _qwen2_vl():
     return tf.Qwen2VLForConditionalGeneration(tf.Qwen2VLConfig(
-        text_config=dict(TEXT, rope_parameters=MROPE), vision_config=QWEN_VISION))
+        text_config=dict(TEXT, rope_parameters=MROPE), vision_config=QWEN_VISION, **QWEN_TOKENS))
 
 
 def _qwen2_5_vl():
     vision = dict(depth=1, hidden_size=16, out_hidden_size=32, intermediate_size=32, num_heads=2, patch_size=2,
                   spatial_merge_size=1, temporal_patch_size=1, fullatt_block_indexes=[0])
     return tf.Qwen2_5_VLForConditionalGeneration(tf.Qwen2_5_VLConfig(
-        text_config=dict(TEXT, rope_parameters=MROPE), vision_config=vision))
+        text_config=dict(TEXT, rope_parameters=MROPE), vision_config=vision, **QWEN_TOKENS))
 
 
 def _gemma3():
     text = dict(TEXT, final_logit_softcapping=3.0, sliding_window=8, query_pre_attn_scalar=8)
-    return tf.Gemma3ForConditionalGeneration(tf.Gemma3Config(
+    model = tf.Gemma3ForConditionalGeneration(tf.Gemma3Config(
         text_config=text, vision_config=SIGLIP, mm_tokens_per_image=4, image_token_index=3, boi_token_index=4,
         eoi_token_index=5))
+    # Gemma 3 initialises its image projection to zeros: random weights, or the image would change nothing
+    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.3)
+    return model
 
 
 def _paligemma():
@@ -67,7 +74,7 @@ def _paligemma():
     text = tf.GemmaConfig(**TEXT)
     text.final_logit_softcapping = 0.5
     return tf.PaliGemmaForConditionalGeneration(tf.PaliGemmaConfig(
-        text_config=text, vision_config=tf.SiglipVisionConfig(**SIGLIP), image_token_index=3))
+        text_config=text, vision_config=tf.SiglipVisionConfig(**SIGLIP), image_token_index=3, projection_dim=32))
 
 
 def _mistral3():
@@ -77,28 +84,46 @@ def _mistral3():
         text_config=tf.MistralConfig(**TEXT), vision_config=vision, image_token_index=3, spatial_merge_size=1))
 
 
-def _chameleon():
-    vq = dict(embed_dim=32, num_embeddings=16, latent_channels=32, resolution=32, channel_multiplier=[1], base_channels=32)
-    return tf.ChameleonForConditionalGeneration(tf.ChameleonConfig(**TEXT, vq_config=vq, vocabulary_map={"<image>": 3}))
+#: Chameleon's 16 VQ codes as BPE tokens 80..95, named as its vocabulary names them ("IMGIMG" + code in letters A-J + "Z")
+CHAMELEON_CODES = {"IMGIMG" + "".join("ABCDEFGHIJ"[int(d)] for d in str(code)) + "Z": 80 + code for code in range(16)}
 
 
-def _mllama():  # VCD only (test_architectures): on a text-only prompt its decoder skips the cross-attention layers
+def _chameleon():  # a 16x16 image is 16 VQ tokens (two downsamplings)
+    vq = dict(embed_dim=32, num_embeddings=16, latent_channels=32, resolution=32, channel_multiplier=[1, 1, 1],
+              base_channels=32)
+    return tf.ChameleonForConditionalGeneration(tf.ChameleonConfig(
+        **TEXT, vq_config=vq, vocabulary_map={"<image>": 3, **CHAMELEON_CODES}))
+
+
+MLLAMA_IMAGE_TOKEN, MLLAMA_TILES = 3, 1
+
+
+def _mllama():  # the matrix gives it an image (test_architectures.inputs_for): text only skips its cross-attention
     text = dict(TEXT, cross_attention_layers=[3], rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     text.pop("head_dim")
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1, num_attention_heads=4,
-                  image_size=32, patch_size=8, max_num_tiles=1, intermediate_layers_indices=[0],
+                  image_size=32, patch_size=8, max_num_tiles=MLLAMA_TILES, intermediate_layers_indices=[0],
                   vision_output_dim=64, supported_aspect_ratios=[[1, 1]])
-    return tf.MllamaForConditionalGeneration(tf.MllamaConfig(text_config=text, vision_config=vision,
-                                                             image_token_index=3))
+    model = tf.MllamaForConditionalGeneration(tf.MllamaConfig(text_config=text, vision_config=vision,
+                                                              image_token_index=MLLAMA_IMAGE_TOKEN))
+    # its cross-attention gates start at 0 (tanh 0 = 0: the image would change nothing); open them
+    for name, gate in model.named_parameters():
+        if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+            torch.nn.init.constant_(gate, 1.0)
+    return model
 
 
 IDV = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=8)
 
 def _idefics2():
-    return tf.Idefics2ForConditionalGeneration(tf.Idefics2Config(
+    model = tf.Idefics2ForConditionalGeneration(tf.Idefics2Config(
         text_config=tf.MistralConfig(**TEXT), vision_config=IDV, image_token_id=3,
         perceiver_config=dict(hidden_size=32, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
                               resampler_head_dim=8, num_key_value_heads=1)))
+    # its connector's default init (std 0.02) leaves the image almost no say in the logits (VCD would never act)
+    for weight in (p for p in model.model.connector.parameters() if p.dim() == 2):
+        torch.nn.init.normal_(weight, std=0.3)
+    return model
 
 def _idefics3():
     return tf.Idefics3ForConditionalGeneration(tf.Idefics3Config(
@@ -123,7 +148,8 @@ def _qwen3_vl():
     vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=2, spatial_merge_size=1,
                   temporal_patch_size=1, out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0])
     return tf.Qwen3VLForConditionalGeneration(tf.Qwen3VLConfig(
-        text_config=dict(TEXT, rope_parameters=dict(MROPE, mrope_interleaved=True)), vision_config=vision))
+        text_config=dict(TEXT, rope_parameters=dict(MROPE, mrope_interleaved=True)), vision_config=vision,
+        **QWEN_TOKENS))
 
 def _qwen3_5():
     vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=2, spatial_merge_size=1,
@@ -162,6 +188,7 @@ SERVED = {
     "InternVL": _internvl,
     "Qwen3VL": _qwen3_vl,
     "AyaVision": _aya_vision,
+    "Mllama": _mllama,
 }
 #: refused at wrap in one line, with the reason (the test checks the refusal names the class)
 REFUSED = {"Blip2": _blip2, "Qwen3_5": _qwen3_5}
@@ -246,8 +273,6 @@ NOT_BUILT = {
     "MiniMaxM3SparseForConditionalGeneration": _NOT_WRITTEN,
     "Mistral4ForCausalLM": _NOT_WRITTEN,
     "MistralLarge4ForConditionalGeneration": _NOT_WRITTEN,
-    "MllamaForConditionalGeneration": "built (_mllama) for VCD only, with an image: on a text-only prompt its decoder "
-    "skips the cross-attention layers, so the matrix's text-only checks see fewer than L layers",
     "Molmo2ForConditionalGeneration": _NOT_WRITTEN,
     "MuseGlimmerForConditionalGeneration": _NOT_WRITTEN,
     "MuseSparkForConditionalGeneration": _NOT_WRITTEN,

@@ -37,7 +37,9 @@ def vcd_contrast(
     """One VCD step: contrast the clean and noised-image logits inside the plausible set.
 
     ``z(v) = (1 + alpha) z(v) - alpha z'(v)`` where ``z(v) >= log(beta) + max_u z(u)`` (i.e.
-    ``p(v) >= beta max p`` on the clean distribution), ``-inf`` elsewhere.
+    ``p(v) >= beta max p`` on the clean distribution), ``-inf`` elsewhere. Tokens the model itself masked
+    (logit ``-inf`` or its dtype's minimum, e.g. Chameleon's image tokens) stay out at every ``beta``: their
+    contrast would be ``-inf + inf``, NaN, which greedy search would pick.
 
     Args:
         logits: `(..., vocab)` logits ``z`` on the original image.
@@ -64,7 +66,8 @@ def vcd_contrast(
     # 2. the contrast, implausible tokens removed
     # shape: (..., vocab)
     contrast = (1 + alpha) * clean - alpha * noised_logits.float()
-    return contrast.masked_fill(clean < cutoff, -math.inf)
+    masked = logits <= torch.finfo(logits.dtype).min  # -inf, or the minimum a model masks with
+    return contrast.masked_fill((clean < cutoff) | masked, -math.inf)
 
 
 def _alpha_bar(noise_step: int) -> torch.Tensor:

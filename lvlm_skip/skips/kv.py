@@ -16,9 +16,18 @@ from ..anatomy import ModelAnatomy, project_kv_into_cache_
 
 
 def write_skipped_kv(anatomy: ModelAnatomy, kv_fill: str, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> None:
-    """Write skipped ``layer``'s K/V for `(batch, seq, hidden)` ``hidden`` into the step's cache (if any)."""
+    """Write skipped ``layer``'s K/V for `(batch, seq, hidden)` ``hidden`` into the step's cache (if any).
+
+    A cross-attention layer (Mllama) caches the image's K/V, not the text's: it is written by running the layer
+    on the step that hands it ``cross_attention_states`` (the prompt), so a later step that runs the layer finds
+    them, and nothing is written at the other steps.
+    """
     cache = anatomy.layer_cache(kwargs)
     if cache is None:
+        return
+    if layer in anatomy.cross_attention_layers:
+        if kwargs.get("cross_attention_states") is not None:
+            forward(hidden, *args, **kwargs)
         return
     if kv_fill == "project":
         project_kv_into_cache_(anatomy.layers[layer - 1], hidden, anatomy.position_embeddings(kwargs), cache)

@@ -76,6 +76,11 @@ class OnlineSequence:
     measured: list[dict] = field(default_factory=list)
 
 
+def _passed_over(hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """The forward of a layer the decoder passed over: its output is its input."""
+    return hidden
+
+
 class OnlineStep:
     """One step: routes the layers and observes the window; a subclass per online strategy decides.
 
@@ -94,6 +99,7 @@ class OnlineStep:
         self.device = record.skipped.device
         self.window: dict[int, torch.Tensor] = {}  # layer -> (batch, hidden) state of the predicting position
         self.calls: dict[int, tuple] = {}  # layer -> (forward, args, kwargs) of this step (skip2 reruns)
+        self.last_layer = 0  # the last layer the decoder called at this step
         self.readout = WindowReadout(ctx.anatomy, readout=config.readout, candidates=config.candidates)
         self.spans = list(sequence.spans) if config.decide == "lagged" else [(1, 0)] * batch
         self.skip_from_layer = min((first for first, last in self.spans if first <= last), default=ctx.num_layers + 1)
@@ -110,7 +116,18 @@ class OnlineStep:
         return [first <= layer <= last for first, last in self.spans]
 
     def run_layer(self, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
-        """Run (or skip) 1-based ``layer`` on `(batch, seq, hidden)` ``hidden`` for this step."""
+        """Run (or skip) 1-based ``layer`` on `(batch, seq, hidden)` ``hidden`` for this step.
+
+        Layers the decoder passed over since the last call (Mllama's cross-attention layers on a prompt without an
+        image) are the identity: they are observed, and skipped where the span says, like any other.
+        """
+        for passed in range(self.last_layer + 1, layer):
+            self.last_layer = passed
+            hidden = self._run_layer(passed, _passed_over, hidden, args, kwargs)
+        self.last_layer = layer
+        return self._run_layer(layer, forward, hidden, args, kwargs)
+
+    def _run_layer(self, layer: int, forward, hidden: torch.Tensor, args, kwargs) -> torch.Tensor:
         ctx, record = self.ctx, self.record
         if layer == ctx.window_start:
             self._observe(layer - 1, hidden[:, -1])
@@ -119,7 +136,8 @@ class OnlineStep:
         if skip:
             record.skipped[:, layer - 1] = torch.tensor(rows, device=self.device)
         if skip and all(rows) and not record.prefill:
-            if ctx.config.kv_fill == "project" and layer not in ctx.anatomy.mask_size_layers:
+            if (ctx.config.kv_fill == "project" and layer not in ctx.anatomy.mask_size_layers
+                    and layer not in ctx.anatomy.cross_attention_layers):
                 self.sequence.deferred.defer(layer, hidden, kwargs)
             else:
                 write_skipped_kv(ctx.anatomy, ctx.config.kv_fill, layer, forward, hidden, args, kwargs)
