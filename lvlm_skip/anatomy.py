@@ -525,6 +525,24 @@ def drop_cache_positions_(anatomy: ModelAnatomy, cache, layers, count: int) -> N
         cache_layer.crop(-count)
 
 
+def crop_cache_to_(anatomy: ModelAnatomy, cache, length: int) -> None:
+    """Cut every self-attention layer's cache back to its first ``length`` positions (layers already shorter, e.g.
+    skipped by a draft, are left as they are; a cross-attention layer's cache holds the image and is kept).
+
+    Raises:
+        UnsupportedModelError: a cache layer that cannot be cropped (a static cache, or a full sliding window).
+    """
+    for layer in range(1, anatomy.num_layers + 1):
+        if layer in anatomy.cross_attention_layers:
+            continue
+        cache_layer = anatomy.cache_layer(cache, layer)
+        if not hasattr(cache_layer, "crop") or hasattr(cache_layer, "max_cache_len"):
+            raise UnsupportedModelError(f"cannot roll back a {type(cache_layer).__name__} cache layer; use a dynamic cache")
+        extra = int(cache_layer.get_seq_length()) - length
+        if extra > 0:
+            cache_layer.crop(-extra)
+
+
 def eos_token_ids(model: nn.Module) -> frozenset[int]:
     """The token ids that end a sequence: the generation config's ``eos_token_id`` (an int or a list), else
     the text config's; empty when neither has one. ``generate`` stops on the same ids."""

@@ -31,18 +31,21 @@ from .hooks import HeadRouting, LayerRouting, SequenceClockHook
 from .peers import PeerController, PeerReport, peer_config
 from .profiles import LayerProfile
 from .skips import SkipController, SkipReport
+from .speculative import DRAFTS, SpeculativeDecoder, SpeculativeReport, speculative_config
 from .variants import VariantName
 from .variants import variant as declared_variant
 
 _STATE_ATTR = "_lvlm_skip_state"
+#: ``wrap(model, variant=SPECULATIVE, draft=...)``: lossless self-speculative decoding (:mod:`lvlm_skip.speculative`)
+SPECULATIVE = "speculative"
 
 
 @dataclass
 class _WrapState:
-    controller: SkipController | PeerController
+    controller: SkipController | PeerController | SpeculativeDecoder
     routings: list
     previous_generate: object | None
-    last_report: SkipReport | PeerReport | None = None
+    last_report: SkipReport | PeerReport | SpeculativeReport | None = None
 
 
 def _refuse_linear_attention(model):
@@ -63,8 +66,10 @@ def wrap(model, variant: VariantName | SkipConfig = "none", mode: Mode | None = 
     Args:
         model: A supported HF model (see :mod:`lvlm_skip.anatomy`).
         variant: none, skip1, skip2, skip3, exit or layers (see :mod:`lvlm_skip.skips`), a peer
-            (dola, deco, vcd: :mod:`lvlm_skip.peers`), or a whole :class:`~lvlm_skip.skips.SkipConfig`
-            (then no other option is accepted).
+            (dola, deco, vcd: :mod:`lvlm_skip.peers`), ``"speculative"`` (lossless self-speculative decoding:
+            ``draft=`` skip1 / skip3 / exit / layers with its layer options, ``k=``, ``threshold=``;
+            :mod:`lvlm_skip.speculative`), or a whole :class:`~lvlm_skip.skips.SkipConfig` (then no other
+            option is accepted).
         mode: static (the default) or online, for the skips; the peers act at every step and take no mode.
         profile: A layer profile (``profile.json`` from :func:`lvlm_skip.profile`) giving the skips'
             ``critical_layer`` and ``mutation_layers`` (:mod:`lvlm_skip.profiles`); options given
@@ -86,6 +91,9 @@ def wrap(model, variant: VariantName | SkipConfig = "none", mode: Mode | None = 
         raise ValueError("this model is already wrapped by lvlm_skip; call lvlm_skip.unwrap(model) first")
     _refuse_linear_attention(model)
     anatomy = ModelAnatomy.from_model(model)
+    if variant == SPECULATIVE:
+        controller, routings = _speculative(model, anatomy, mode, profile, options)
+        return _install(model, controller, routings, SequenceClock())
     declared = None if isinstance(variant, SkipConfig) else declared_variant(variant)  # unknown names raise here
     clock = SequenceClock()
     if declared is not None and declared.is_peer:
@@ -113,6 +121,25 @@ def wrap(model, variant: VariantName | SkipConfig = "none", mode: Mode | None = 
             routings.append(LayerRouting(anatomy, controller.run_layer))
             if config.mode == "online":
                 routings.append(HeadRouting(anatomy, controller.on_logits))
+    return _install(model, controller, routings, clock)
+
+
+def _speculative(model, anatomy: ModelAnatomy, mode, profile, options: dict):
+    """The controller and routings of ``variant="speculative"`` (:mod:`lvlm_skip.speculative`)."""
+    if mode is not None:
+        raise TypeError(f"speculative takes no mode: its draft is a static skip set (got mode={mode!r})")
+    options = dict(options)
+    draft = options.pop("draft", "skip3")
+    if profile is not None:
+        if draft not in DRAFTS:
+            raise ValueError(f"unknown draft {draft!r}; choose one of {', '.join(DRAFTS)}")
+        options = _profile_options(declared_variant(draft), profile, anatomy.num_layers, options)
+    controller = SpeculativeDecoder(model, anatomy, speculative_config(anatomy, draft, **options))
+    return controller, controller.install()  # nothing above touched the model
+
+
+def _install(model, controller, routings: list, clock: SequenceClock):
+    """Replace ``model.generate`` by the wrapped one and keep the wrap's state on the model."""
     state = _WrapState(controller=controller, routings=routings, previous_generate=model.__dict__.get("generate"))
     stock_generate = model.generate
 
@@ -122,6 +149,12 @@ def wrap(model, variant: VariantName | SkipConfig = "none", mode: Mode | None = 
         controller.reset()
         if isinstance(controller, PeerController):
             controller.begin_generate(kwargs)
+        if isinstance(controller, SpeculativeDecoder):
+            taken = [k for k in ("custom_generate", "assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit")
+                     if kwargs.get(k) is not None]
+            if taken:
+                raise ValueError(f"speculative mode runs its own decoding loop: do not pass {', '.join(taken)}")
+            kwargs["custom_generate"] = controller.custom_generate()
         try:
             return stock_generate(*args, **kwargs)
         finally:
@@ -216,12 +249,13 @@ def skipping(model, variant: VariantName | SkipConfig = "none", mode: Mode | Non
         run.close()
 
 
-def _refuse_beam_search(model, controller: SkipController | PeerController, kwargs) -> None:
+def _refuse_beam_search(model, controller: SkipController | PeerController | SpeculativeDecoder, kwargs) -> None:
     generation_config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
     beams = kwargs.get("num_beams", getattr(generation_config, "num_beams", 1)) or 1
-    if isinstance(controller, PeerController):
+    if isinstance(controller, (PeerController, SpeculativeDecoder)):
+        name = controller.variant if isinstance(controller, PeerController) else SPECULATIVE
         if beams > 1:
-            raise ValueError(f"beam search (num_beams={beams}) is not supported with {controller.variant}; use num_beams=1")
+            raise ValueError(f"beam search (num_beams={beams}) is not supported with {name}; use num_beams=1")
         return
     config = controller.config
     per_row_state = config.mode == "online" or controller.needs_calibration

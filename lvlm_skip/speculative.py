@@ -1,0 +1,343 @@
+"""Self-speculative decoding: the paper's layers give the draft, the full model verifies it (lossless).
+
+    model = lvlm_skip.wrap(model, variant="speculative", draft="skip3", critical_layer=16, k=4)
+    out = model.generate(**inputs, max_new_tokens=64)   # token for token what the stock model generates (greedy)
+    lvlm_skip.last_report(model).acceptance_rate
+
+One round, at batch 1 (as transformers' own assisted generation):
+
+1. **Draft.** The same weights with a skip set (``skip1``: the stabilization stage ``c+1 .. m-1``; ``skip3``:
+   ``c+1 .. L-keep_last``; ``exit`` at ``e``: ``e+1 .. L``; or explicit ``layers``) propose up to ``k`` tokens one
+   at a time, each read out by the model's own norm and head and passed through generate's logits processors.
+   ``threshold`` makes ``k`` adaptive: drafting stops after a token whose draft probability is below it (SWIFT,
+   LayerSkip).
+2. **Verify.** The caches are cut back to the committed prefix and the full model runs the pending token and
+   the ``n`` drafts in one forward; its logits at each position go through the same processors.
+3. **Accept.** Greedy: the longest prefix of drafts equal to the full model's argmax, then the full model's own
+   token after it (so every round adds at least one token). Sampling: the standard speculative-sampling rule
+   (Leviathan et al. 2023, Chen et al. 2023): draft token ``x ~ q`` is kept with probability
+   ``min(1, p(x) / q(x))``; at the first rejection a token is drawn from ``max(p - q, 0)`` renormalised; when all
+   are kept, one more from ``p``. The output distribution is the full model's.
+4. **Commit.** The caches keep the accepted positions; each new token is appended and generate's stopping
+   criteria checked after it, so an EOS or ``max_new_tokens`` inside a draft ends the sequence exactly there.
+
+Greedy output equals stock ``generate`` up to floating point: the verify pass computes the same positions in one
+forward of ``n + 1`` tokens instead of ``n + 1`` forwards of one, which in float32 / float16 can flip a near-tie
+(the report counts rounds, not such flips; ``lvlm-skip speed`` measures token agreement). Not yet: reusing the
+draft's K/V of the layers before the skipped span (exact, so the verify pass need not recompute them); the verify
+pass recomputes every layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+from .anatomy import ModelAnatomy, UnsupportedModelError, crop_cache_to_, unpack_layer_output
+from .config import SkipConfig, check_int, check_number
+from .hooks import LayerRouting
+from .skips.kv import write_skipped_kv
+from .variants import skip_variant, static_skip_set
+
+#: the skipping variants a draft can be made of
+DRAFTS = ("skip1", "skip3", "exit", "layers")
+DEFAULT_DRAFT_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """What drafts and how much. Layer numbers are 1-based."""
+
+    draft_layers: tuple[int, ...]
+    """The layers the draft skips (sorted); every other layer runs, then the final norm and the head."""
+    draft: str = "layers"
+    """Which variant gave ``draft_layers``: skip1, skip3, exit or layers."""
+    k: int = DEFAULT_DRAFT_TOKENS
+    """The most draft tokens per verify pass."""
+    threshold: float | None = None
+    """Adaptive drafting: stop after a draft token whose draft probability (after the processors) is below this;
+    ``None`` always drafts ``k``."""
+    draft_options: dict = field(default_factory=dict)
+    """The layer options the draft was built from (``critical_layer``, ``mutation_layers``, ...), for the record."""
+
+    def __post_init__(self):
+        check_int("k", self.k, 1)
+        if self.threshold is not None:
+            check_number("threshold", self.threshold, 0.0, 1.0)
+        if not self.draft_layers:
+            raise ValueError("the draft skips no layer: it would be the full model, and every round would cost more")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def speculative_config(anatomy: ModelAnatomy, draft: str = "skip3", *, k: int = DEFAULT_DRAFT_TOKENS,
+                       threshold: float | None = None, **layer_options) -> SpeculativeConfig:
+    """The :class:`SpeculativeConfig` of a draft variant and its layer options, checked against the model.
+
+    Args:
+        anatomy: The model's anatomy (its number of layers).
+        draft: skip1, skip3, exit or layers.
+        k: The most draft tokens per verify pass.
+        threshold: Adaptive drafting's probability floor, or ``None``.
+        **layer_options: The draft's :class:`~lvlm_skip.config.SkipConfig` layer fields: ``critical_layer``,
+            ``mutation_layers``, ``exit_layer``, ``layers``, ``keep_last``, ``profile``.
+
+    Raises:
+        ValueError / TypeError: an unknown draft or option, layers out of range, a draft whose layers are not
+            given (the draft is fixed for the whole generation: give them, or a profile), or one that skips nothing.
+    """
+    if draft not in DRAFTS:
+        raise ValueError(f"unknown draft {draft!r}; choose one of {', '.join(DRAFTS)}")
+    allowed = {"critical_layer", "mutation_layers", "exit_layer", "layers", "keep_last", "profile"}
+    unknown = sorted(set(layer_options) - allowed)
+    if unknown:
+        raise TypeError(f"unknown speculative option(s) {unknown}; known: k, threshold, draft, {', '.join(sorted(allowed))}")
+    config = SkipConfig.from_kwargs(variant=draft, mode="static", **layer_options)
+    config.validate_for(anatomy)
+    if not skip_variant(draft).layers_given(config):
+        needs = {"skip1": "critical_layer and mutation_layers", "skip3": "critical_layer",
+                 "exit": "exit_layer or mutation_layers"}[draft]
+        raise ValueError(f"a {draft} draft needs its layers given ({needs}, or a profile): the draft is fixed for "
+                         "the whole generation")
+    layers = tuple(static_skip_set(config, anatomy.num_layers))
+    options = {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in layer_options.items()}
+    return SpeculativeConfig(draft_layers=layers, draft=draft, k=k, threshold=threshold, draft_options=options)
+
+
+@dataclass
+class SpeculativeReport:
+    """One generation's rounds: per verify pass, the tokens drafted and the drafts accepted.
+
+    ``draft_cost`` is the draft's share of the full model's layers, ``(L - |skipped|) / L``: the cost of one
+    draft token in full forwards, counting layers only. ``predicted_speedup`` is what the measured acceptance
+    and that cost give with no overhead, counting a verify pass as one forward (true where decoding is
+    memory-bound, as on a GPU at batch 1): decoding forwards of stock / draft-and-verify forwards.
+    """
+
+    config: SpeculativeConfig
+    num_layers: int
+    drafted: list[int] = field(default_factory=list)
+    accepted: list[int] = field(default_factory=list)
+    new_tokens: int = 0
+
+    @property
+    def verifies(self) -> int:
+        return len(self.drafted)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / drafted tokens (NaN before any draft)."""
+        drafted = sum(self.drafted)
+        return sum(self.accepted) / drafted if drafted else math.nan
+
+    @property
+    def mean_accepted(self) -> float:
+        """Draft tokens accepted per verify pass."""
+        return sum(self.accepted) / self.verifies if self.verifies else math.nan
+
+    @property
+    def draft_cost(self) -> float:
+        return (self.num_layers - len(self.config.draft_layers)) / self.num_layers
+
+    @property
+    def predicted_speedup(self) -> float:
+        """Stock's decoding forwards (one per token after the first) / ours (draft tokens at ``draft_cost``, plus
+        one per verify)."""
+        cost = sum(self.drafted) * self.draft_cost + self.verifies
+        return (self.new_tokens - 1) / cost if cost else math.nan
+
+    def summary(self) -> dict:
+        return {"draft": self.config.draft, "draft_layers": list(self.config.draft_layers), "k": self.config.k,
+                "threshold": self.config.threshold, "new_tokens": self.new_tokens, "verifies": self.verifies,
+                "drafted": sum(self.drafted), "accepted": sum(self.accepted),
+                "acceptance_rate": self.acceptance_rate, "mean_accepted": self.mean_accepted,
+                "draft_cost": self.draft_cost, "predicted_speedup": self.predicted_speedup}
+
+
+class DraftRouting:
+    """Every decoder layer routed through :meth:`_run`: the stock layer, except while :attr:`drafting`, when the
+    draft's layers return their input (the layers whose caches size the masks get their projected K/V, as a static
+    skip writes them; the verify pass replaces them)."""
+
+    def __init__(self, anatomy: ModelAnatomy, layers: tuple[int, ...]):
+        self.anatomy = anatomy
+        self.skip = frozenset(layers)
+        self.drafting = False
+        self._checked = False
+        self._routing = LayerRouting(anatomy, self._run)
+
+    def _run(self, layer, forward, forwards, hidden, args, kwargs):
+        if layer == 1 and not self._checked:
+            self.anatomy.check_layer_call(args, kwargs)
+            self._checked = True
+        if self.drafting and layer in self.skip:
+            if layer in self.anatomy.mask_size_layers or layer in self.anatomy.cross_attention_layers:
+                write_skipped_kv(self.anatomy, "project", layer, forward, hidden, args, kwargs)
+            return hidden
+        return unpack_layer_output(forward(hidden, *args, **kwargs))
+
+    def remove(self) -> None:
+        self._routing.remove()
+
+
+class SpeculativeDecoder:
+    """The state of a wrapped model in speculative mode: its draft routing, and the decoding loop that the wrapped
+    ``generate`` hands to transformers as ``custom_generate`` (generate prepares the inputs, the logits processors
+    and the stopping criteria as usual)."""
+
+    def __init__(self, model, anatomy: ModelAnatomy, config: SpeculativeConfig):
+        if anatomy.has_sliding_window_layers:
+            raise UnsupportedModelError(
+                f"speculative decoding is not supported on {type(model).__name__}: a rejected draft rolls the caches "
+                "back, and its sliding-window caches cannot be cropped once the window is full")
+        self.model = model
+        self.anatomy = anatomy
+        self.config = config
+        self.routing = DraftRouting(anatomy, config.draft_layers)
+        self._report = SpeculativeReport(config, anatomy.num_layers)
+
+    def install(self) -> list:
+        return [self.routing]
+
+    def reset(self) -> None:
+        self._report = SpeculativeReport(self.config, self.anatomy.num_layers)
+
+    def report(self) -> SpeculativeReport:
+        return self._report
+
+    # -- the loop (transformers' decoding-method signature: GenerationMixin._sample) --------------------------
+
+    def custom_generate(self):
+        decoder = self
+
+        def speculative_decoding(model, input_ids, logits_processor, stopping_criteria, generation_config,
+                                 synced_gpus=False, streamer=None, **model_kwargs):
+            return decoder.decode(input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus,
+                                  streamer, model_kwargs)
+
+        return speculative_decoding
+
+    @torch.no_grad()
+    def decode(self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, streamer,
+               model_kwargs):
+        model, anatomy = self.model, self.anatomy
+        self._check_request(input_ids, generation_config, synced_gpus)
+        report = self._report = SpeculativeReport(self.config, anatomy.num_layers)
+        do_sample = bool(generation_config.do_sample)
+        prompt_length = input_ids.shape[1]
+        # 1. the prompt: generate's own prefill
+        outputs = model._prefill(input_ids, generation_config, model_kwargs)
+        model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
+        cache = anatomy.model_cache(model_kwargs)
+        if cache is None:
+            raise ValueError("speculative decoding needs a KV cache: do not pass use_cache=False")
+        scores = logits_processor(input_ids, outputs.logits[:, -1].to(torch.float32))
+        input_ids, done = self._commit(input_ids, _select(scores, do_sample)[:, None], [scores], stopping_criteria,
+                                       streamer)
+        max_length = generation_config.max_length
+        while not done:
+            committed = input_ids.shape[1]
+            room = max_length - committed if max_length is not None else self.config.k + 1
+            # 2. the draft: up to k tokens from the draft layers
+            candidate, draft_probs = self._draft(input_ids, model_kwargs, logits_processor, stopping_criteria,
+                                                 do_sample, min(self.config.k, max(room - 1, 0)))
+            drafted = candidate.shape[1] - committed
+            # 3. the verify pass: the pending token and the drafts, through the full model, in one forward
+            crop_cache_to_(anatomy, cache, committed - 1)
+            verify_kwargs = model._update_model_kwargs_for_generation({}, dict(model_kwargs), num_new_tokens=drafted)
+            inputs = model.prepare_inputs_for_generation(candidate, next_sequence_length=drafted + 1, **verify_kwargs)
+            if "logits_to_keep" in inputs:
+                inputs["logits_to_keep"] = drafted + 1
+            logits = model(**inputs, return_dict=True).logits[:, -(drafted + 1):].to(torch.float32)
+            target = [logits_processor(candidate[:, : committed + i], logits[:, i]) for i in range(drafted + 1)]
+            # 4. which drafts stand, and the full model's next token
+            accepted, token = self._accept(candidate[:, committed:], target, draft_probs, do_sample)
+            report.drafted.append(drafted)
+            report.accepted.append(accepted)
+            new = torch.cat([candidate[:, committed: committed + accepted], token[:, None]], dim=1)
+            crop_cache_to_(anatomy, cache, committed + accepted)
+            model_kwargs = model._update_model_kwargs_for_generation({}, model_kwargs, num_new_tokens=accepted + 1)
+            input_ids, done = self._commit(input_ids, new, target[: accepted + 1], stopping_criteria, streamer)
+        crop_cache_to_(anatomy, cache, input_ids.shape[1] - 1)  # a sequence that stopped inside a round
+        report.new_tokens = input_ids.shape[1] - prompt_length
+        if streamer is not None:
+            streamer.end()
+        if generation_config.return_dict_in_generate:
+            names = {f.name for f in dataclasses.fields(GenerateDecoderOnlyOutput)}
+            cache_field = "cache" if "cache" in names else "past_key_values"
+            return GenerateDecoderOnlyOutput(sequences=input_ids, **{cache_field: cache})
+        return input_ids
+
+    def _check_request(self, input_ids, generation_config, synced_gpus) -> None:
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"speculative decoding runs one sequence at a time (as transformers' assisted generation):"
+                             f" got a batch of {input_ids.shape[0]}")
+        if (generation_config.num_return_sequences or 1) > 1:
+            raise ValueError("speculative decoding returns one sequence: num_return_sequences has to be 1")
+        if synced_gpus:
+            raise ValueError("speculative decoding does not support synced_gpus")
+        wanted = [name for name in ("output_scores", "output_logits", "output_attentions", "output_hidden_states")
+                  if getattr(generation_config, name, False)]
+        if generation_config.return_dict_in_generate and wanted:
+            raise ValueError(f"speculative decoding returns the sequences and the cache only, not {', '.join(wanted)}")
+
+    def _draft(self, input_ids, model_kwargs, logits_processor, stopping_criteria, do_sample, count):
+        """Up to ``count`` draft tokens after ``input_ids``: the candidate `(1, n + drafted)` and, when sampling, the
+        draft's distributions (one `(1, vocab)` per token)."""
+        model, candidate, kwargs, probs = self.model, input_ids, dict(model_kwargs), []
+        self.routing.drafting = True
+        try:
+            for _ in range(count):
+                inputs = model.prepare_inputs_for_generation(candidate, next_sequence_length=1, **kwargs)
+                outputs = model(**inputs, return_dict=True)
+                kwargs = model._update_model_kwargs_for_generation({}, kwargs)
+                scores = logits_processor(candidate, outputs.logits[:, -1].to(torch.float32))
+                distribution = scores.softmax(-1)
+                token = _select(scores, do_sample)
+                candidate = torch.cat([candidate, token[:, None]], dim=1)
+                probs.append(distribution)
+                low = self.config.threshold is not None and float(distribution[0, token[0]]) < self.config.threshold
+                if low or bool(stopping_criteria(candidate, scores).all()):
+                    break  # adaptive k, or the draft ends the sequence: verify what there is
+        finally:
+            self.routing.drafting = False
+        return candidate, probs
+
+    @staticmethod
+    def _accept(drafts, target, draft_probs, do_sample) -> tuple[int, torch.Tensor]:
+        """``(accepted drafts, the next token (1,))`` from the drafts `(1, n)` and the full model's ``n + 1``
+        processed logits."""
+        n = drafts.shape[1]
+        if not do_sample:
+            chosen = torch.stack([t.argmax(-1) for t in target], dim=1)  # shape: (1, n + 1)
+            agree = (chosen[0, :n] == drafts[0]).long()
+            accepted = int(agree.cumprod(0).sum()) if n else 0
+            return accepted, chosen[:, accepted]
+        for i in range(n):
+            p, q, x = target[i].softmax(-1), draft_probs[i], drafts[0, i]
+            if torch.rand(()) * q[0, x] <= p[0, x]:  # kept with probability min(1, p(x) / q(x))
+                continue
+            residual = (p - q).clamp(min=0)
+            residual = residual / residual.sum() if float(residual.sum()) > 0 else p
+            return i, torch.multinomial(residual, 1)[:, 0]
+        return n, torch.multinomial(target[n].softmax(-1), 1)[:, 0]
+
+    def _commit(self, input_ids, new, scores, stopping_criteria, streamer):
+        """Append ``new`` `(1, m)` token by token, checking the stopping criteria after each."""
+        for i in range(new.shape[1]):
+            input_ids = torch.cat([input_ids, new[:, i: i + 1]], dim=1)
+            if streamer is not None:
+                streamer.put(new[:, i].cpu())
+            if bool(stopping_criteria(input_ids, scores[min(i, len(scores) - 1)]).all()):
+                return input_ids, True
+        return input_ids, False
+
+
+def _select(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
+    """The next token `(batch,)` of processed `(batch, vocab)` scores: argmax, or a draw from their softmax."""
+    return torch.multinomial(scores.softmax(-1), 1)[:, 0] if do_sample else scores.argmax(-1)

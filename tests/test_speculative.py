@@ -1,0 +1,270 @@
+"""Self-speculative decoding (lvlm_skip.speculative): greedy output token-identical to stock generate on LLaVA, Llama
+and Qwen2-VL, with EOS, max_new_tokens and stopping criteria inside a draft and generate's logits processors; the
+sampling rule's output distribution equal to the full model's; refusals in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+import lvlm_skip
+from lvlm_skip.anatomy import UnsupportedModelError
+from lvlm_skip.inputs.models import chat_prompt
+from lvlm_skip.speculative import SpeculativeDecoder
+from tiny_models import make_llama, make_llava, make_qwen2_vl
+
+PROMPT = torch.tensor([[1, 5, 6, 7, 8, 9, 10]])
+INPUTS = {"input_ids": PROMPT, "attention_mask": torch.ones_like(PROMPT)}
+DRAFTS = [("skip3", {"critical_layer": 2, "keep_last": 1}), ("skip1", {"critical_layer": 2, "mutation_layers": [6]}),
+          ("exit", {"exit_layer": 5}), ("layers", {"layers": [4, 7]})]
+
+
+def _new(out, inputs):
+    return out[:, inputs["input_ids"].shape[1]:]
+
+
+def _speculative(model, inputs, draft="skip3", options=None, **generate):
+    options = DRAFTS[0][1] if options is None else options
+    with lvlm_skip.skipping(model, variant="speculative", draft=draft, **options) as run, torch.no_grad():
+        out = model.generate(**inputs, **generate)
+    return _new(out, inputs), run.report
+
+
+def _stock(model, inputs, **generate):
+    with torch.no_grad():
+        return _new(model.generate(**inputs, **generate), inputs)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return make_llama(8, dtype=torch.float64, initializer_range=0.3)
+
+
+@pytest.fixture(scope="module")
+def exact_draft_llama():
+    """A Llama whose layers 7 and 8 add nothing (their output projections are zero): a draft skipping them is the
+    full model, so every draft token is accepted and EOS / max_new_tokens / stopping criteria land inside drafts."""
+    model = make_llama(8, dtype=torch.float64, initializer_range=0.3, seed=1)
+    for layer in model.model.layers[6:]:
+        torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
+        torch.nn.init.zeros_(layer.mlp.down_proj.weight)
+    return model
+
+
+EXACT = {"layers": [7, 8]}
+
+
+@pytest.mark.parametrize("draft,options", DRAFTS, ids=[d for d, _ in DRAFTS])
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_greedy_equals_stock_on_llama(llama, draft, options, k):
+    generate = dict(max_new_tokens=24, min_new_tokens=24, do_sample=False)
+    new, report = _speculative(llama, INPUTS, draft, dict(options, k=k), **generate)
+    assert torch.equal(new, _stock(llama, INPUTS, **generate))
+    assert report.new_tokens == 24 and sum(report.drafted) > 0 and max(report.drafted) <= k
+
+
+def test_adaptive_drafting_stops_below_the_threshold(llama):
+    generate = dict(max_new_tokens=24, min_new_tokens=24, do_sample=False)
+    fixed = _speculative(llama, INPUTS, options=dict(DRAFTS[0][1], k=6), **generate)
+    adaptive = _speculative(llama, INPUTS, options=dict(DRAFTS[0][1], k=6, threshold=0.9), **generate)
+    stock = _stock(llama, INPUTS, **generate)
+    assert torch.equal(fixed[0], stock) and torch.equal(adaptive[0], stock)
+    assert sum(adaptive[1].drafted) < sum(fixed[1].drafted)  # random weights: low-confidence drafts stop early
+
+
+def test_greedy_equals_stock_on_llava_with_an_image():
+    model, processor = make_llava(8, hidden=64, intermediate=128, seed=3, dtype=torch.float64)
+    image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
+    inputs = dict(processor(images=image, text=chat_prompt(processor, "describe this image ."), return_tensors="pt"))
+    inputs["pixel_values"] = inputs["pixel_values"].double()
+    generate = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False, suppress_tokens=[model.config.image_token_id])
+    for draft, options in DRAFTS:
+        assert torch.equal(_speculative(model, inputs, draft, options, **generate)[0], _stock(model, inputs, **generate))
+
+
+def test_greedy_equals_stock_on_qwen2_vl():
+    model = make_qwen2_vl(8, dtype=torch.float64)
+    generate = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False)
+    for draft, options in DRAFTS:
+        assert torch.equal(_speculative(model, INPUTS, draft, options, **generate)[0], _stock(model, INPUTS, **generate))
+
+
+def test_an_exact_draft_is_always_accepted(exact_draft_llama):
+    generate = dict(max_new_tokens=20, min_new_tokens=20, do_sample=False)
+    new, report = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4), **generate)
+    assert torch.equal(new, _stock(exact_draft_llama, INPUTS, **generate))
+    # the prefill's token, three rounds of 4 drafts + the verify's token, then 3 + 1 to end at 20 exactly
+    assert report.drafted == report.accepted == [4, 4, 4, 3] and report.acceptance_rate == 1.0
+    assert report.predicted_speedup > 1
+
+
+@pytest.mark.parametrize("max_new_tokens", [2, 3, 5, 7, 11])
+def test_max_new_tokens_inside_a_draft(exact_draft_llama, max_new_tokens):
+    generate = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
+    new, report = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4), **generate)
+    assert torch.equal(new, _stock(exact_draft_llama, INPUTS, **generate))
+    assert new.shape[1] == max_new_tokens == report.new_tokens
+
+
+def test_eos_inside_a_draft(exact_draft_llama):
+    free = _stock(exact_draft_llama, INPUTS, max_new_tokens=12, do_sample=False)[0].tolist()
+    for step in (2, 4, 6):  # the token stock emits at this step becomes the EOS: it must end the sequence there
+        eos = free[step]
+        if eos in free[:step]:
+            continue
+        generate = dict(max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=0)
+        new, report = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4), **generate)
+        assert new[0].tolist() == free[: step + 1] == _stock(exact_draft_llama, INPUTS, **generate)[0].tolist()
+        assert report.new_tokens == step + 1
+
+
+class _StopAfter(StoppingCriteria):
+    """Stops once ``token`` has been generated."""
+
+    def __init__(self, token: int):
+        self.token = token
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return (input_ids[:, -1] == self.token)
+
+
+def test_stopping_criteria_inside_a_draft(exact_draft_llama):
+    free = _stock(exact_draft_llama, INPUTS, max_new_tokens=12, min_new_tokens=12, do_sample=False)[0].tolist()
+    token = free[5]
+    generate = dict(max_new_tokens=12, do_sample=False, stopping_criteria=StoppingCriteriaList([_StopAfter(token)]))
+    new, _ = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4), **generate)
+    assert new[0].tolist() == free[: free.index(token) + 1]
+    assert torch.equal(new, _stock(exact_draft_llama, INPUTS, **generate))
+
+
+@pytest.mark.parametrize("processors", [dict(repetition_penalty=1.5), dict(no_repeat_ngram_size=2),
+                                        dict(suppress_tokens=[60, 83, 49]), dict(min_new_tokens=20, bad_words_ids=[[9]])])
+def test_logits_processors_as_stock(llama, processors):
+    generate = dict(max_new_tokens=20, do_sample=False, **processors)
+    for draft, options in DRAFTS[:2]:
+        assert torch.equal(_speculative(llama, INPUTS, draft, options, **generate)[0], _stock(llama, INPUTS, **generate))
+
+
+def test_returned_cache_holds_the_sequence(llama):
+    with lvlm_skip.skipping(llama, variant="speculative", draft="skip3", critical_layer=2) as run, torch.no_grad():
+        out = llama.generate(**INPUTS, max_new_tokens=10, min_new_tokens=10, do_sample=False,
+                             return_dict_in_generate=True)
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    assert cache.get_seq_length() == out.sequences.shape[1] - 1
+    assert all(layer.keys.shape[-2] == out.sequences.shape[1] - 1 for layer in cache.layers)
+    assert run.report.new_tokens == 10
+
+
+# -- sampling ------------------------------------------------------------------------------------------------
+
+
+def test_the_acceptance_rule_gives_the_target_distribution():
+    """Draft ``x ~ q``, kept with probability ``min(1, p(x)/q(x))``, else a draw from ``max(p - q, 0)``: the token is
+    distributed as ``p``, whatever ``q`` (chi-square over 20000 draws, at a significance far below a false alarm)."""
+    from scipy.stats import chisquare
+
+    torch.manual_seed(0)
+    vocab, draws = 6, 20000
+    p_logits, q_logits = torch.randn(1, vocab) * 1.5, torch.randn(1, vocab) * 1.5
+    p, q = p_logits.softmax(-1), q_logits.softmax(-1)
+    counts = np.zeros(vocab)
+    for _ in range(draws):
+        x = torch.multinomial(q, 1)  # (1, 1)
+        accepted, token = SpeculativeDecoder._accept(x, [p_logits, p_logits], [q], do_sample=True)
+        counts[int(x) if accepted else int(token)] += 1
+    expected = p[0].double().numpy()
+    assert chisquare(counts, expected / expected.sum() * draws).pvalue > 1e-4
+    drafted = np.bincount([int(torch.multinomial(q, 1)) for _ in range(2000)], minlength=vocab)
+    assert chisquare(drafted, expected / expected.sum() * 2000).pvalue < 1e-6  # the draft alone is q, not p
+
+
+SEQUENCES = 1000
+
+
+def test_sampled_tokens_are_distributed_as_stock_sampling():
+    """End to end on a tiny Llama (vocabulary 12): the second generated token (the first one drafted, then checked by
+    the rule) has the full model's marginal distribution, computed exactly from its logits (chi-square, 1000
+    sequences)."""
+    from scipy.stats import chisquare
+
+    model = make_llama(6, dtype=torch.float64, initializer_range=0.5, vocab=12, seed=2)
+    prompt = torch.tensor([[1, 5, 6, 7]])
+    eos = model.generation_config.eos_token_id  # min_new_tokens suppresses it at both steps
+    with torch.no_grad():  # exact: p(t2) = sum_t1 p(t1 | prompt) p(t2 | prompt, t1)
+        first = model(prompt).logits[0, -1].index_fill(-1, torch.tensor([eos]), -torch.inf).softmax(-1)
+        rows = torch.cat([prompt.expand(12, -1), torch.arange(12)[:, None]], dim=1)
+        second = model(rows).logits[:, -1].index_fill(-1, torch.tensor([eos]), -torch.inf).softmax(-1)
+        exact = (first[:, None] * second).sum(0).numpy()
+    torch.manual_seed(0)
+    counts = np.zeros(12)
+    inputs = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
+    accepted = drafted = 0
+    with lvlm_skip.skipping(model, variant="speculative", draft="layers", layers=[3, 4, 5], k=1) as run:
+        for _ in range(SEQUENCES):
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=True, top_k=0,
+                                     temperature=1.0)
+            counts[int(out[0, prompt.shape[1] + 1])] += 1
+            accepted, drafted = accepted + sum(run.report.accepted), drafted + sum(run.report.drafted)
+    assert 0.05 < accepted / drafted < 0.95  # the rule both kept and rejected drafts here
+    keep = exact * SEQUENCES >= 5  # chi-square's usual minimum expected count; the rest pooled
+    observed = np.append(counts[keep], counts[~keep].sum())
+    expected = np.append(exact[keep], exact[~keep].sum())
+    expected = expected / expected.sum() * SEQUENCES
+    assert chisquare(observed, expected).pvalue > 1e-4
+
+
+# -- refusals ------------------------------------------------------------------------------------------------
+
+
+def test_a_batch_is_refused_in_one_line(llama):
+    batch = {"input_ids": PROMPT.expand(2, -1), "attention_mask": torch.ones(2, PROMPT.shape[1], dtype=torch.long)}
+    with lvlm_skip.skipping(llama, variant="speculative", draft="skip3", critical_layer=2):
+        with pytest.raises(ValueError, match="one sequence at a time") as error:
+            llama.generate(**batch, max_new_tokens=4)
+        assert "\n" not in str(error.value)
+        with pytest.raises(ValueError, match="beam search"):
+            llama.generate(**INPUTS, max_new_tokens=4, num_beams=2)
+        with pytest.raises(ValueError, match="custom_generate"):
+            llama.generate(**INPUTS, max_new_tokens=4, custom_generate=lambda *a, **k: None)
+
+
+@pytest.mark.parametrize("options,match", [
+    (dict(draft="skip3"), "needs its layers given"),
+    (dict(draft="skip1", critical_layer=2), "needs its layers given"),
+    (dict(draft="skip2", mutation_layers=[3]), "unknown draft"),
+    (dict(draft="layers", layers=[9]), "out of range"),
+    (dict(draft="exit", exit_layer=8), "skips no layer"),
+    (dict(draft="layers", layers=[3], k=0), "`k`"),
+    (dict(draft="layers", layers=[3], threshold=1.5), "`threshold`"),
+    (dict(draft="layers", layers=[3], mode="online"), "takes no mode"),
+    (dict(draft="layers", layers=[3], alpha=1.0), "unknown speculative option"),
+])
+def test_bad_options_are_one_line_errors(llama, options, match):
+    options = dict(options)
+    mode = options.pop("mode", None)
+    with pytest.raises((ValueError, TypeError), match=match) as error:
+        lvlm_skip.wrap(llama, "speculative", mode, **options)
+    assert "\n" not in str(error.value) and not lvlm_skip.is_wrapped(llama)
+
+
+def test_sliding_window_models_are_refused():
+    from vlm_zoo import build
+
+    model = build("Gemma3")
+    with pytest.raises(UnsupportedModelError, match="sliding-window"):
+        lvlm_skip.wrap(model, variant="speculative", draft="layers", layers=[3])
+    assert not lvlm_skip.is_wrapped(model)
+
+
+def test_unwrap_restores_the_model(llama):
+    stock = _stock(llama, INPUTS, max_new_tokens=6, do_sample=False)
+    forward = llama.forward
+    lvlm_skip.wrap(llama, variant="speculative", draft="layers", layers=[3])
+    lvlm_skip.unwrap(llama)
+    assert "generate" not in llama.__dict__ and llama.forward == forward
+    assert all("forward" not in layer.__dict__ for layer in llama.model.layers)
+    assert torch.equal(_stock(llama, INPUTS, max_new_tokens=6, do_sample=False), stock)
