@@ -368,6 +368,42 @@ class LayerChoice:
         return options
 
 
+#: the skipping variants a speculative draft can be made of
+SPECULATIVE_DRAFTS = ("skip1", "skip3", "exit", "layers")
+
+
+@dataclass(frozen=True)
+class SpeculativeOptions:
+    """``wrap(model, variant="speculative", ...)``'s options (:mod:`lvlm_skip.speculative`); layer numbers 1-based.
+
+    The draft's layers are its variant's (:class:`SkipConfig` fields of the same names), given or from a profile.
+    """
+
+    draft: str = "skip3"
+    """The skip set that drafts: skip1, skip3, exit or layers."""
+    k: int = 4
+    """The most draft tokens per verify pass."""
+    threshold: float | None = None
+    """Adaptive drafting: stop after a draft token whose draft probability is below this; None: always k."""
+    critical_layer: int | None = None
+    """The draft's critical layer c (skip1, skip3)."""
+    mutation_layers: tuple[int, ...] | None = None
+    """The draft's mutation layers (skip1 resumes at the first; exit leaves before it)."""
+    exit_layer: int | None = None
+    """The exit draft's layer e."""
+    layers: tuple[int, ...] | None = None
+    """The layers draft's explicit list."""
+    keep_last: int = 5
+    """skip3: the final layers the draft keeps."""
+
+    def __post_init__(self):
+        if self.draft not in SPECULATIVE_DRAFTS:
+            raise ValueError(f"unknown draft {self.draft!r}; choose one of {', '.join(SPECULATIVE_DRAFTS)}")
+        check_int("k", self.k, 1)
+        if self.threshold is not None:
+            check_number("threshold", self.threshold, 0.0, 1.0)
+
+
 def build_config(config_class: type, **options):
     """``config_class(**options)``, rejecting unknown options with the list of known ones; lists become tuples."""
     known = {f.name for f in fields(config_class)}

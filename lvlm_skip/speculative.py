@@ -38,13 +38,13 @@ import torch
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from .anatomy import ModelAnatomy, UnsupportedModelError, crop_cache_to_, unpack_layer_output
-from .config import SkipConfig, check_int, check_number
+from .config import SPECULATIVE_DRAFTS, SkipConfig, check_int, check_number
 from .hooks import LayerRouting
 from .skips.kv import write_skipped_kv
 from .variants import skip_variant, static_skip_set
 
 #: the skipping variants a draft can be made of
-DRAFTS = ("skip1", "skip3", "exit", "layers")
+DRAFTS = SPECULATIVE_DRAFTS
 DEFAULT_DRAFT_TOKENS = 4
 
 
@@ -151,6 +151,15 @@ class SpeculativeReport:
         cost = sum(self.drafted) * self.draft_cost + self.verifies
         return (self.new_tokens - 1) / cost if cost else math.nan
 
+    notes: tuple[str, ...] = ()
+
+    def mean_layers_skipped(self) -> float:
+        """0: every token is the full model's (the draft's skipped layers are a cost saving, not an intervention)."""
+        return 0.0
+
+    def row_layers_skipped(self, row: int, length: int) -> float:
+        return 0.0
+
     def summary(self) -> dict:
         return {"draft": self.config.draft, "draft_layers": list(self.config.draft_layers), "k": self.config.k,
                 "threshold": self.config.threshold, "new_tokens": self.new_tokens, "verifies": self.verifies,
@@ -212,11 +221,16 @@ class SpeculativeDecoder:
 
     # -- the loop (transformers' decoding-method signature: GenerationMixin._sample) --------------------------
 
-    def custom_generate(self):
+    def custom_generate(self, streamer=None):
+        """The decoding loop for ``generate(custom_generate=...)``. ``streamer``: the caller's, taken out of
+        generate's arguments (generate passes a callable none of its own); it gets the prompt first, as from
+        generate."""
         decoder = self
 
         def speculative_decoding(model, input_ids, logits_processor, stopping_criteria, generation_config,
-                                 synced_gpus=False, streamer=None, **model_kwargs):
+                                 synced_gpus=False, **model_kwargs):
+            if streamer is not None:
+                streamer.put(input_ids.cpu())
             return decoder.decode(input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus,
                                   streamer, model_kwargs)
 

@@ -35,12 +35,12 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Literal
 
-from .config import MODES, DecoConfig, DolaConfig, SkipConfig, VcdConfig
+from .config import MODES, DecoConfig, DolaConfig, SkipConfig, SpeculativeOptions, VcdConfig
 
 logger = logging.getLogger(__name__)
 
 # The names of the declarations below (a test checks them against VARIANTS): a new variant adds its name here.
-VariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers", "dola", "deco", "vcd"]
+VariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers", "dola", "deco", "vcd", "speculative"]
 SkipVariantName = Literal["none", "skip1", "skip2", "skip3", "exit", "layers"]
 PeerName = Literal["dola", "deco", "vcd"]
 Need = Literal["critical", "mutation"]
@@ -91,11 +91,13 @@ class Variant:
     """The dataclass whose fields are its ``wrap`` options."""
     is_peer: ClassVar[bool] = False
     """A decoding-time peer (acts at every step, skips nothing, has no mode)."""
+    is_speculative: ClassVar[bool] = False
+    """Lossless self-speculative decoding (a skip-set draft verified by the full model; no mode)."""
 
     @property
     def modes(self) -> tuple[str, ...]:
-        """The modes it runs in: static and online, static only, or none (a peer)."""
-        if self.is_peer:
+        """The modes it runs in: static and online, static only, or none (a peer, speculative decoding)."""
+        if self.is_peer or self.is_speculative:
             return ()
         return MODES if self.online is not None else ("static",)
 
@@ -286,12 +288,24 @@ class Vcd(PeerVariant):
     options = VcdConfig
 
 
+class Speculative(Variant):
+    name = "speculative"
+    title = "speculative"
+    definition = ("lossless self-speculative decoding: a skip-set draft (skip1, skip3, exit or layers; "
+                  "`speculative:skip1`) proposes tokens, the full model verifies them in one forward")
+    needs = ("critical", "mutation")  # the draft's layers, as much of them as its variant needs
+    options = SpeculativeOptions
+    is_speculative = True
+
+
 #: Every variant, by name, in the order of the reports.
 VARIANTS: dict[VariantName, Variant] = {
-    v.name: v for v in (NoneVariant(), Skip1(), Skip2(), Skip3(), ExitVariant(), LayersVariant(), Dola(), Deco(), Vcd())
+    v.name: v for v in (NoneVariant(), Skip1(), Skip2(), Skip3(), ExitVariant(), LayersVariant(), Dola(), Deco(), Vcd(),
+                        Speculative())
 }
 #: The layer-skipping variants' names (their options are a SkipConfig).
-SKIP_VARIANTS: tuple[SkipVariantName, ...] = tuple(name for name, v in VARIANTS.items() if not v.is_peer)
+SKIP_VARIANTS: tuple[SkipVariantName, ...] = tuple(name for name, v in VARIANTS.items()
+                                                   if not v.is_peer and not v.is_speculative)
 #: The peers' names.
 PEERS: tuple[PeerName, ...] = tuple(name for name, v in VARIANTS.items() if v.is_peer)
 #: The variants that take their layers from a profile.

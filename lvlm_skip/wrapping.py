@@ -154,7 +154,8 @@ def _install(model, controller, routings: list, clock: SequenceClock):
                      if kwargs.get(k) is not None]
             if taken:
                 raise ValueError(f"speculative mode runs its own decoding loop: do not pass {', '.join(taken)}")
-            kwargs["custom_generate"] = controller.custom_generate()
+            # generate hands a callable custom_generate only its own extra arguments, not the streamer
+            kwargs["custom_generate"] = controller.custom_generate(streamer=kwargs.pop("streamer", None))
         try:
             return stock_generate(*args, **kwargs)
         finally:

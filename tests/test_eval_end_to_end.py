@@ -183,3 +183,37 @@ def test_unsupported_model_exit_2(amber_data, coco, tmp_path, capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert "unsupported model" in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_speculative_variant_specs():
+    """``speculative:DRAFT`` (default skip3): the draft goes into the options (and so the fingerprint); no mode."""
+    from lvlm_skip.evaluation.variants import plan_variants, variant_fingerprint, wrap_arguments
+
+    plan = plan_variants("none,speculative,speculative:layers", variant_options=json.dumps(
+        {"speculative": {"k": 3}, "speculative:layers": {"layers": [7, 8]}}))  # the name's entry serves both
+    assert plan.spec("speculative").draft == "skip3" and plan.spec("speculative:layers").draft == "layers"
+    assert wrap_arguments(plan, "speculative:layers") == {"variant": "speculative", "layers": (7, 8), "k": 3,
+                                                          "draft": "layers"}
+    fingerprint = variant_fingerprint(plan, "speculative", None)
+    assert fingerprint["mode"] is None and fingerprint["options"] == {"draft": "skip3", "k": 3}
+    for specs, options, needle in [("speculative:skip2", None, "unknown draft 'skip2'"),
+                                   ("speculative:exit", {"speculative:exit": {"draft": "skip1"}}, "draft 'skip1'"),
+                                   ("speculative", {"speculative": {"k": 0}}, "`k`"),
+                                   ("speculative", {"speculative": {"alpha": 1}}, "unknown option")]:
+        with pytest.raises(InputError, match=needle):
+            plan_variants(specs, variant_options=json.dumps(options) if options else None)
+
+
+def test_speculative_answers_equal_the_stock_models_in_amber(model_dir, amber_data, capsys):
+    """Through the harness (batch 4 asked: speculative rows go one at a time): every answer of a speculative variant
+    is the stock model's, token for token."""
+    options = {"speculative:skip3": {"critical_layer": 2, "keep_last": 1}, "speculative:layers": {"layers": [4, 7]}}
+    argv = _amber_args(amber_data, model_dir, "--variants", "none,speculative:skip3,speculative:layers", "--task", "a",
+                       "--variant-options", json.dumps(options), "--batch-size", "4")
+    assert main(argv) == 0
+    capsys.readouterr()
+    by_variant: dict = {}
+    for record in read_answers(amber_data["out"] / "responses.jsonl"):
+        by_variant.setdefault(record.variant, {})[record.id] = (record.response, record.new_tokens)
+    assert set(by_variant) == {"none", "speculative:skip3", "speculative:layers"}
+    assert by_variant["speculative:skip3"] == by_variant["none"] == by_variant["speculative:layers"]

@@ -158,6 +158,24 @@ def test_returned_cache_holds_the_sequence(llama):
     assert run.report.new_tokens == 10
 
 
+def test_a_streamer_gets_the_prompt_then_every_token(exact_draft_llama):
+    class Collect:
+        def __init__(self):
+            self.puts = []
+
+        def put(self, value):
+            self.puts.append(value.reshape(-1).tolist())
+
+        def end(self):
+            self.puts.append("end")
+
+    streamer = Collect()
+    new, _ = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4), max_new_tokens=9, min_new_tokens=9,
+                          do_sample=False, streamer=streamer)
+    assert streamer.puts[0] == PROMPT[0].tolist() and streamer.puts[-1] == "end"
+    assert [t for (t,) in streamer.puts[1:-1]] == new[0].tolist()
+
+
 # -- sampling ------------------------------------------------------------------------------------------------
 
 

@@ -113,10 +113,13 @@ def run(args) -> int:
         measured = speed.measure(model, batch, configs, args.runs, args.new_tokens, progress=progress_enabled(args),
                                  clock=clock, statistic=args.statistic, tokens=tokens)
         if size == 1:
-            alone.update({(name, 0): rows_of[0] for name, rows_of in tokens.items()})
+            alone.update({(name, 0): rows_of[0] for name, rows_of in tokens.items() if rows_of})
             rows += measured
             continue
         for config, row in zip(configs, measured):
+            if row.error:  # a row that cannot run at this batch size (speculative decoding is batch 1)
+                rows.append(row)
+                continue
             for r in range(size):
                 if (config.name, r) not in alone:
                     one = inputs if r == 0 else encode_inputs(processor, [chat_prompt(processor, args.prompt)], [images[r]], model)

@@ -189,6 +189,8 @@ class ModelGenerator:
                 raise ValueError(f"{label} samples: generate_batch needs one seed per row")
             return [self._generate([image], [prompt], label, seed)[0]
                     for image, prompt, seed in zip(images, prompts, seeds)]
+        if self.plan.spec(label).draft is not None:  # speculative decoding verifies one sequence at a time
+            return [self._generate([image], [prompt], label, None)[0] for image, prompt in zip(images, prompts)]
         return self._generate(images, prompts, label, None)
 
     def _generate(self, images: Sequence[Any], prompts: Sequence[str], label: str, seed: int | None) -> list[Generation]:

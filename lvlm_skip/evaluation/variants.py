@@ -2,7 +2,8 @@
 
 A *variant spec* is ``name`` or ``name:mode`` (``none``, ``skip2``, ``skip2:online``,
 ``exit:online``): ``name`` is one of ``lvlm_skip.VARIANTS``, ``mode`` one of ``lvlm_skip.MODES``
-(default: ``--mode``). The spec as written is the variant's *label*: the key of its answers and
+(default: ``--mode``); lossless speculative decoding is ``speculative:DRAFT`` (``speculative:skip1``; the
+default draft is skip3), its draft's layers given in the options or by the profile. The spec as written is the variant's *label*: the key of its answers and
 its row in the reports. The peers (``dola``, ``deco``, ``vcd``; ``lvlm_skip.PEERS``) act at every
 step and have no mode: ``dola:online`` is refused rather than run as a second copy of ``dola``,
 and ``--mode`` does not apply to them (nor to their fingerprint).
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import MODES, SkipConfig, build_config
+from ..config import MODES, SPECULATIVE_DRAFTS, SkipConfig, SpeculativeOptions, build_config
 from ..data.json_files import parse_json
 from ..errors import InputError, one_line
 from ..profiles.profile import LayerProfile
@@ -50,11 +51,14 @@ class VariantSpec:
         label: The spec as written (``"skip2:online"``); keys answers and report rows.
         variant: ``lvlm_skip`` variant name.
         mode: ``lvlm_skip.wrap`` mode.
+        draft: See below.
     """
 
     label: str
     variant: str
     mode: str
+    draft: str | None = None
+    """``speculative:DRAFT``: the skip set that drafts (skip1, skip3, exit, layers); ``None`` for the others."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,11 @@ def parse_variant_spec(spec: str, default_mode: str = "static") -> VariantSpec:
     name, mode = name.strip(), (mode.strip() if sep else default_mode)
     if name not in VARIANTS:
         raise InputError(f"unknown variant {name!r} in variant spec {label!r}; known: {', '.join(VARIANTS)}")
+    if VARIANTS[name].is_speculative:  # speculative:DRAFT (default skip3); its "mode" is the draft
+        draft = mode if sep else SpeculativeOptions.draft
+        if draft not in SPECULATIVE_DRAFTS:
+            raise InputError(f"variant spec {label!r}: unknown draft {draft!r}; known: {', '.join(SPECULATIVE_DRAFTS)}")
+        return VariantSpec(label=label, variant=name, mode="static", draft=draft)
     if sep and name in PEERS:
         raise InputError(f"variant spec {label!r}: {name} has no mode (it acts at every step); write {name!r}")
     if mode not in MODES:
@@ -257,7 +266,7 @@ def _config_class(variant: str) -> type:
 def _check_options(spec: VariantSpec, options: Mapping[str, Any]) -> None:
     """Build the variant's config from ``options`` once, so a bad option fails before any work."""
     declared = VARIANTS[spec.variant]
-    if declared.is_peer:
+    if declared.is_peer or declared.is_speculative:
         build_config(declared.options, **options)
     else:
         SkipConfig.from_kwargs(variant=spec.variant, mode=spec.mode, **options)
@@ -288,6 +297,9 @@ def resolve_variant_options(specs: Iterable[VariantSpec],
             raise InputError(f"variant {spec.label!r} takes no options (got {sorted(options)})")
         check_option_types(_config_class(spec.variant), options, f"variant {spec.label!r}")
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        if spec.draft is not None:  # speculative:DRAFT: the label's draft, recorded with the options
+            if options.setdefault("draft", spec.draft) != spec.draft:
+                raise InputError(f"variant {spec.label!r}: its options say draft {options['draft']!r}")
         try:
             _check_options(spec, options)
         except (TypeError, ValueError) as exc:
@@ -328,7 +340,7 @@ def wrap_arguments(plan: VariantPlan, label: str) -> dict[str, Any]:
     """The keyword arguments of ``lvlm_skip.wrap`` for the variant ``label`` (the one place that builds them)."""
     spec = plan.spec(label)
     arguments: dict[str, Any] = {"variant": spec.variant, **plan.options.get(label, {})}
-    if not VARIANTS[spec.variant].is_peer:  # a peer takes no mode
+    if VARIANTS[spec.variant].modes:  # a peer and speculative decoding take no mode
         arguments["mode"] = spec.mode
     if plan.profile is not None and spec.variant in PROFILE_VARIANTS:
         arguments["profile"] = str(plan.profile)
@@ -342,7 +354,7 @@ def variant_fingerprint(plan: VariantPlan, label: str, profile_sha256: str | Non
     """
     spec = plan.spec(label)
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(plan.options.get(label, {}).items())}
-    modeless = spec.variant == "none" or spec.variant in PEERS
+    modeless = spec.variant == "none" or not VARIANTS[spec.variant].modes
     uses_profile = plan.profile is not None and spec.variant in PROFILE_VARIANTS
     fingerprint = {"variant": spec.variant, "mode": None if modeless else spec.mode, "options": options,
                    "profile_sha256": profile_sha256 if uses_profile else None}

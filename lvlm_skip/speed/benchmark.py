@@ -133,10 +133,15 @@ class Target:
     bound: float
     at_most: bool
     min_layers_skipped: float = 0.0
+    same_tokens_as_stock: bool = False
 
     def met(self, row: dict) -> str:
         """``"yes"`` / ``"no"`` for ``row`` (a :class:`SpeedRow` as a dict); ``"-"`` when it cannot be measured."""
+        if row.get("error"):
+            return "-"
         if row.get("layers_skipped", 0.0) < self.min_layers_skipped:
+            return "no"
+        if self.same_tokens_as_stock and row.get("same_tokens_as_stock") is False:
             return "no"
         value = row.get(self.metric)
         if value is None:
@@ -150,6 +155,8 @@ DETECT = Target("detect <= 5%", "overhead_pct", 5, at_most=True)
 QUIET_STEPS = Target("quiet steps <= 5%", "quiet_overhead_pct", 5, at_most=True)
 STATIC = Target("static >= 95% of ideal", "pct_of_ideal", 95, at_most=False)
 ONLINE_SPAN = Target("online >= 4 layers, >= 90% of ideal", "pct_of_ideal", 90, at_most=False, min_layers_skipped=4)
+#: speculative rows: the stock tokens exactly, and >= 90% of the speedup their acceptance and draft cost predict
+SPECULATIVE = Target("same tokens, >= 90% of predicted", "pct_of_ideal", 90, at_most=False, same_tokens_as_stock=True)
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ class SpeedConfig:
     name: str
     wrap: dict | None
     target: Target | None = None
+    generate: dict | None = None
+    """Extra ``generate`` keyword arguments (transformers' own speculative forms: ``prompt_lookup_num_tokens``)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,15 @@ class SpeedRow:
         met: ``"yes"`` / ``"no"`` against the target.
         same_tokens: At batch > 1, the share of rows whose tokens equal that row's tokens generated
             alone (1.0 in float32; reduced precision can lower it), else ``None``.
+        same_tokens_as_stock: Whether the row generated exactly the stock model's tokens (its last run).
+        acceptance_rate: Speculative rows: accepted / drafted tokens.
+        mean_accepted: Speculative rows: draft tokens accepted per verify pass.
+        draft_cost: Speculative rows: the draft's share of the layers, the cost of a draft token in forwards.
+        error: The one-line error of a configuration that could not run (then its figures are NaN).
+
+    For a speculative row, ``ideal`` is the speedup its measured acceptance and draft cost predict with no
+    overhead (:attr:`lvlm_skip.speculative.SpeculativeReport.predicted_speedup`), so ``pct_of_ideal`` is the share
+    of it reached.
     """
 
     config: str
@@ -210,6 +228,11 @@ class SpeedRow:
     target: str | None = None
     met: str | None = None
     same_tokens: float | None = None
+    same_tokens_as_stock: bool | None = None
+    acceptance_rate: float | None = None
+    mean_accepted: float | None = None
+    draft_cost: float | None = None
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -245,6 +268,21 @@ def default_configs(plan: LayerChoice, num_layers: int, candidates: int) -> list
         SpeedConfig("dola", dict(variant="dola")),
         SpeedConfig("deco", dict(variant="deco")),
         SpeedConfig("vcd", dict(variant="vcd")),
+        *speculative_configs(plan, num_layers),
+    ]
+
+
+def speculative_configs(plan: LayerChoice, num_layers: int, k: int = 4) -> list[SpeedConfig]:
+    """Lossless speed: self-speculative drafts from the plan's layers (skip1, skip3, exit at ``c``), and
+    transformers' two built-in training-free forms, prompt lookup and an early-exit assistant at ``c``."""
+    c, mutations = plan.critical, plan.mutations
+    drafts = [("skip1", dict(critical_layer=c, mutation_layers=mutations)), ("skip3", dict(critical_layer=c)),
+              ("exit", dict(exit_layer=c))]
+    return [
+        *(SpeedConfig(f"speculative {name}", dict(variant="speculative", draft=name, k=k, **options), SPECULATIVE)
+          for name, options in drafts if name != "skip1" or c + 1 < mutations[0]),
+        SpeedConfig("prompt lookup 10", None, generate=dict(prompt_lookup_num_tokens=10)),
+        SpeedConfig(f"assistant early exit {c}", None, generate=dict(assistant_early_exit=c)),
     ]
 
 
@@ -282,12 +320,17 @@ class TimedRun:
     tokens: tuple[tuple[int, ...], ...] = ()
 
 
-def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None], clock: str = "wall") -> TimedRun:
-    """One greedy generate of exactly ``new_tokens`` tokens, timed token by token on ``clock`` (:class:`_Stamps`)."""
+def timed_generate(model, inputs: dict, new_tokens: int, sync: Callable[[], None], clock: str = "wall",
+                   extra: dict | None = None) -> TimedRun:
+    """One greedy generate of exactly ``new_tokens`` tokens, timed token by token on ``clock`` (:class:`_Stamps`).
+
+    A speculative row commits several tokens per verify pass: they are stamped together, so their steps
+    are the verify's time and zeros, and the mean over steps is the time per token."""
     stamps = _Stamps(clock)
     sync()
     start = stamps.clock()
-    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=stamps)
+    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=stamps,
+                   **(extra or {}))
     sync()
     token_times = stamps.times[1:]  # [0] is the prompt; [t] is generated token t
     steps = tuple(b - a for a, b in zip(token_times[:-1], token_times[1:]))
@@ -370,22 +413,34 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         raise ValueError("the cpu clock measures host CPU time: use the wall clock on an accelerator")
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     num_layers = ModelAnatomy.from_model(model).num_layers
-    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": [], "tokens": ()} for c in configs}
+    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": [], "tokens": (), "speculative": [],
+                        "error": None} for c in configs}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for config in configs:
-            if config.wrap is None:
-                timed, report = timed_generate(model, inputs, new_tokens, sync, clock), None
-            else:
-                with skipping(model, **config.wrap) as run:
-                    timed = timed_generate(model, inputs, new_tokens, sync, clock)
-                report = run.report
+            sample = samples[config.name]
+            if sample["error"]:
+                continue
+            try:
+                if config.wrap is None:
+                    timed, report = timed_generate(model, inputs, new_tokens, sync, clock, config.generate), None
+                else:
+                    with skipping(model, **config.wrap) as run:
+                        timed = timed_generate(model, inputs, new_tokens, sync, clock, config.generate)
+                    report = run.report
+            except Exception as error:  # noqa: BLE001 - a row that cannot run (a built-in failing on this model)
+                if config.wrap is None and config.generate is None:
+                    raise
+                sample["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
+                logger.warning("%s cannot run here: %s", config.name, sample["error"])
+                continue
             if round_index == 0:
                 continue  # warm-up
-            sample = samples[config.name]
             sample["prefill"].append(timed.prefill_s)
             sample["run_steps"].append(list(timed.step_s))
             sample["tokens"] = timed.tokens
-            sample["skipped"].append(report.mean_layers_skipped() if report is not None else 0.0)
+            if hasattr(report, "acceptance_rate"):
+                sample["speculative"].append(report)
+            sample["skipped"].append(report.mean_layers_skipped() if hasattr(report, "mean_layers_skipped") else 0.0)
             if report is not None and hasattr(report, "exit_layer"):
                 acted = report.skipped.any(axis=(1, 2)) | (report.exit_layer < num_layers).any(axis=1)
                 sample["acted"].append([bool(a) for a in acted[1:]])  # decoding step t makes token t
@@ -393,7 +448,9 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
     batch = int(inputs["input_ids"].shape[0])
     if tokens is not None:
         tokens.update({c.name: samples[c.name]["tokens"] for c in configs})
-    return [_row(config, samples[config.name], stock_runs, num_layers, statistic, batch) for config in configs]
+    stock_tokens = samples[configs[0].name]["tokens"]
+    return [_row(config, samples[config.name], stock_runs, num_layers, statistic, batch, stock_tokens)
+            for config in configs]
 
 
 def alone_tokens(model, inputs: dict, config: SpeedConfig, new_tokens: int) -> tuple[int, ...]:
@@ -415,13 +472,19 @@ def same_tokens_share(batch_tokens: Sequence[Sequence[int]], alone: Sequence[Seq
 
 
 def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, statistic: str = "min",
-         batch: int = 1) -> SpeedRow:
+         batch: int = 1, stock_tokens: tuple = ()) -> SpeedRow:
     """The row of one configuration from its samples (seconds), against the stock model's runs.
 
     ``sample`` holds ``prefill`` (seconds per run), ``run_steps`` (step durations per run),
-    ``skipped`` (mean layers skipped per step, per run) and ``acted`` (per run, per decoding step:
-    whether the configuration skipped or exited; online rows only).
+    ``skipped`` (mean layers skipped per step, per run), ``acted`` (per run, per decoding step:
+    whether the configuration skipped or exited; online rows only), ``speculative`` (speculative rows: each
+    run's report) and ``error`` (a configuration that could not run).
     """
+    if sample.get("error"):
+        nan = float("nan")
+        return SpeedRow(config=config.name, batch=batch, layers_skipped=nan, prefill_ms=nan, decode_tokens_per_s=nan,
+                        step_ms=nan, step_ms_median=nan, speedup=nan, spread_pct=nan, error=sample["error"],
+                        target=config.target.label if config.target else None, met="-" if config.target else None)
     step = step_time(sample["run_steps"], statistic)
     stock_step = step_time(stock_runs, statistic)
     skipped = statistics.median(sample["skipped"])
@@ -434,7 +497,15 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
         spread_pct=round(100 * (max(runs) - min(runs)) / statistics.median(runs), 1),
         overhead_pct=round(100 * (step / stock_step - 1), 1),
     )
-    if skipped > 0:
+    if stock_tokens and sample["tokens"]:
+        values["same_tokens_as_stock"] = tuple(sample["tokens"]) == tuple(stock_tokens)
+    if sample.get("speculative"):
+        report = sample["speculative"][-1]  # greedy: every run drafts and accepts alike
+        ideal = report.predicted_speedup
+        values.update(acceptance_rate=round(report.acceptance_rate, 3), mean_accepted=round(report.mean_accepted, 2),
+                      draft_cost=round(report.draft_cost, 3), ideal=round(ideal, 3),
+                      pct_of_ideal=round(100 * speedup / ideal, 1))
+    elif skipped > 0:
         ideal = num_layers / (num_layers - skipped)
         values.update(ideal=round(ideal, 3), pct_of_ideal=round(100 * speedup / ideal, 1))
     if config.wrap is not None and config.wrap.get("mode") == "online":
@@ -452,7 +523,7 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
 
 #: The first words of the configuration names of :func:`default_configs` (``--only`` accepts them as prefixes):
 #: the stock model, the online detect-only rows, and every variant of the registry.
-CONFIG_PREFIXES = ("stock", "online", *VARIANTS)
+CONFIG_PREFIXES = ("stock", "online", "prompt", "assistant", *VARIANTS)
 
 
 def parse_only(only: str | None) -> list[str]:
