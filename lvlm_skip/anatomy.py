@@ -525,6 +525,44 @@ def drop_cache_positions_(anatomy: ModelAnatomy, cache, layers, count: int) -> N
         cache_layer.crop(-count)
 
 
+#: layer-call keywords with a query-position dimension that :func:`last_query_layer_kwargs` cuts (last dimension)
+_QUERY_POSITION_KWARGS = ("position_ids", "cache_position")
+
+
+def last_query_layer_kwargs(layer_kwargs: dict) -> dict | None:
+    """A layer call's keyword arguments cut to its last query position, or ``None`` where they cannot be cut.
+
+    Cut: ``position_embeddings`` ``(cos, sin)`` on their position dimension (``-2``), a 4D ``attention_mask``
+    `(batch, 1, queries, keys)` to its last query row, ``position_ids`` / ``cache_position`` to their last entry.
+    ``None`` for a mask that is not a 4D tensor (flex attention's block mask) or any other tensor argument, whose
+    layout this does not know (then the caller runs the whole call).
+    """
+    cut = dict(layer_kwargs)
+    for name, value in layer_kwargs.items():
+        if name == "attention_mask":
+            if value is not None and not (isinstance(value, torch.Tensor) and value.dim() == 4):
+                return None
+            cut[name] = None if value is None else value[..., -1:, :]
+        elif name == "position_embeddings":
+            cut[name] = tuple(t[..., -1:, :] for t in value)
+        elif name in _QUERY_POSITION_KWARGS:
+            cut[name] = value[..., -1:] if isinstance(value, torch.Tensor) else value
+        elif isinstance(value, torch.Tensor):
+            return None
+    return cut
+
+
+def cache_positions(anatomy: ModelAnatomy, cache, layer: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of 1-based ``layer``'s cached keys and values from position ``start`` on, `(batch, heads, n, head_dim)`."""
+    cache_layer = anatomy.cache_layer(cache, layer)
+    return cache_layer.keys[..., start:, :].clone(), cache_layer.values[..., start:, :].clone()
+
+
+def append_to_cache_(anatomy: ModelAnatomy, cache, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Append keys / values `(batch, heads, n, head_dim)` to 1-based ``layer``'s cache, as its attention would."""
+    cache.update(keys, values, anatomy.layers[layer - 1].self_attn.layer_idx)
+
+
 def crop_cache_to_(anatomy: ModelAnatomy, cache, length: int) -> None:
     """Cut every self-attention layer's cache back to its first ``length`` positions (layers already shorter, e.g.
     skipped by a draft, are left as they are; a cross-attention layer's cache holds the image and is kept).

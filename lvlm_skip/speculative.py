@@ -23,9 +23,11 @@ One round, at batch 1 (as transformers' own assisted generation):
 
 Greedy output equals stock ``generate`` up to floating point: the verify pass computes the same positions in one
 forward of ``n + 1`` tokens instead of ``n + 1`` forwards of one, which in float32 / float16 can flip a near-tie
-(the report counts rounds, not such flips; ``lvlm-skip speed`` measures token agreement). Not yet: reusing the
-draft's K/V of the layers before the skipped span (exact, so the verify pass need not recompute them); the verify
-pass recomputes every layer.
+(the report counts rounds, not such flips; ``lvlm-skip speed`` measures token agreement). 
+
+**Reuse.** The layers before the draft's first skipped layer see exactly what the full model sees, so their K/V
+and outputs at the drafted positions are the full model's: the verify pass puts that K/V back into their caches
+and runs them on the one position the draft never fed (:class:`DraftRouting`), instead of on all ``n + 1``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,15 @@ from dataclasses import dataclass, field
 import torch
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .anatomy import ModelAnatomy, UnsupportedModelError, crop_cache_to_, unpack_layer_output
+from .anatomy import (
+    ModelAnatomy,
+    UnsupportedModelError,
+    append_to_cache_,
+    cache_positions,
+    crop_cache_to_,
+    last_query_layer_kwargs,
+    unpack_layer_output,
+)
 from .config import SPECULATIVE_DRAFTS, SkipConfig, check_int, check_number
 from .hooks import LayerRouting
 from .skips.kv import write_skipped_kv
@@ -124,6 +134,10 @@ class SpeculativeReport:
     drafted: list[int] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
     new_tokens: int = 0
+    reused_positions: int = 0
+    """Drafted positions whose :attr:`exact_layers` the verify passes reused instead of recomputing."""
+    exact_layers: int = 0
+    """The layers before the draft's first skipped one (its K/V and outputs there are the full model's)."""
 
     @property
     def verifies(self) -> int:
@@ -165,29 +179,76 @@ class SpeculativeReport:
                 "threshold": self.config.threshold, "new_tokens": self.new_tokens, "verifies": self.verifies,
                 "drafted": sum(self.drafted), "accepted": sum(self.accepted),
                 "acceptance_rate": self.acceptance_rate, "mean_accepted": self.mean_accepted,
-                "draft_cost": self.draft_cost, "predicted_speedup": self.predicted_speedup}
+                "draft_cost": self.draft_cost, "predicted_speedup": self.predicted_speedup,
+                "exact_layers": self.exact_layers, "reused_positions": self.reused_positions}
 
 
 class DraftRouting:
-    """Every decoder layer routed through :meth:`_run`: the stock layer, except while :attr:`drafting`, when the
-    draft's layers return their input (the layers whose caches size the masks get their projected K/V, as a static
-    skip writes them; the verify pass replaces them)."""
+    """Every decoder layer routed through :meth:`_run`: the stock layer, except in a round's two phases.
+
+    While :attr:`drafting`, the draft's layers return their input (the layers whose caches size the masks get
+    their projected K/V, as a static skip writes them; the verify pass replaces them), and the layers before the
+    first skipped one (:attr:`exact_layers`: they see exactly what the full model sees) keep their output at each
+    drafted position. In the verify pass (:meth:`begin_verify`) those layers reuse them: the draft's K/V of the
+    drafted positions go back into their caches and they run on the last position only.
+    """
 
     def __init__(self, anatomy: ModelAnatomy, layers: tuple[int, ...]):
         self.anatomy = anatomy
         self.skip = frozenset(layers)
+        self.exact_layers = tuple(j for j in range(1, min(layers)) if j not in anatomy.cross_attention_layers)
         self.drafting = False
         self._checked = False
+        self._draft_outputs: dict[int, list[torch.Tensor]] = {}
+        self._verify: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.reused_positions = 0  # drafted positions whose exact layers the verify passes did not recompute
         self._routing = LayerRouting(anatomy, self._run)
+
+    def begin_draft(self) -> None:
+        self._draft_outputs = {j: [] for j in self.exact_layers}
+        self.drafting = True
+
+    def begin_verify(self, cache, start: int, drafted: int) -> None:
+        """Keep the exact layers' K/V of the ``drafted`` positions from ``start`` on (the caller then cuts every
+        cache back to ``start``), for the verify pass to put back instead of recomputing them."""
+        self._verify = {}
+        if not drafted or cache is None:
+            return
+        for j in self.exact_layers:
+            outputs = self._draft_outputs.get(j, [])
+            if len(outputs) != drafted:
+                continue
+            keys, values = cache_positions(self.anatomy, cache, j, start)
+            if keys.shape[-2] == drafted:
+                self._verify[j] = (keys, values, torch.cat(outputs, dim=1))
+
+    def end_verify(self) -> None:
+        self._verify = {}
+        self._draft_outputs = {}
 
     def _run(self, layer, forward, forwards, hidden, args, kwargs):
         if layer == 1 and not self._checked:
             self.anatomy.check_layer_call(args, kwargs)
             self._checked = True
-        if self.drafting and layer in self.skip:
-            if layer in self.anatomy.mask_size_layers or layer in self.anatomy.cross_attention_layers:
-                write_skipped_kv(self.anatomy, "project", layer, forward, hidden, args, kwargs)
-            return hidden
+        if self.drafting:
+            if layer in self.skip:
+                if layer in self.anatomy.mask_size_layers or layer in self.anatomy.cross_attention_layers:
+                    write_skipped_kv(self.anatomy, "project", layer, forward, hidden, args, kwargs)
+                return hidden
+            out = unpack_layer_output(forward(hidden, *args, **kwargs))
+            if layer in self._draft_outputs:
+                self._draft_outputs[layer].append(out[:, -1:])
+            return out
+        reuse = self._verify.get(layer)
+        if reuse is not None and hidden.shape[1] == reuse[2].shape[1] + 1:
+            last = last_query_layer_kwargs(kwargs)
+            if last is not None:  # else (a mask this cannot cut): the whole call, which recomputes them
+                keys, values, outputs = reuse
+                append_to_cache_(self.anatomy, self.anatomy.layer_cache(kwargs), layer, keys, values)
+                new = unpack_layer_output(forward(hidden[:, -1:], *args, **last))
+                if layer == self.exact_layers[0]:
+                    self.reused_positions += outputs.shape[1]
+                return torch.cat([outputs.to(new.dtype), new], dim=1)
         return unpack_layer_output(forward(hidden, *args, **kwargs))
 
     def remove(self) -> None:
@@ -242,6 +303,7 @@ class SpeculativeDecoder:
         model, anatomy = self.model, self.anatomy
         self._check_request(input_ids, generation_config, synced_gpus)
         report = self._report = SpeculativeReport(self.config, anatomy.num_layers)
+        self.routing.reused_positions = 0
         do_sample = bool(generation_config.do_sample)
         prompt_length = input_ids.shape[1]
         # 1. the prompt: generate's own prefill
@@ -261,13 +323,18 @@ class SpeculativeDecoder:
             candidate, draft_probs = self._draft(input_ids, model_kwargs, logits_processor, stopping_criteria,
                                                  do_sample, min(self.config.k, max(room - 1, 0)))
             drafted = candidate.shape[1] - committed
-            # 3. the verify pass: the pending token and the drafts, through the full model, in one forward
+            # 3. the verify pass: the pending token and the drafts, through the full model, in one forward (the
+            #    layers before the draft's first skipped one reuse the draft's exact K/V and outputs)
+            self.routing.begin_verify(cache, committed - 1, drafted)
             crop_cache_to_(anatomy, cache, committed - 1)
             verify_kwargs = model._update_model_kwargs_for_generation({}, dict(model_kwargs), num_new_tokens=drafted)
             inputs = model.prepare_inputs_for_generation(candidate, next_sequence_length=drafted + 1, **verify_kwargs)
             if "logits_to_keep" in inputs:
                 inputs["logits_to_keep"] = drafted + 1
-            logits = model(**inputs, return_dict=True).logits[:, -(drafted + 1):].to(torch.float32)
+            try:
+                logits = model(**inputs, return_dict=True).logits[:, -(drafted + 1):].to(torch.float32)
+            finally:
+                self.routing.end_verify()
             target = [logits_processor(candidate[:, : committed + i], logits[:, i]) for i in range(drafted + 1)]
             # 4. which drafts stand, and the full model's next token
             accepted, token = self._accept(candidate[:, committed:], target, draft_probs, do_sample)
@@ -279,6 +346,8 @@ class SpeculativeDecoder:
             input_ids, done = self._commit(input_ids, new, target[: accepted + 1], stopping_criteria, streamer)
         crop_cache_to_(anatomy, cache, input_ids.shape[1] - 1)  # a sequence that stopped inside a round
         report.new_tokens = input_ids.shape[1] - prompt_length
+        report.reused_positions = self.routing.reused_positions
+        report.exact_layers = len(self.routing.exact_layers)
         if streamer is not None:
             streamer.end()
         if generation_config.return_dict_in_generate:
@@ -304,7 +373,7 @@ class SpeculativeDecoder:
         """Up to ``count`` draft tokens after ``input_ids``: the candidate `(1, n + drafted)` and, when sampling, the
         draft's distributions (one `(1, vocab)` per token)."""
         model, candidate, kwargs, probs = self.model, input_ids, dict(model_kwargs), []
-        self.routing.drafting = True
+        self.routing.begin_draft()
         try:
             for _ in range(count):
                 inputs = model.prepare_inputs_for_generation(candidate, next_sequence_length=1, **kwargs)

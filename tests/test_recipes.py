@@ -413,3 +413,16 @@ def test_architecture_matrix_renders_a_junit_report(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         architecture_matrix.main(["--junit", str(tmp_path / "bad.xml"), "--out", str(tmp_path / "out")])
     assert stopped.value.code == 2 and "is not a readable JUnit report" in capsys.readouterr().err
+
+
+def test_speculative_drafts_configurations():
+    from recipes.speculative_drafts import draft_configs
+
+    names = [c.name for c in draft_configs(8, (14,), 16, 9, k=4)]
+    assert names[0] == "stock" and "skip1 static (lossy)" in names
+    for boundary in ("c = 8", "c-2 = 6", "c+2 = 10", "no profile = 9"):
+        assert f"speculative skip3 at {boundary}" in names and f"speculative exit at {boundary}" in names
+    assert "speculative skip1 c = 8, m = 14" in names and names[-2:] == ["prompt lookup 10", "assistant early exit 8"]
+    # the scaled boundary equal to c is not measured twice; a boundary past L - keep_last is left out
+    names = [c.name for c in draft_configs(9, (14,), 16, 9, k=4)]
+    assert not any("no profile" in n for n in names) and not any("c+2" in n for n in names)

@@ -286,3 +286,22 @@ def test_unwrap_restores_the_model(llama):
     assert "generate" not in llama.__dict__ and llama.forward == forward
     assert all("forward" not in layer.__dict__ for layer in llama.model.layers)
     assert torch.equal(_stock(llama, INPUTS, max_new_tokens=6, do_sample=False), stock)
+
+
+def test_the_verify_pass_reuses_the_exact_layers(exact_draft_llama):
+    """Layers before the draft's first skipped one run on one position in every verify pass (the draft's K/V and
+    outputs of the drafted positions are put back), the layers after on all of them; the tokens stay stock's."""
+    model = exact_draft_llama
+    widths = {j: [] for j in (1, 6, 7, 8)}
+    handles = [model.model.layers[j - 1].self_attn.register_forward_pre_hook(lambda m, a, k, j=j: widths[j].append(
+        (a[0] if a else k["hidden_states"]).shape[1]), with_kwargs=True) for j in widths]  # inside the layer
+    try:
+        new, report = _speculative(model, INPUTS, "layers", dict(EXACT, k=4), max_new_tokens=11, min_new_tokens=11,
+                                   do_sample=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert torch.equal(new, _stock(model, INPUTS, max_new_tokens=11, min_new_tokens=11, do_sample=False))
+    assert report.exact_layers == 6 and report.reused_positions == sum(report.drafted) == 8
+    assert widths[1][1:] == widths[6][1:] == [1] * (len(widths[1]) - 1)  # after the prompt: one position a call
+    assert widths[7][1:] == widths[8][1:] == [5, 5]  # the verify passes only (the draft skips 7 and 8)

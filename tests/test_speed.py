@@ -158,3 +158,36 @@ def test_same_tokens_share_and_batch_size_option():
     assert batch_sizes("1,4,8,4") == [1, 4, 8]
     with pytest.raises(argparse.ArgumentTypeError):
         batch_sizes("0")
+
+
+def test_speculative_rows_and_targets():
+    plan = speed.layer_plan("bench-llava", 32)
+    configs = {c.name: c for c in speed.default_configs(plan, 32, 256)}
+    assert configs["speculative skip1"].wrap == dict(variant="speculative", draft="skip1", k=4, critical_layer=18,
+                                                     mutation_layers=(27, 30))
+    assert configs["speculative exit"].wrap["exit_layer"] == 18
+    assert configs["prompt lookup 10"].generate == {"prompt_lookup_num_tokens": 10}
+    names = [c.name for c in speed.select_configs(speed.default_configs(plan, 32, 256), "speculative,prompt")]
+    assert names == ["stock", "speculative skip1", "speculative skip3", "speculative exit", "prompt lookup 10"]
+    assert speed.SPECULATIVE.met({"pct_of_ideal": 91.0, "same_tokens_as_stock": True}) == "yes"
+    assert speed.SPECULATIVE.met({"pct_of_ideal": 99.0, "same_tokens_as_stock": False}) == "no"
+    failed = speed._row(configs["speculative exit"], {"error": "ValueError: no"}, stock_runs=[[0.1]], num_layers=32)
+    assert failed.error == "ValueError: no" and failed.met == "-" and np.isnan(failed.speedup)
+
+
+def test_speculative_rows_measured_side_by_side():
+    """measure() on a tiny Llama: speculative rows report acceptance, draft cost, the predicted speedup as their
+    ideal and the stock tokens; a configuration whose generate fails is a row with its error, not a crash."""
+    from tiny_models import make_llama
+
+    model = make_llama(8, initializer_range=0.3)
+    inputs = {"input_ids": torch.tensor([[1, 5, 6, 7, 8]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    configs = [speed.SpeedConfig("stock", None),
+               speed.SpeedConfig("speculative layers", dict(variant="speculative", draft="layers", layers=[7, 8]),
+                                 speed.SPECULATIVE),
+               speed.SpeedConfig("broken", None, generate=dict(num_beams=0))]
+    rows = {r.config: r for r in speed.measure(model, inputs, configs, runs=1, new_tokens=6)}
+    row = rows["speculative layers"]
+    assert row.same_tokens_as_stock is True and row.draft_cost == 0.75
+    assert 0.0 <= row.acceptance_rate <= 1.0 and row.ideal is not None and row.pct_of_ideal is not None
+    assert rows["broken"].error and np.isnan(rows["broken"].step_ms)
