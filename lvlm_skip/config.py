@@ -395,6 +395,8 @@ class SpeculativeOptions:
     """The layers draft's explicit list."""
     keep_last: int = 5
     """skip3: the final layers the draft keeps."""
+    schedule: str = "constant"
+    """How k moves between rounds: constant, or heuristic (+2 after a fully accepted round, -1 otherwise)."""
 
     def __post_init__(self):
         if self.draft not in SPECULATIVE_DRAFTS:
@@ -402,6 +404,8 @@ class SpeculativeOptions:
         check_int("k", self.k, 1)
         if self.threshold is not None:
             check_number("threshold", self.threshold, 0.0, 1.0)
+        if self.schedule not in ("constant", "heuristic"):
+            raise ValueError(f"`schedule` (={self.schedule!r}) has to be one of ('constant', 'heuristic')")
 
 
 def build_config(config_class: type, **options):

@@ -10,7 +10,8 @@ One round, at batch 1 (as transformers' own assisted generation):
    ``c+1 .. L-keep_last``; ``exit`` at ``e``: ``e+1 .. L``; or explicit ``layers``) propose up to ``k`` tokens one
    at a time, each read out by the model's own norm and head and passed through generate's logits processors.
    ``threshold`` makes ``k`` adaptive: drafting stops after a token whose draft probability is below it (SWIFT,
-   LayerSkip).
+   LayerSkip); ``schedule="heuristic"`` moves ``k`` between rounds as transformers' assisted generation does
+   (``+2`` after a fully accepted round, ``-1`` otherwise).
 2. **Verify.** The caches are cut back to the committed prefix and the full model runs the pending token and
    the ``n`` drafts in one forward; its logits at each position go through the same processors.
 3. **Accept.** Greedy: the longest prefix of drafts equal to the full model's argmax, then the full model's own
@@ -56,6 +57,7 @@ from .variants import skip_variant, static_skip_set
 #: the skipping variants a draft can be made of
 DRAFTS = SPECULATIVE_DRAFTS
 DEFAULT_DRAFT_TOKENS = 4
+SCHEDULES = ("constant", "heuristic")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class SpeculativeConfig:
     threshold: float | None = None
     """Adaptive drafting: stop after a draft token whose draft probability (after the processors) is below this;
     ``None`` always drafts ``k``."""
+    schedule: str = "constant"
+    """How ``k`` moves between rounds: ``"constant"``, or ``"heuristic"`` (transformers' assisted generation's rule:
+    ``+2`` after a round whose drafts were all accepted, ``-1`` (not below 1) otherwise, starting at ``k``)."""
     draft_options: dict = field(default_factory=dict)
     """The layer options the draft was built from (``critical_layer``, ``mutation_layers``, ...), for the record."""
 
@@ -78,6 +83,8 @@ class SpeculativeConfig:
         check_int("k", self.k, 1)
         if self.threshold is not None:
             check_number("threshold", self.threshold, 0.0, 1.0)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` (={self.schedule!r}) has to be one of {SCHEDULES}")
         if not self.draft_layers:
             raise ValueError("the draft skips no layer: it would be the full model, and every round would cost more")
 
@@ -86,7 +93,8 @@ class SpeculativeConfig:
 
 
 def speculative_config(anatomy: ModelAnatomy, draft: str = "skip3", *, k: int = DEFAULT_DRAFT_TOKENS,
-                       threshold: float | None = None, **layer_options) -> SpeculativeConfig:
+                       threshold: float | None = None, schedule: str = "constant",
+                       **layer_options) -> SpeculativeConfig:
     """The :class:`SpeculativeConfig` of a draft variant and its layer options, checked against the model.
 
     Args:
@@ -94,6 +102,7 @@ def speculative_config(anatomy: ModelAnatomy, draft: str = "skip3", *, k: int = 
         draft: skip1, skip3, exit or layers.
         k: The most draft tokens per verify pass.
         threshold: Adaptive drafting's probability floor, or ``None``.
+        schedule: ``"constant"`` or ``"heuristic"`` (:attr:`SpeculativeConfig.schedule`).
         **layer_options: The draft's :class:`~lvlm_skip.config.SkipConfig` layer fields: ``critical_layer``,
             ``mutation_layers``, ``exit_layer``, ``layers``, ``keep_last``, ``profile``.
 
@@ -106,7 +115,7 @@ def speculative_config(anatomy: ModelAnatomy, draft: str = "skip3", *, k: int = 
     allowed = {"critical_layer", "mutation_layers", "exit_layer", "layers", "keep_last", "profile"}
     unknown = sorted(set(layer_options) - allowed)
     if unknown:
-        raise TypeError(f"unknown speculative option(s) {unknown}; known: k, threshold, draft, {', '.join(sorted(allowed))}")
+        raise TypeError(f"unknown speculative option(s) {unknown}; known: k, threshold, schedule, draft, {', '.join(sorted(allowed))}")
     config = SkipConfig.from_kwargs(variant=draft, mode="static", **layer_options)
     config.validate_for(anatomy)
     if not skip_variant(draft).layers_given(config):
@@ -116,7 +125,8 @@ def speculative_config(anatomy: ModelAnatomy, draft: str = "skip3", *, k: int = 
                          "the whole generation")
     layers = tuple(static_skip_set(config, anatomy.num_layers))
     options = {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in layer_options.items()}
-    return SpeculativeConfig(draft_layers=layers, draft=draft, k=k, threshold=threshold, draft_options=options)
+    return SpeculativeConfig(draft_layers=layers, draft=draft, k=k, threshold=threshold, schedule=schedule,
+                             draft_options=options)
 
 
 @dataclass
@@ -176,7 +186,7 @@ class SpeculativeReport:
 
     def summary(self) -> dict:
         return {"draft": self.config.draft, "draft_layers": list(self.config.draft_layers), "k": self.config.k,
-                "threshold": self.config.threshold, "new_tokens": self.new_tokens, "verifies": self.verifies,
+                "threshold": self.config.threshold, "schedule": self.config.schedule, "new_tokens": self.new_tokens, "verifies": self.verifies,
                 "drafted": sum(self.drafted), "accepted": sum(self.accepted),
                 "acceptance_rate": self.acceptance_rate, "mean_accepted": self.mean_accepted,
                 "draft_cost": self.draft_cost, "predicted_speedup": self.predicted_speedup,
@@ -316,12 +326,13 @@ class SpeculativeDecoder:
         input_ids, done = self._commit(input_ids, _select(scores, do_sample)[:, None], [scores], stopping_criteria,
                                        streamer)
         max_length = generation_config.max_length
+        k = self.config.k
         while not done:
             committed = input_ids.shape[1]
-            room = max_length - committed if max_length is not None else self.config.k + 1
+            room = max_length - committed if max_length is not None else k + 1
             # 2. the draft: up to k tokens from the draft layers
             candidate, draft_probs = self._draft(input_ids, model_kwargs, logits_processor, stopping_criteria,
-                                                 do_sample, min(self.config.k, max(room - 1, 0)))
+                                                 do_sample, min(k, max(room - 1, 0)))
             drafted = candidate.shape[1] - committed
             # 3. the verify pass: the pending token and the drafts, through the full model, in one forward (the
             #    layers before the draft's first skipped one reuse the draft's exact K/V and outputs)
@@ -340,6 +351,8 @@ class SpeculativeDecoder:
             accepted, token = self._accept(candidate[:, committed:], target, draft_probs, do_sample)
             report.drafted.append(drafted)
             report.accepted.append(accepted)
+            if self.config.schedule == "heuristic" and drafted:
+                k = k + 2 if accepted == drafted else max(1, k - 1)
             new = torch.cat([candidate[:, committed: committed + accepted], token[:, None]], dim=1)
             crop_cache_to_(anatomy, cache, committed + accepted)
             model_kwargs = model._update_model_kwargs_for_generation({}, model_kwargs, num_new_tokens=accepted + 1)

@@ -75,6 +75,22 @@ def test_adaptive_drafting_stops_below_the_threshold(llama):
     assert sum(adaptive[1].drafted) < sum(fixed[1].drafted)  # random weights: low-confidence drafts stop early
 
 
+def test_the_heuristic_schedule_moves_k_with_acceptance(llama, exact_draft_llama):
+    """transformers' rule: k + 2 after a round whose drafts were all accepted, k - 1 (not below 1) otherwise."""
+    generate = dict(max_new_tokens=24, min_new_tokens=24, do_sample=False)
+    low, report = _speculative(llama, INPUTS, options=dict(DRAFTS[0][1], k=4, schedule="heuristic"), **generate)
+    assert torch.equal(low, _stock(llama, INPUTS, **generate))
+    k = 4
+    for drafted, accepted in zip(report.drafted, report.accepted):
+        assert drafted <= k
+        if drafted:  # (none at the very end, where max_new_tokens leaves room for the verify's token only)
+            k = k + 2 if accepted == drafted else max(1, k - 1)
+    assert report.drafted[:4] == [4, 3, 2, 1]  # random weights: acceptance is low, so k falls to 1
+    high, exact = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=2, schedule="heuristic"), **generate)
+    assert torch.equal(high, _stock(exact_draft_llama, INPUTS, **generate))
+    assert exact.drafted[:3] == [2, 4, 6]  # every draft accepted: k grows by 2
+
+
 def test_greedy_equals_stock_on_llava_with_an_image():
     model, processor = make_llava(8, hidden=64, intermediate=128, seed=3, dtype=torch.float64)
     image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
@@ -258,6 +274,7 @@ def test_a_batch_is_refused_in_one_line(llama):
     (dict(draft="exit", exit_layer=8), "skips no layer"),
     (dict(draft="layers", layers=[3], k=0), "`k`"),
     (dict(draft="layers", layers=[3], threshold=1.5), "`threshold`"),
+    (dict(draft="layers", layers=[3], schedule="fast"), "`schedule`"),
     (dict(draft="layers", layers=[3], mode="online"), "takes no mode"),
     (dict(draft="layers", layers=[3], alpha=1.0), "unknown speculative option"),
 ])

@@ -281,6 +281,9 @@ def speculative_configs(plan: LayerChoice, num_layers: int, k: int = 4) -> list[
     return [
         *(SpeedConfig(f"speculative {name}", dict(variant="speculative", draft=name, k=k, **options), SPECULATIVE)
           for name, options in drafts if name != "skip1" or c + 1 < mutations[0]),
+        *(SpeedConfig(f"speculative {name} heuristic k", dict(variant="speculative", draft=name, k=k,
+                                                              schedule="heuristic", **options), SPECULATIVE)
+          for name, options in drafts[1:]),
         SpeedConfig("prompt lookup 10", None, generate=dict(prompt_lookup_num_tokens=10)),
         SpeedConfig(f"assistant early exit {c}", None, generate=dict(assistant_early_exit=c)),
     ]
