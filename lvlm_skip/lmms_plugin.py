@@ -28,6 +28,7 @@ from lmms_eval.models.chat.llava_hf import LlavaHf
 from lmms_eval.models.registry_v2 import ModelManifest
 from lmms_eval.utils import eval_logger
 
+from .config import SpeculativeOptions
 from .errors import InputError
 from .peers import DecoConfig, DolaConfig, VcdConfig
 from .skips import SkipConfig
@@ -35,7 +36,8 @@ from .wrapping import last_report, wrap
 
 #: ``--model_args`` keys taken by the plugin, not passed on to ``llava_hf``.
 WRAP_KEYS = frozenset({"variant", "mode", "profile", "lvlm_skip_output"}
-                      | {f.name for c in (SkipConfig, DolaConfig, DecoConfig, VcdConfig) for f in fields(c)}
+                      | {f.name for c in (SkipConfig, DolaConfig, DecoConfig, VcdConfig, SpeculativeOptions)
+                         for f in fields(c)}
                       - {"variant", "mode"})
 #: Options whose value is a list of ints.
 LIST_KEYS = frozenset({"layers", "mutation_layers", "candidates"})
@@ -80,6 +82,12 @@ class LvlmSkip(LlavaHf):
         mode = options.pop("mode", None)
         profile = options.pop("profile", None)
         self._stats_path = options.pop("lvlm_skip_output", None)
+        if self.variant == "speculative" and int(rest.get("batch_size", 1)) != 1:
+            raise InputError(f"lvlm_skip model_args: speculative decoding verifies one sequence at a time: use "
+                             f"batch_size=1 (got {rest['batch_size']})")
+        for key in ("k", "threshold"):  # lmms-eval hands model_args values as written
+            if key in options and isinstance(options[key], str):
+                options[key] = (int if key == "k" else float)(options[key])
         # llava_hf's defaults (device cuda, device_map "") fail on a CPU machine and on transformers 5
         rest.setdefault("device", "cuda:0" if torch.cuda.is_available() else "cpu")
         rest.setdefault("device_map", rest["device"])

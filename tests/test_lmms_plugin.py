@@ -14,7 +14,9 @@ lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is not installed 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "recipes" / "models" / "scene-llava"
 N = 6
-VARIANTS = ("none", "skip2", "dola")
+VARIANTS = ("none", "skip2", "dola", "speculative")
+#: per variant: (extra lmms-eval model_args, our --variants spec, our --variant-options)
+EXTRA = {"speculative": (",draft=exit,exit_layer=8,k=3", "speculative:exit", '{"speculative:exit": {"exit_layer": 8, "k": 3}}')}
 
 
 def test_split_model_args_lists_and_errors():
@@ -23,6 +25,8 @@ def test_split_model_args_lists_and_errors():
 
     opts, rest = split_model_args({"pretrained": "x", "variant": "layers", "layers": "[12,14]", "mutation_layers": "3;4"})
     assert opts == {"variant": "layers", "layers": [12, 14], "mutation_layers": [3, 4]} and rest == {"pretrained": "x"}
+    opts, rest = split_model_args({"pretrained": "x", "variant": "speculative", "draft": "exit", "exit_layer": 8, "k": "3"})
+    assert opts == {"variant": "speculative", "draft": "exit", "exit_layer": 8, "k": "3"} and rest == {"pretrained": "x"}
     with pytest.raises(InputError, match="expected a list"):
         split_model_args({"layers": "twelve"})
 
@@ -41,9 +45,10 @@ def test_pope_both_ways(tmp_path, variant):
         f"  data_files:\n    test: {bench / 'hub' / 'pope' / 'random.parquet'}\n")
     (task / "utils.py").write_text("from lmms_eval.tasks.pope.utils import *\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    extra, spec, options = EXTRA.get(variant, ("", variant, None))
     out = tmp_path / "lmms"
     subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "lvlm_skip", "--model_args",
-                    f"pretrained={MODEL},variant={variant},lvlm_skip_output={out}", "--tasks", "pope_scene",
+                    f"pretrained={MODEL},variant={variant},lvlm_skip_output={out}{extra}", "--tasks", "pope_scene",
                     "--include_path", str(task), "--output_path", str(out), "--log_samples", "--limit", str(N)],
                    env=env, check=False, capture_output=True, timeout=900)
     samples = [json.loads(line) for f in glob.glob(str(out / "*" / "*samples_pope_scene.jsonl")) for line in open(f)]
@@ -51,8 +56,8 @@ def test_pope_both_ways(tmp_path, variant):
     assert (out / f"lvlm_skip_{variant}_rank0.json").exists()
     ours = tmp_path / "ours"
     subprocess.run([sys.executable, "-m", "lvlm_skip.cli", "pope", "--questions",
-                    str(bench / "pope" / "scenes_pope_random.json"), "--model", str(MODEL), "--variants", variant,
-                    "--image-dir", str(bench / "images"), "--prompt-suffix", "llava", "--limit", str(N), "--out", str(ours), "--device", "cpu"],
+                    str(bench / "pope" / "scenes_pope_random.json"), "--model", str(MODEL), "--variants", spec,
+                    *(["--variant-options", options] if options else []), "--image-dir", str(bench / "images"), "--prompt-suffix", "llava", "--limit", str(N), "--out", str(ours), "--device", "cpu"],
                    env=env, check=True, capture_output=True, timeout=900)
     rows = [json.loads(line) for line in open(ours / "responses.jsonl")]
     theirs = {s["pope_f1_score"]["question_id"]: s["filtered_resps"] for s in samples}
