@@ -123,7 +123,8 @@ def add_variant_arguments(parser: argparse.ArgumentParser, *, default: str = "no
     """``--variants``, ``--variant-options``, ``--mode``, ``--profile``."""
     parser.add_argument(
         "--variants", default=default,
-        help="Comma-separated variant specs name[:mode], e.g. none,skip1,skip2:online,exit:online.",
+        help="Comma-separated variant specs name[:mode], e.g. none,skip1,skip2:online,exit:online; lossless "
+             "speculative decoding: speculative:DRAFT (skip1, skip3, exit, layers; layers from --profile or the options).",
     )
     parser.add_argument(
         "--variant-options", default=None,
