@@ -374,3 +374,16 @@ def test_a_skipped_cross_attention_layer_keeps_the_images_cache():
                 skipped = model.generate(**inputs, **options).past_key_values.layers[cross - 1]
             assert run.report.skipped[1:, 0, cross - 1].all()  # every decoding step skipped it
             assert torch.equal(skipped.keys, stock.keys) and torch.equal(skipped.values, stock.values)
+
+
+@pytest.mark.parametrize("prompt", ["image", "text"])
+def test_mllama_static_measured_skip_equals_replay(prompt):
+    """Static skip3 that measures its layers on the prompt (calibration) on Mllama, with an image and without one
+    (then the calibration passes over the cross-attention layers, as the decoder does): it skips, and equals the
+    cache-free replay of its decisions."""
+    model = build("Mllama")
+    inputs = _mllama_image_inputs() if prompt == "image" else TEXT_INPUTS
+    with lvlm_skip.skipping(model, variant="skip3", keep_last=1, detection=LOOSE) as run, torch.no_grad():
+        new = model.generate(**inputs, **GREEDY)[:, inputs["input_ids"].shape[1]:]
+    assert run.report.skipped.any(), "no layer skipped: the case would prove nothing"
+    assert torch.equal(new, slow_reference_tokens(model, inputs, run.report, STEPS, static=False))

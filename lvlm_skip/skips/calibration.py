@@ -102,8 +102,12 @@ def calibrate(
     # 1. every layer over the whole prompt, keeping the last position's state
     states = [hidden[:, -1].to(device)]
     h = hidden
-    for forward in layer_forwards:
-        h = unpack_layer_output(forward(h, **kwargs))
+    no_image = kwargs.get("cross_attention_states") is None
+    for j, forward in enumerate(layer_forwards, start=1):
+        if j in anatomy.cross_attention_layers and no_image:
+            pass  # Mllama without an image: the decoder passes over its cross-attention layers, and so does this
+        else:
+            h = unpack_layer_output(forward(h, **kwargs))
         states.append(h[:, -1].to(device))
         if keep_outputs:
             outputs.append(h)
