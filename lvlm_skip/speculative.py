@@ -318,7 +318,7 @@ class SpeculativeDecoder:
         prompt_length = input_ids.shape[1]
         # 1. the prompt: generate's own prefill
         outputs = model._prefill(input_ids, generation_config, model_kwargs)
-        model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
+        model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=False)
         cache = anatomy.model_cache(model_kwargs)
         if cache is None:
             raise ValueError("speculative decoding needs a KV cache: do not pass use_cache=False")
@@ -338,7 +338,8 @@ class SpeculativeDecoder:
             #    layers before the draft's first skipped one reuse the draft's exact K/V and outputs)
             self.routing.begin_verify(cache, committed - 1, drafted)
             crop_cache_to_(anatomy, cache, committed - 1)
-            verify_kwargs = model._update_model_kwargs_for_generation({}, dict(model_kwargs), num_new_tokens=drafted)
+            verify_kwargs = model._update_model_kwargs_for_generation({}, dict(model_kwargs), is_encoder_decoder=False,
+                                                                       num_new_tokens=drafted)
             inputs = model.prepare_inputs_for_generation(candidate, next_sequence_length=drafted + 1, **verify_kwargs)
             if "logits_to_keep" in inputs:
                 inputs["logits_to_keep"] = drafted + 1
@@ -355,7 +356,8 @@ class SpeculativeDecoder:
                 k = k + 2 if accepted == drafted else max(1, k - 1)
             new = torch.cat([candidate[:, committed: committed + accepted], token[:, None]], dim=1)
             crop_cache_to_(anatomy, cache, committed + accepted)
-            model_kwargs = model._update_model_kwargs_for_generation({}, model_kwargs, num_new_tokens=accepted + 1)
+            model_kwargs = model._update_model_kwargs_for_generation({}, model_kwargs, is_encoder_decoder=False,
+                                                                     num_new_tokens=accepted + 1)
             input_ids, done = self._commit(input_ids, new, target[: accepted + 1], stopping_criteria, streamer)
         crop_cache_to_(anatomy, cache, input_ids.shape[1] - 1)  # a sequence that stopped inside a round
         report.new_tokens = input_ids.shape[1] - prompt_length
@@ -391,7 +393,7 @@ class SpeculativeDecoder:
             for _ in range(count):
                 inputs = model.prepare_inputs_for_generation(candidate, next_sequence_length=1, **kwargs)
                 outputs = model(**inputs, return_dict=True)
-                kwargs = model._update_model_kwargs_for_generation({}, kwargs)
+                kwargs = model._update_model_kwargs_for_generation({}, kwargs, is_encoder_decoder=False)
                 scores = logits_processor(candidate, outputs.logits[:, -1].to(torch.float32))
                 distribution = scores.softmax(-1)
                 token = _select(scores, do_sample)

@@ -35,6 +35,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "trace": ("test_trace_reads_out_every_layer", ""),
     "readout = logits": ("test_last_layer_readout_equals_model_logits", ""),
     "projected K/V = layer's": ("test_projected_kv_equals_each_layers_own", ""),
+    "speculative = stock": ("test_speculative_equals_stock", ""),
     "unwrap": ("test_unwrap_restores", ""),
     "batch 2: none": ("test_left_padded_batch_of_two", "none"),
     "batch 2: static all": ("test_left_padded_batch_of_two", "static-all-deleted"),

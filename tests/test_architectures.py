@@ -158,6 +158,26 @@ def test_projected_kv_equals_each_layers_own(served, record_property):
         record_property("cell", "pass (self-attention layers; cross-attention writes none)")
 
 
+def test_speculative_equals_stock(served, record_property):
+    """Speculative decoding with a draft that skips layers 5 and 6 gives the stock tokens (and rolls its caches back);
+    refused in one line on sliding-window models, whose caches cannot be rolled back."""
+    name, model, _, _ = served
+    inputs = inputs_for(name)
+    options = dict(variant="speculative", draft="layers", layers=[5, 6], k=3)
+    if name in SLIDING_WINDOW:
+        with pytest.raises(UnsupportedModelError, match="sliding-window") as error:
+            lvlm_skip.wrap(model, **options)
+        assert "\n" not in str(error.value) and not lvlm_skip.is_wrapped(model)
+        record_property("cell", "refused at wrap (sliding window)")
+        return
+    generate = dict(max_new_tokens=10, min_new_tokens=10, do_sample=False)
+    with torch.no_grad():
+        stock = model.generate(**inputs, **generate)
+    with lvlm_skip.skipping(model, **options) as run, torch.no_grad():
+        assert torch.equal(model.generate(**inputs, **generate), stock)
+    assert sum(run.report.drafted) > 0
+
+
 def test_unwrap_restores(served):
     name, model, stock, logits = served
     inputs = inputs_for(name)
