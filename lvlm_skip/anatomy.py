@@ -197,12 +197,9 @@ class ModelAnatomy:
         if model_transform and self.logit_softcap is not None:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         if model_transform and self.masked_tokens:
-            masked = torch.tensor(self.masked_tokens, device=logits.device)
-            hit = torch.isin(vocab_rows, masked) if vocab_rows is not None else masked
-            if vocab_rows is not None:
-                logits = logits.masked_fill(hit, torch.finfo(logits.dtype).min)
-            else:
-                logits = logits.index_fill(-1, hit, torch.finfo(logits.dtype).min)
+            columns = torch.arange(logits.shape[-1], device=logits.device) if vocab_rows is None else vocab_rows
+            hit = torch.isin(columns, torch.tensor(self.masked_tokens, device=logits.device))  # shape: (vocab or k,)
+            logits = logits.masked_fill(hit, torch.finfo(logits.dtype).min)
         return logits
 
     @property

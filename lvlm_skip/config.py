@@ -370,6 +370,8 @@ class LayerChoice:
 
 #: the skipping variants a speculative draft can be made of
 SPECULATIVE_DRAFTS = ("skip1", "skip3", "exit", "layers")
+#: how a speculative draft's length k moves between rounds
+SPECULATIVE_SCHEDULES = ("constant", "heuristic")
 
 
 @dataclass(frozen=True)
@@ -404,8 +406,8 @@ class SpeculativeOptions:
         check_int("k", self.k, 1)
         if self.threshold is not None:
             check_number("threshold", self.threshold, 0.0, 1.0)
-        if self.schedule not in ("constant", "heuristic"):
-            raise ValueError(f"`schedule` (={self.schedule!r}) has to be one of ('constant', 'heuristic')")
+        if self.schedule not in SPECULATIVE_SCHEDULES:
+            raise ValueError(f"`schedule` (={self.schedule!r}) has to be one of {SPECULATIVE_SCHEDULES}")
 
 
 def build_config(config_class: type, **options):

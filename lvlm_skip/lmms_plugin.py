@@ -85,9 +85,6 @@ class LvlmSkip(LlavaHf):
         if self.variant == "speculative" and int(rest.get("batch_size", 1)) != 1:
             raise InputError(f"lvlm_skip model_args: speculative decoding verifies one sequence at a time: use "
                              f"batch_size=1 (got {rest['batch_size']})")
-        for key in ("k", "threshold"):  # lmms-eval hands model_args values as written
-            if key in options and isinstance(options[key], str):
-                options[key] = (int if key == "k" else float)(options[key])
         # llava_hf's defaults (device cuda, device_map "") fail on a CPU machine and on transformers 5
         rest.setdefault("device", "cuda:0" if torch.cuda.is_available() else "cpu")
         rest.setdefault("device_map", rest["device"])

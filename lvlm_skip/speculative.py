@@ -49,84 +49,84 @@ from .anatomy import (
     last_query_layer_kwargs,
     unpack_layer_output,
 )
-from .config import SPECULATIVE_DRAFTS, SkipConfig, check_int, check_number
+from .config import SkipConfig, SpeculativeOptions, build_config
 from .hooks import LayerRouting
 from .skips.kv import write_skipped_kv
 from .variants import skip_variant, static_skip_set
 
-#: the skipping variants a draft can be made of
-DRAFTS = SPECULATIVE_DRAFTS
-DEFAULT_DRAFT_TOKENS = 4
-SCHEDULES = ("constant", "heuristic")
 
 
 @dataclass(frozen=True)
 class SpeculativeConfig:
-    """What drafts and how much. Layer numbers are 1-based."""
+    """What drafts and how much: the checked :class:`~lvlm_skip.config.SpeculativeOptions` and the layers they
+    give on this model. Layer numbers are 1-based."""
 
     draft_layers: tuple[int, ...]
     """The layers the draft skips (sorted); every other layer runs, then the final norm and the head."""
-    draft: str = "layers"
-    """Which variant gave ``draft_layers``: skip1, skip3, exit or layers."""
-    k: int = DEFAULT_DRAFT_TOKENS
-    """The most draft tokens per verify pass."""
-    threshold: float | None = None
-    """Adaptive drafting: stop after a draft token whose draft probability (after the processors) is below this;
-    ``None`` always drafts ``k``."""
-    schedule: str = "constant"
-    """How ``k`` moves between rounds: ``"constant"``, or ``"heuristic"`` (transformers' assisted generation's rule:
-    ``+2`` after a round whose drafts were all accepted, ``-1`` (not below 1) otherwise, starting at ``k``)."""
-    draft_options: dict = field(default_factory=dict)
-    """The layer options the draft was built from (``critical_layer``, ``mutation_layers``, ...), for the record."""
+    options: SpeculativeOptions = field(default_factory=SpeculativeOptions)
+    """The draft variant, ``k``, ``threshold``, ``schedule`` and the draft's layer options."""
+    profile: str | None = None
+    """Provenance: the layer profile that gave the draft's layers, if any."""
 
     def __post_init__(self):
-        check_int("k", self.k, 1)
-        if self.threshold is not None:
-            check_number("threshold", self.threshold, 0.0, 1.0)
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` (={self.schedule!r}) has to be one of {SCHEDULES}")
         if not self.draft_layers:
             raise ValueError("the draft skips no layer: it would be the full model, and every round would cost more")
+
+    @property
+    def draft(self) -> str:
+        return self.options.draft
+
+    @property
+    def k(self) -> int:
+        return self.options.k
+
+    @property
+    def threshold(self) -> float | None:
+        return self.options.threshold
+
+    @property
+    def schedule(self) -> str:
+        return self.options.schedule
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def speculative_config(anatomy: ModelAnatomy, draft: str = "skip3", *, k: int = DEFAULT_DRAFT_TOKENS,
-                       threshold: float | None = None, schedule: str = "constant",
-                       **layer_options) -> SpeculativeConfig:
-    """The :class:`SpeculativeConfig` of a draft variant and its layer options, checked against the model.
+#: the option names that are the draft's layers (:class:`~lvlm_skip.config.SkipConfig` fields of the same names)
+_LAYER_OPTIONS = ("critical_layer", "mutation_layers", "exit_layer", "layers", "keep_last")
+
+
+def speculative_config(anatomy: ModelAnatomy, draft: str = "skip3", *, profile: str | None = None,
+                       **options) -> SpeculativeConfig:
+    """The :class:`SpeculativeConfig` of a draft variant and its options, checked against the model.
 
     Args:
         anatomy: The model's anatomy (its number of layers).
         draft: skip1, skip3, exit or layers.
-        k: The most draft tokens per verify pass.
-        threshold: Adaptive drafting's probability floor, or ``None``.
-        schedule: ``"constant"`` or ``"heuristic"`` (:attr:`SpeculativeConfig.schedule`).
-        **layer_options: The draft's :class:`~lvlm_skip.config.SkipConfig` layer fields: ``critical_layer``,
-            ``mutation_layers``, ``exit_layer``, ``layers``, ``keep_last``, ``profile``.
+        profile: Provenance of the layer options, if a profile gave them.
+        **options: The other :class:`~lvlm_skip.config.SpeculativeOptions` fields: ``k``, ``threshold``,
+            ``schedule``, and the draft's layers (``critical_layer``, ``mutation_layers``, ``exit_layer``,
+            ``layers``, ``keep_last``).
 
     Raises:
         ValueError / TypeError: an unknown draft or option, layers out of range, a draft whose layers are not
             given (the draft is fixed for the whole generation: give them, or a profile), or one that skips nothing.
     """
-    if draft not in DRAFTS:
-        raise ValueError(f"unknown draft {draft!r}; choose one of {', '.join(DRAFTS)}")
-    allowed = {"critical_layer", "mutation_layers", "exit_layer", "layers", "keep_last", "profile"}
-    unknown = sorted(set(layer_options) - allowed)
+    known = {f.name for f in dataclasses.fields(SpeculativeOptions)}
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise TypeError(f"unknown speculative option(s) {unknown}; known: k, threshold, schedule, draft, {', '.join(sorted(allowed))}")
-    config = SkipConfig.from_kwargs(variant=draft, mode="static", **layer_options)
+        raise TypeError(f"unknown speculative option(s) {unknown}; known: {', '.join(sorted(known))}")
+    checked = build_config(SpeculativeOptions, draft=draft, **options)
+    layer_options = {name: getattr(checked, name) for name in _LAYER_OPTIONS}
+    config = SkipConfig.from_kwargs(variant=draft, mode="static", profile=profile, **layer_options)
     config.validate_for(anatomy)
     if not skip_variant(draft).layers_given(config):
         needs = {"skip1": "critical_layer and mutation_layers", "skip3": "critical_layer",
                  "exit": "exit_layer or mutation_layers"}[draft]
         raise ValueError(f"a {draft} draft needs its layers given ({needs}, or a profile): the draft is fixed for "
                          "the whole generation")
-    layers = tuple(static_skip_set(config, anatomy.num_layers))
-    options = {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in layer_options.items()}
-    return SpeculativeConfig(draft_layers=layers, draft=draft, k=k, threshold=threshold, schedule=schedule,
-                             draft_options=options)
+    return SpeculativeConfig(draft_layers=tuple(static_skip_set(config, anatomy.num_layers)), options=checked,
+                             profile=profile)
 
 
 @dataclass

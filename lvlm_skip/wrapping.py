@@ -25,13 +25,13 @@ from dataclasses import dataclass
 
 from .anatomy import ModelAnatomy, UnsupportedModelError
 from .clock import SequenceClock
-from .config import Mode, SkipConfig
+from .config import SPECULATIVE_DRAFTS, Mode, SkipConfig, SpeculativeOptions
 from .errors import InputError
 from .hooks import HeadRouting, LayerRouting, SequenceClockHook
 from .peers import PeerController, PeerReport, peer_config
 from .profiles import LayerProfile
 from .skips import SkipController, SkipReport
-from .speculative import DRAFTS, SpeculativeDecoder, SpeculativeReport, speculative_config
+from .speculative import SpeculativeDecoder, SpeculativeReport, speculative_config
 from .variants import VariantName
 from .variants import variant as declared_variant
 
@@ -129,10 +129,10 @@ def _speculative(model, anatomy: ModelAnatomy, mode, profile, options: dict):
     if mode is not None:
         raise TypeError(f"speculative takes no mode: its draft is a static skip set (got mode={mode!r})")
     options = dict(options)
-    draft = options.pop("draft", "skip3")
+    draft = options.pop("draft", SpeculativeOptions.draft)
     if profile is not None:
-        if draft not in DRAFTS:
-            raise ValueError(f"unknown draft {draft!r}; choose one of {', '.join(DRAFTS)}")
+        if draft not in SPECULATIVE_DRAFTS:  # before the profile is read for it
+            raise ValueError(f"unknown draft {draft!r}; choose one of {', '.join(SPECULATIVE_DRAFTS)}")
         options = _profile_options(declared_variant(draft), profile, anatomy.num_layers, options)
     controller = SpeculativeDecoder(model, anatomy, speculative_config(anatomy, draft, **options))
     return controller, controller.install()  # nothing above touched the model

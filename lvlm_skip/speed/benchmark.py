@@ -66,7 +66,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..anatomy import ModelAnatomy
-from ..config import DetectionConfig, LayerChoice, SpeedClock, SpeedStatistic
+from ..config import DetectionConfig, LayerChoice, SpeculativeOptions, SpeedClock, SpeedStatistic
 from ..detection import detect_layers
 from ..errors import InputError
 from ..inputs.builtin_models import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS
@@ -272,7 +272,7 @@ def default_configs(plan: LayerChoice, num_layers: int, candidates: int) -> list
     ]
 
 
-def speculative_configs(plan: LayerChoice, num_layers: int, k: int = 4) -> list[SpeedConfig]:
+def speculative_configs(plan: LayerChoice, num_layers: int, k: int = SpeculativeOptions.k) -> list[SpeedConfig]:
     """Lossless speed: self-speculative drafts from the plan's layers (skip1, skip3, exit at ``c``), and
     transformers' two built-in training-free forms, prompt lookup and an early-exit assistant at ``c``."""
     c, mutations = plan.critical, plan.mutations
