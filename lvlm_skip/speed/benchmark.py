@@ -416,7 +416,7 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         raise ValueError("the cpu clock measures host CPU time: use the wall clock on an accelerator")
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     num_layers = ModelAnatomy.from_model(model).num_layers
-    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": [], "tokens": (), "speculative": [],
+    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": [], "tokens": (), "speculative": None,
                         "error": None} for c in configs}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for config in configs:
@@ -442,7 +442,7 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
             sample["run_steps"].append(list(timed.step_s))
             sample["tokens"] = timed.tokens
             if hasattr(report, "acceptance_rate"):
-                sample["speculative"].append(report)
+                sample["speculative"] = report  # greedy: every run drafts and accepts alike
             sample["skipped"].append(report.mean_layers_skipped() if hasattr(report, "mean_layers_skipped") else 0.0)
             if report is not None and hasattr(report, "exit_layer"):
                 acted = report.skipped.any(axis=(1, 2)) | (report.exit_layer < num_layers).any(axis=1)
@@ -480,8 +480,8 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
 
     ``sample`` holds ``prefill`` (seconds per run), ``run_steps`` (step durations per run),
     ``skipped`` (mean layers skipped per step, per run), ``acted`` (per run, per decoding step:
-    whether the configuration skipped or exited; online rows only), ``speculative`` (speculative rows: each
-    run's report) and ``error`` (a configuration that could not run).
+    whether the configuration skipped or exited; online rows only), ``speculative`` (speculative rows: the
+    last run's report) and ``error`` (a configuration that could not run).
     """
     if sample.get("error"):
         nan = float("nan")
@@ -502,8 +502,8 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
     )
     if stock_tokens and sample["tokens"]:
         values["same_tokens_as_stock"] = tuple(sample["tokens"]) == tuple(stock_tokens)
-    if sample.get("speculative"):
-        report = sample["speculative"][-1]  # greedy: every run drafts and accepts alike
+    if sample.get("speculative") is not None:
+        report = sample["speculative"]
         ideal = report.predicted_speedup
         values.update(acceptance_rate=round(report.acceptance_rate, 3), mean_accepted=round(report.mean_accepted, 2),
                       draft_cost=round(report.draft_cost, 3), ideal=round(ideal, 3),
