@@ -15,6 +15,7 @@ Layer indexing, used everywhere in the package (the paper's convention, eq. 2):
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 import sys
@@ -587,6 +588,66 @@ def eos_token_ids(model: nn.Module) -> frozenset[int]:
     if eos is None:
         return frozenset()
     return frozenset(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+
+
+#: The config attributes that name a vision-language model's placeholder tokens (the prompt's stand-ins for an
+#: image's or a video's features, which the model's forward counts and replaces).
+_PLACEHOLDER_CONFIG_NAMES = ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
+
+
+def placeholder_token_ids(model: nn.Module) -> frozenset[int]:
+    """The ids of the model's image / video placeholder tokens, from its config; empty for a text model.
+
+    A placeholder is never an answer: the model's forward replaces each with an image feature, and a forward whose
+    ``input_ids`` hold more placeholders than features fails (LLaVA: "Image features and image tokens do not
+    match"). transformers' prompt lookup copies prompt n-grams as candidates, placeholders included, unless a
+    logits processor forbids them.
+    """
+    return frozenset(int(value) for name in _PLACEHOLDER_CONFIG_NAMES
+                     if isinstance(value := getattr(model.config, name, None), int) and value >= 0)
+
+
+def language_model_of(model: nn.Module) -> nn.Module:
+    """The model's language model alone: a causal LM of its text config that shares its decoder and LM head.
+
+    A text model is returned as it is. For a vision-language model (``LlavaForConditionalGeneration``) this is
+    ``AutoModelForCausalLM`` of ``config.get_text_config()`` (``LlamaForCausalLM``) holding the same decoder and
+    head modules (no copy): on a text prompt it computes the model's own logits (tested). Tools written for text
+    models need it, e.g. transformers' early-exit assistant (``generate(assistant_early_exit=...)``), which reads
+    ``config.num_hidden_layers``, a field that vision-language configs lack.
+
+    Raises:
+        UnsupportedModelError: no causal LM class for the text config, a decoder of another class than that LM's,
+            or a model that transforms its head's logits (scale, soft-cap, mask) differently from that LM.
+    """
+    text_config = model.config.get_text_config()
+    if text_config is model.config:
+        return model
+    from transformers import AutoModelForCausalLM
+
+    anatomy = ModelAnatomy.from_model(model)
+    name = type(model).__name__
+    try:
+        with torch.device("meta"):
+            language_model = AutoModelForCausalLM.from_config(text_config)
+    except ValueError as error:
+        raise UnsupportedModelError(f"{name}'s text config ({type(text_config).__name__}) has no causal LM class: "
+                                    f"{str(error).splitlines()[0]}") from None
+    prefix = language_model.base_model_prefix
+    if type(getattr(language_model, prefix, None)) is not type(anatomy.decoder):
+        raise UnsupportedModelError(f"{name}'s decoder is a {type(anatomy.decoder).__name__}, not the "
+                                    f"{type(getattr(language_model, prefix, None)).__name__} of "
+                                    f"{type(language_model).__name__}: its language model cannot be used alone")
+    setattr(language_model, prefix, anatomy.decoder)
+    language_model.set_output_embeddings(anatomy.lm_head)
+    language_model.generation_config = copy.deepcopy(model.generation_config)
+    language_model.eval()
+    own = ModelAnatomy.from_model(language_model)
+    transform = ("logit_scale", "logit_softcap", "masked_tokens")
+    if any(getattr(own, t) != getattr(anatomy, t) for t in transform):
+        raise UnsupportedModelError(f"{name} transforms its logits differently from {type(language_model).__name__} "
+                                    f"({', '.join(f'{t} {getattr(anatomy, t)} vs {getattr(own, t)}' for t in transform)})")
+    return language_model
 
 
 def encode_images(model: nn.Module, image_inputs: dict):

@@ -171,8 +171,14 @@ class SpeculativeReport:
     @property
     def predicted_speedup(self) -> float:
         """Stock's decoding forwards (one per token after the first) / ours (draft tokens at ``draft_cost``, plus
-        one per verify)."""
-        cost = sum(self.drafted) * self.draft_cost + self.verifies
+        one per verify): :meth:`predicted_speedup_at` the layer share and a verify of one forward."""
+        return self.predicted_speedup_at(self.draft_cost, 1.0)
+
+    def predicted_speedup_at(self, draft_cost: float, verify_cost: float) -> float:
+        """The speedup these rounds give with no overhead when a draft forward costs ``draft_cost`` and a verify pass
+        ``verify_cost`` decoding steps of the full model: ``(new_tokens - 1) / (drafted * draft_cost + verifies *
+        verify_cost)`` (stock makes one step per token after the first)."""
+        cost = sum(self.drafted) * draft_cost + self.verifies * verify_cost
         return (self.new_tokens - 1) / cost if cost else math.nan
 
     notes: tuple[str, ...] = ()

@@ -106,3 +106,45 @@ def test_eos_token_ids_read_the_generation_config_then_the_text_config():
     assert eos_token_ids(model(3, 9)) == {3}
     assert eos_token_ids(model(None, 9)) == {9}
     assert eos_token_ids(model(None, None)) == frozenset()
+
+
+@pytest.mark.parametrize("name", ["Llava", "LlavaNext", "Mistral3", "AyaVision", "Idefics3", "InternVL"])
+def test_the_language_model_alone_computes_the_models_text_logits(name):
+    """language_model_of: a causal LM of the text config holding the model's own decoder and head (no copy), with the
+    model's logits on a text prompt, a config that names its layers (transformers' early-exit assistant reads it),
+    and the model's image placeholders read from the config."""
+    from lvlm_skip.anatomy import language_model_of, placeholder_token_ids
+    from vlm_zoo import SERVED
+
+    model = SERVED[name]().eval()
+    alone = language_model_of(model)
+    anatomy, own = ModelAnatomy.from_model(model), ModelAnatomy.from_model(alone)
+    assert own.decoder is anatomy.decoder and own.lm_head is anatomy.lm_head
+    assert alone.config.num_hidden_layers == anatomy.num_layers
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        torch.testing.assert_close(alone(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+    assert language_model_of(alone) is alone and placeholder_token_ids(alone) == frozenset()
+    assert placeholder_token_ids(model) and all(0 <= t < anatomy.vocab_size for t in placeholder_token_ids(model))
+
+
+def test_a_language_model_that_would_compute_other_logits_is_refused(monkeypatch):
+    """No causal LM class (Qwen2-VL's text config), or one that transforms the logits otherwise (Gemma3ForCausalLM
+    soft-caps them, Gemma3ForConditionalGeneration does not): refused in one line. A single-config model (Chameleon)
+    is its own language model."""
+    from lvlm_skip import anatomy as anatomy_module
+    from vlm_zoo import SERVED
+
+    with pytest.raises(UnsupportedModelError, match="Qwen2VLTextConfig.* has no causal LM class"):
+        anatomy_module.language_model_of(SERVED["Qwen2VL"]())
+    with pytest.raises(UnsupportedModelError, match="Gemma3ForConditionalGeneration transforms its logits differently"):
+        anatomy_module.language_model_of(SERVED["Gemma3"]())
+    chameleon = SERVED["Chameleon"]()
+    assert anatomy_module.language_model_of(chameleon) is chameleon
+
+    model = SERVED["Llava"]()
+    real = anatomy_module._final_logit_transform
+    monkeypatch.setattr(anatomy_module, "_final_logit_transform",
+                        lambda m: {"logit_scale": 0.5} if m is model else real(m))
+    with pytest.raises(UnsupportedModelError, match="transforms its logits differently"):
+        anatomy_module.language_model_of(model)

@@ -98,7 +98,8 @@ def test_the_benchmark_models_curves_show_the_planted_layers():
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
     for argv, message in [(["--new-tokens", "1"], "--new-tokens must be at least 2"),
-                          (["--profile", str(tmp_path / "none.json")], "does not exist")]:
+                          (["--profile", str(tmp_path / "none.json")], "does not exist"),
+                          (["--text-only", "--batch-size", "1,2"], "--text-only measures batch 1")]:
         with pytest.raises(SystemExit) as info:
             main(["speed", "--model", "tiny", "--out", str(tmp_path), *argv])
         assert info.value.code == 2
@@ -190,6 +191,79 @@ def test_speculative_rows_measured_side_by_side():
                speed.SpeedConfig("broken", None, generate=dict(num_beams=0))]
     rows = {r.config: r for r in speed.measure(model, inputs, configs, runs=1, new_tokens=6)}
     row = rows["speculative layers"]
-    assert row.same_tokens_as_stock is True and row.draft_cost == 0.75
+    assert row.same_tokens_as_stock is True and row.draft_layer_share == 0.75
+    assert row.draft_cost > 0 and row.verify_cost > 0  # measured from the forwards, matched to the rounds
     assert 0.0 <= row.acceptance_rate <= 1.0 and row.ideal is not None and row.pct_of_ideal is not None
+    assert row.ideal_memory_bound is not None and row.pct_of_memory_bound is not None
     assert rows["broken"].error and np.isnan(rows["broken"].step_ms)
+
+
+def test_speculative_costs_match_forwards_to_rounds():
+    """The forwards of a speculative generate are the prefill, then per round its drafts and one verify: the costs are
+    each kind's time over a stock step, per forward the least over the runs; forwards that do not match the rounds
+    give no costs."""
+    stock = [[9.0, 2.0, 2.0, 2.0], [9.0, 2.2, 1.8, 2.0]]  # prefill, then steps: least per step 2.0, 1.8, 2.0
+    rounds = [2, 1]  # prefill, draft, draft, verify, draft, verify
+    runs = [[9.0, 1.0, 1.2, 3.0, 1.1, 2.6], [8.0, 1.1, 1.0, 2.8, 1.1, 3.0]]
+    costs = speed.speculative_costs(runs, stock, rounds)
+    step = (2.0 + 1.8 + 2.0) / 3
+    assert costs["draft_cost"] == pytest.approx((1.0 + 1.0 + 1.1) / 3 / step)
+    assert costs["verify_cost"] == pytest.approx((2.8 + 2.6) / 2 / step)
+    median = speed.speculative_costs(runs, stock, rounds, "median")
+    assert median["verify_cost"] == pytest.approx(2.9 / 2.0)  # median of 3.0, 2.6, 2.8, 3.0 over 2.0
+    assert speed.speculative_costs([runs[0][:-1]], stock, rounds) is None  # a forward missing
+    assert speed.speculative_costs(runs, stock, [3]) is None  # other rounds
+    assert speed.speculative_costs([[9.0, 3.0]], stock, [0])["verify_cost"] == pytest.approx(3.0 / step)
+
+
+def test_predicted_speedup_from_costs():
+    """(new tokens - 1) stock steps against drafts at their cost plus verifies at theirs; the memory-bound prediction
+    is the layer share with a verify of one step."""
+    from lvlm_skip.speculative import SpeculativeConfig, SpeculativeReport
+    from lvlm_skip.config import SpeculativeOptions
+
+    config = SpeculativeConfig(draft_layers=(5, 6), options=SpeculativeOptions(draft="layers", k=4))
+    report = SpeculativeReport(config, num_layers=8, drafted=[4, 4, 2], accepted=[4, 1, 2], new_tokens=11)
+    assert report.predicted_speedup_at(0.5, 1.25) == pytest.approx(10 / (10 * 0.5 + 3 * 1.25))
+    assert report.predicted_speedup == pytest.approx(10 / (10 * 0.75 + 3))
+
+
+def test_prompt_lookup_suppresses_image_placeholders():
+    """Prompt lookup copies prompt n-grams, image placeholders included, which LLaVA's forward refuses: its row forbids
+    them (transformers drops forbidden candidates), and on a LLaVA with an image it then runs and gives stock's
+    tokens."""
+    import numpy as np
+    from PIL import Image
+
+    from lvlm_skip.anatomy import placeholder_token_ids
+    from lvlm_skip.inputs.models import chat_prompt
+    from tiny_models import make_llava
+
+    model, processor = make_llava(6, hidden=64, intermediate=128, seed=3)
+    placeholders = placeholder_token_ids(model)
+    assert placeholders == {model.config.image_token_id}
+    plan = speed.layer_plan("other", 6)
+    configs = {c.name: c for c in speed.speculative_configs(plan, 6, placeholder_tokens=placeholders)}
+    lookup = configs["prompt lookup 10"]
+    assert lookup.generate == {"prompt_lookup_num_tokens": 10, "suppress_tokens": sorted(placeholders)}
+    image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
+    inputs = dict(processor(images=image, text=chat_prompt(processor, "describe this image ."), return_tensors="pt"))
+    bare = speed.SpeedConfig("prompt lookup bare", None, generate=dict(prompt_lookup_num_tokens=10))
+    rows = {r.config: r for r in speed.measure(model, inputs, [speed.SpeedConfig("stock", None), lookup, bare],
+                                               runs=1, new_tokens=12)}
+    assert rows["prompt lookup 10"].error is None and rows["prompt lookup 10"].same_tokens_as_stock is True
+    assert "Image features and image tokens do not match" in rows["prompt lookup bare"].error
+
+
+def test_text_only_runs_the_language_model_alone_with_both_built_ins(tmp_path):
+    """--text-only: the VLM's decoder and head as a causal LM on the prompt's text, where transformers' early-exit
+    assistant runs (on the VLM it cannot: its config has no num_hidden_layers) beside the speculative drafts."""
+    argv = ["speed", "--model", "tiny", "--text-only", "--runs", "1", "--new-tokens", "4", "--skip-approximation",
+            "--only", "speculative exit,prompt,assistant", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "speed.json").read_text())
+    assert result["setting"]["model_class"] == "LlamaForCausalLM" and result["setting"]["text_only"] is True
+    rows = {r["config"]: r for r in result["rows"]}
+    assert set(rows) == {"stock", "speculative exit", "prompt lookup 10", "assistant early exit 9"}
+    assert all(r["error"] is None and r["same_tokens_as_stock"] for r in rows.values())
+    assert rows["speculative exit"]["verify_cost"] > 0

@@ -50,6 +50,10 @@ def add_arguments(p) -> None:
     p.add_argument("--clock", default="auto", choices=("auto", *get_args(SpeedClock)),
                    help="auto: the process's CPU time on a CPU device (robust to a shared machine), wall time on CUDA.")
     p.add_argument("--profile", default=None, help="A layer profile giving the static rows' layers (default: the model's plan).")
+    p.add_argument("--text-only", action="store_true",
+                   help="Benchmark the model's language model alone (its decoder and LM head, the same weights, as a "
+                   "causal LM) on the prompt without the image: transformers' early-exit assistant runs only on a "
+                   "text model. A text model is benchmarked as it is.")
     p.add_argument("--skip-approximation", action="store_true",
                    help="Skip the measurements of the candidate-vocabulary JSD against the exact one and of the "
                    "lagged decisions' agreement.")
@@ -68,12 +72,15 @@ def run(args) -> int:
         raise CliError("--new-tokens must be at least 2 (the decode rate needs two tokens)")
     import torch
 
-    from ..anatomy import ModelAnatomy
+    from ..anatomy import ModelAnatomy, language_model_of, placeholder_token_ids
     from ..speed import benchmark as speed
     from ..evaluation.report import markdown_table
-    from ..inputs.models import chat_prompt, encode_inputs, load_image, load_model, resolve_device, resolve_dtype
+    from ..inputs.models import (chat_prompt, encode_inputs, load_image, load_model, resolve_device, resolve_dtype,
+                                 tokenizer_of)
 
     speed.parse_only(args.only)  # an unknown name is refused before the model loads
+    if args.text_only and args.batch_size != [1]:
+        raise CliError("--text-only measures batch 1 (the rows of a batch differ by their images)")
     image = load_image(args.image) if args.image else speed.random_image()
     torch.manual_seed(0)
     if args.threads:
@@ -81,7 +88,12 @@ def run(args) -> int:
     device = resolve_device(args.device)
     model, processor = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device,
                                   device_map=args.device_map, progress=progress_enabled(args))
-    inputs = encode_inputs(processor, [chat_prompt(processor, args.prompt)], [image], model)
+    if args.text_only:
+        model = language_model_of(model)
+        inputs = encode_inputs(tokenizer_of(processor), [chat_prompt(processor, args.prompt, with_image=False)], None,
+                               model)
+    else:
+        inputs = encode_inputs(processor, [chat_prompt(processor, args.prompt)], [image], model)
     anatomy = ModelAnatomy.from_model(model)
     profile = None
     if args.profile:
@@ -90,8 +102,10 @@ def run(args) -> int:
         profile = LayerProfile.load(args.profile)
         profile.check_model(anatomy.num_layers, args.profile)
     plan = speed.layer_plan(args.model, anatomy.num_layers, profile)
-    configs = speed.select_configs(speed.default_configs(plan, anatomy.num_layers, args.candidates), args.only)
-    setting = {"model": args.model, "model_class": type(model).__name__, "num_layers": anatomy.num_layers,
+    configs = speed.select_configs(speed.default_configs(plan, anatomy.num_layers, args.candidates,
+                                                         placeholder_token_ids(model)), args.only)
+    setting = {"model": args.model, "model_class": type(model).__name__, "text_only": args.text_only,
+               "num_layers": anatomy.num_layers,
                "layer_plan": {"critical_layer": plan.critical, "mutation_layers": list(plan.mutations),
                               "source": plan.source},
                "hidden_size": anatomy.hidden_size, "vocab_size": anatomy.vocab_size,

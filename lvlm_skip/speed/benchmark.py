@@ -54,6 +54,7 @@ decisions, are measured on the same prompt's steps.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -203,12 +204,21 @@ class SpeedRow:
         same_tokens_as_stock: Whether the row generated exactly the stock model's tokens (its last run).
         acceptance_rate: Speculative rows: accepted / drafted tokens.
         mean_accepted: Speculative rows: draft tokens accepted per verify pass.
-        draft_cost: Speculative rows: the draft's share of the layers, the cost of a draft token in forwards.
+        draft_cost: Speculative rows: a draft forward's measured time over a stock decoding step's
+            (:func:`speculative_costs`).
+        verify_cost: Speculative rows: a verify pass's measured time over a stock decoding step's.
+        draft_layer_share: Speculative rows: the draft's share of the layers, ``(L - |skipped|) / L``.
+        ideal_memory_bound: Speculative rows: the speedup predicted from the acceptance, ``draft_layer_share`` and a
+            verify pass costing one step, which is what memory-bound decoding (a GPU at batch 1) approaches
+            (:attr:`lvlm_skip.speculative.SpeculativeReport.predicted_speedup`).
+        pct_of_memory_bound: ``100 * speedup / ideal_memory_bound``.
         error: The one-line error of a configuration that could not run (then its figures are NaN).
 
-    For a speculative row, ``ideal`` is the speedup its measured acceptance and draft cost predict with no
-    overhead (:attr:`lvlm_skip.speculative.SpeculativeReport.predicted_speedup`), so ``pct_of_ideal`` is the share
-    of it reached.
+    For a speculative row, ``ideal`` is the speedup that its measured acceptance, ``draft_cost`` and
+    ``verify_cost`` give with no overhead (:meth:`lvlm_skip.speculative.SpeculativeReport.predicted_speedup_at`), so
+    ``pct_of_ideal`` is the share of it that the whole loop reaches: the rest is the loop's own overhead (logits
+    processors, cache cuts, stopping checks). When the forwards cannot be matched to the rounds, ``ideal`` is
+    ``ideal_memory_bound``.
     """
 
     config: str
@@ -232,14 +242,20 @@ class SpeedRow:
     acceptance_rate: float | None = None
     mean_accepted: float | None = None
     draft_cost: float | None = None
+    verify_cost: float | None = None
+    draft_layer_share: float | None = None
+    ideal_memory_bound: float | None = None
+    pct_of_memory_bound: float | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def default_configs(plan: LayerChoice, num_layers: int, candidates: int) -> list[SpeedConfig]:
-    """Stock, ``none``, the static skips, detect-only, the online variants (both decision modes) and the peers."""
+def default_configs(plan: LayerChoice, num_layers: int, candidates: int,
+                    placeholder_tokens: Sequence[int] = ()) -> list[SpeedConfig]:
+    """Stock, ``none``, the static skips, detect-only, the online variants (both decision modes), the peers and the
+    speculative rows (:func:`speculative_configs`; ``placeholder_tokens``: the model's image placeholders)."""
     c, mutations = plan.critical, plan.mutations
     quarter = list(range(num_layers - num_layers // 4 - 3, num_layers - 3))
     online = dict(mode="online", candidates=candidates)
@@ -268,14 +284,24 @@ def default_configs(plan: LayerChoice, num_layers: int, candidates: int) -> list
         SpeedConfig("dola", dict(variant="dola")),
         SpeedConfig("deco", dict(variant="deco")),
         SpeedConfig("vcd", dict(variant="vcd")),
-        *speculative_configs(plan, num_layers),
+        *speculative_configs(plan, num_layers, placeholder_tokens=placeholder_tokens),
     ]
 
 
-def speculative_configs(plan: LayerChoice, num_layers: int, k: int = SpeculativeOptions.k) -> list[SpeedConfig]:
+def speculative_configs(plan: LayerChoice, num_layers: int, k: int = SpeculativeOptions.k,
+                        placeholder_tokens: Sequence[int] = ()) -> list[SpeedConfig]:
     """Lossless speed: self-speculative drafts from the plan's layers (skip1, skip3, exit at ``c``), and
-    transformers' two built-in training-free forms, prompt lookup and an early-exit assistant at ``c``."""
+    transformers' two built-in training-free forms, prompt lookup and an early-exit assistant at ``c``.
+
+    ``placeholder_tokens`` (:func:`lvlm_skip.anatomy.placeholder_token_ids`) are suppressed in the prompt-lookup
+    row: prompt lookup copies prompt n-grams as candidates, and on a vision-language model those hold the image
+    placeholders, which the model's forward then counts as images and refuses; transformers' prompt lookup drops
+    candidates that a logits processor forbids. A placeholder is never an answer, so this changes no token (the
+    row's ``same_tokens_as_stock`` checks it)."""
     c, mutations = plan.critical, plan.mutations
+    lookup = dict(prompt_lookup_num_tokens=10)
+    if placeholder_tokens:
+        lookup["suppress_tokens"] = sorted(placeholder_tokens)
     drafts = [("skip1", dict(critical_layer=c, mutation_layers=mutations)), ("skip3", dict(critical_layer=c)),
               ("exit", dict(exit_layer=c))]
     return [
@@ -284,7 +310,7 @@ def speculative_configs(plan: LayerChoice, num_layers: int, k: int = Speculative
         *(SpeedConfig(f"speculative {name} heuristic k", dict(variant="speculative", draft=name, k=k,
                                                               schedule="heuristic", **options), SPECULATIVE)
           for name, options in drafts[1:]),
-        SpeedConfig("prompt lookup 10", None, generate=dict(prompt_lookup_num_tokens=10)),
+        SpeedConfig("prompt lookup 10", None, generate=lookup),
         SpeedConfig(f"assistant early exit {c}", None, generate=dict(assistant_early_exit=c)),
     ]
 
@@ -306,12 +332,84 @@ class _Stamps:
         self.tokens: list[list[int]] = []  # per put after the prompt: the batch's new token ids
 
     def put(self, value):
-        self.times.append(self.clock())
-        if len(self.times) > 1:
-            self.tokens.append(value.reshape(-1).tolist())
+        """The prompt first, then per decoding step the batch's tokens `(batch,)`; transformers' assisted decoding
+        puts the accepted tokens of its one row at once, `(1, m)`: m tokens, stamped together."""
+        now = self.clock()
+        if not self.times:  # the prompt
+            self.times.append(now)
+            return
+        for step in ([value[:, i] for i in range(value.shape[1])] if value.dim() == 2 else [value]):
+            self.times.append(now)
+            self.tokens.append(step.reshape(-1).tolist())
 
     def end(self):
         pass
+
+
+class _ForwardClock:
+    """Times every call of the model's ``forward`` (its hooks) on the benchmark's clock: :attr:`durations`, in seconds,
+    in call order. A speculative generate's forwards are the prefill, then per round its draft steps and one verify
+    pass (:func:`speculative_costs` matches them to the rounds)."""
+
+    def __init__(self, model, clock: Callable[[], float], sync: Callable[[], None]):
+        self.model, self.clock, self.sync = model, clock, sync
+        self.durations: list[float] = []
+        self._start = 0.0
+        self._handles: list = []
+
+    def __enter__(self) -> "_ForwardClock":
+        self._handles = [self.model.register_forward_pre_hook(self._begin),
+                         self.model.register_forward_hook(self._end)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _begin(self, module, args) -> None:
+        self.sync()
+        self._start = self.clock()
+
+    def _end(self, module, args, output) -> None:
+        self.sync()
+        self.durations.append(self.clock() - self._start)
+
+
+def speculative_costs(run_forwards: Sequence[Sequence[float]], stock_run_forwards: Sequence[Sequence[float]],
+                      drafted: Sequence[int], statistic: SpeedStatistic = "min") -> dict[str, float] | None:
+    """A speculative row's measured costs in stock decoding steps: ``{"draft_cost": draft forward / step,
+    "verify_cost": verify pass / step}``.
+
+    Args:
+        run_forwards: Per timed run, the durations of the row's forwards in call order (:class:`_ForwardClock`):
+            the prefill, then per round ``drafted[i]`` draft forwards and one verify pass.
+        stock_run_forwards: The same for the stock model: the prefill, then one forward per decoding step.
+        drafted: The rounds' draft lengths (the report's; greedy, so every run drafts alike).
+        statistic: As :func:`step_time`: ``"min"``, every forward's least duration over the runs, then the mean
+            per kind; ``"median"``, the median per kind over all runs.
+
+    Returns:
+        ``None`` when the forwards do not match the rounds (a run of another length, a model whose generate makes
+        other calls).
+    """
+    kinds = ["prefill"] + [kind for count in drafted for kind in ["draft"] * count + ["verify"]]
+    if not run_forwards or any(len(run) != len(kinds) for run in run_forwards):
+        return None
+    if not stock_run_forwards or len({len(run) for run in stock_run_forwards}) != 1 or len(stock_run_forwards[0]) < 2:
+        return None
+
+    def cost(runs: Sequence[Sequence[float]], indices: Sequence[int]) -> float:
+        if statistic == "median":
+            return statistics.median(run[i] for run in runs for i in indices)
+        return statistics.fmean(min(run[i] for run in runs) for i in indices)
+
+    step = cost(stock_run_forwards, range(1, len(stock_run_forwards[0])))
+    draft = [i for i, kind in enumerate(kinds) if kind == "draft"]
+    verify = [i for i, kind in enumerate(kinds) if kind == "verify"]
+    if not verify:
+        return None
+    return {"draft_cost": cost(run_forwards, draft) / step if draft else math.nan,
+            "verify_cost": cost(run_forwards, verify) / step}
 
 
 @dataclass(frozen=True)
@@ -416,20 +514,22 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
         raise ValueError("the cpu clock measures host CPU time: use the wall clock on an accelerator")
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     num_layers = ModelAnatomy.from_model(model).num_layers
-    samples = {c.name: {"prefill": [], "run_steps": [], "skipped": [], "acted": [], "tokens": (), "speculative": None,
-                        "error": None} for c in configs}
+    samples = {c.name: {"prefill": [], "run_steps": [], "forwards": [], "skipped": [], "acted": [], "tokens": (),
+                        "speculative": None, "error": None} for c in configs}
+    forward_clock = time.process_time if clock == "cpu" else time.perf_counter
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for config in configs:
             sample = samples[config.name]
             if sample["error"]:
                 continue
             try:
-                if config.wrap is None:
-                    timed, report = timed_generate(model, inputs, new_tokens, sync, clock, config.generate), None
-                else:
-                    with skipping(model, **config.wrap) as run:
-                        timed = timed_generate(model, inputs, new_tokens, sync, clock, config.generate)
-                    report = run.report
+                with _ForwardClock(model, forward_clock, sync) as forwards:
+                    if config.wrap is None:
+                        timed, report = timed_generate(model, inputs, new_tokens, sync, clock, config.generate), None
+                    else:
+                        with skipping(model, **config.wrap) as run:
+                            timed = timed_generate(model, inputs, new_tokens, sync, clock, config.generate)
+                        report = run.report
             except Exception as error:  # noqa: BLE001 - a row that cannot run (a built-in failing on this model)
                 if config.wrap is None and config.generate is None:
                     raise
@@ -440,6 +540,7 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
                 continue  # warm-up
             sample["prefill"].append(timed.prefill_s)
             sample["run_steps"].append(list(timed.step_s))
+            sample["forwards"].append(forwards.durations)
             sample["tokens"] = timed.tokens
             if hasattr(report, "acceptance_rate"):
                 sample["speculative"] = report  # greedy: every run drafts and accepts alike
@@ -447,13 +548,12 @@ def measure(model, inputs: dict, configs: Sequence[SpeedConfig], runs: int, new_
             if report is not None and hasattr(report, "exit_layer"):
                 acted = report.skipped.any(axis=(1, 2)) | (report.exit_layer < num_layers).any(axis=1)
                 sample["acted"].append([bool(a) for a in acted[1:]])  # decoding step t makes token t
-    stock_runs = samples[configs[0].name]["run_steps"]
+    stock = samples[configs[0].name]
     batch = int(inputs["input_ids"].shape[0])
     if tokens is not None:
         tokens.update({c.name: samples[c.name]["tokens"] for c in configs})
-    stock_tokens = samples[configs[0].name]["tokens"]
-    return [_row(config, samples[config.name], stock_runs, num_layers, statistic, batch, stock_tokens)
-            for config in configs]
+    return [_row(config, samples[config.name], stock["run_steps"], num_layers, statistic, batch, stock["tokens"],
+                 stock["forwards"]) for config in configs]
 
 
 def alone_tokens(model, inputs: dict, config: SpeedConfig, new_tokens: int) -> tuple[int, ...]:
@@ -475,10 +575,11 @@ def same_tokens_share(batch_tokens: Sequence[Sequence[int]], alone: Sequence[Seq
 
 
 def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, statistic: str = "min",
-         batch: int = 1, stock_tokens: tuple = ()) -> SpeedRow:
+         batch: int = 1, stock_tokens: tuple = (), stock_forwards: Sequence[Sequence[float]] = ()) -> SpeedRow:
     """The row of one configuration from its samples (seconds), against the stock model's runs.
 
-    ``sample`` holds ``prefill`` (seconds per run), ``run_steps`` (step durations per run),
+    ``sample`` holds ``prefill`` (seconds per run), ``run_steps`` (step durations per run), ``forwards`` (per run,
+    the durations of the model's forwards; speculative rows: :func:`speculative_costs`),
     ``skipped`` (mean layers skipped per step, per run), ``acted`` (per run, per decoding step:
     whether the configuration skipped or exited; online rows only), ``speculative`` (speculative rows: the
     last run's report) and ``error`` (a configuration that could not run).
@@ -504,10 +605,18 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
         values["same_tokens_as_stock"] = tuple(sample["tokens"]) == tuple(stock_tokens)
     if sample.get("speculative") is not None:
         report = sample["speculative"]
-        ideal = report.predicted_speedup
+        memory_bound = report.predicted_speedup
         values.update(acceptance_rate=round(report.acceptance_rate, 3), mean_accepted=round(report.mean_accepted, 2),
-                      draft_cost=round(report.draft_cost, 3), ideal=round(ideal, 3),
-                      pct_of_ideal=round(100 * speedup / ideal, 1))
+                      draft_layer_share=round(report.draft_cost, 3), ideal_memory_bound=round(memory_bound, 3),
+                      pct_of_memory_bound=round(100 * speedup / memory_bound, 1))
+        costs = speculative_costs(sample.get("forwards", ()), stock_forwards, report.drafted, statistic)
+        ideal = memory_bound
+        if costs is not None:
+            ideal = report.predicted_speedup_at(0.0 if math.isnan(costs["draft_cost"]) else costs["draft_cost"],
+                                                costs["verify_cost"])
+            values.update(draft_cost=None if math.isnan(costs["draft_cost"]) else round(costs["draft_cost"], 3),
+                          verify_cost=round(costs["verify_cost"], 3))
+        values.update(ideal=round(ideal, 3), pct_of_ideal=round(100 * speedup / ideal, 1))
     elif skipped > 0:
         ideal = num_layers / (num_layers - skipped)
         values.update(ideal=round(ideal, 3), pct_of_ideal=round(100 * speedup / ideal, 1))
