@@ -212,17 +212,13 @@ def vision_inputs(processor, model, question: str, images: list) -> dict:
     return encode_inputs(processor, [chat_prompt(processor, question)] * len(images), images, model)
 
 
-def text_only_inputs(processor, model, question: str, same_model: bool) -> dict:
-    """The prompt without the image: the LVLM's own chat format with a text-only message, or a text model's."""
+def text_only_inputs(processor, model, question: str) -> dict:
+    """The prompt without the image: the LVLM's own chat format with a text-only message, or a text model's
+    (:func:`lvlm_skip.inputs.models.chat_prompt` with ``with_image=False``)."""
     from lvlm_skip.inputs.models import chat_prompt, tokenizer_of
 
-    tokenizer = tokenizer_of(processor)
-    if same_model and getattr(processor, "chat_template", None):
-        messages = [{"role": "user", "content": [{"type": "text", "text": question}]}]
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    else:
-        prompt = chat_prompt(processor, question, with_image=False)
-    inputs = tokenizer([prompt], return_tensors="pt")  # special tokens as the processor adds them to the LVLM's prompt
+    prompt = chat_prompt(processor, question, with_image=False)
+    inputs = tokenizer_of(processor)([prompt], return_tensors="pt")  # special tokens as the processor adds them to the LVLM's prompt
     return {k: v.to(model.device) for k, v in inputs.items()}
 
 
@@ -359,7 +355,6 @@ def run(args) -> Path:
             raise CliError(f"--critical: {error}") from None
     text_model, text_processor = (model, processor) if args.text_model is None else load_model(
         args.text_model, dtype=dtype, device=device, progress=not args.no_progress)
-    same = args.text_model is None
     settings = {"model": args.model, "text_model": args.text_model or f"{args.model} without the image",
                 "images": args.images or "generated scenes", "describe_prompt": args.describe_prompt,
                 "questions": {g: q for g, (q, _) in asked.items()}, "max_new_tokens": args.max_new_tokens,
@@ -368,7 +363,7 @@ def run(args) -> Path:
     tokenizer = tokenizer_of(processor)
 
     # 3. the text-only control of the description prompt, then every description
-    control = trace_modes(text_model, text_processor, text_only_inputs(text_processor, text_model, args.describe_prompt, same),
+    control = trace_modes(text_model, text_processor, text_only_inputs(text_processor, text_model, args.describe_prompt),
                           args.max_new_tokens)
     for name in MODES:
         control[name].save(out / name / "text_only" / "describe")
@@ -390,7 +385,7 @@ def run(args) -> Path:
             continue
         logger.info("asking %d images of %s: %r", len(items), group, question)
         traces = trace_modes(model, processor, vision_inputs(processor, model, question, [i.image for i in items]), args.answer_tokens)
-        group_control = trace_modes(text_model, text_processor, text_only_inputs(text_processor, text_model, question, same),
+        group_control = trace_modes(text_model, text_processor, text_only_inputs(text_processor, text_model, question),
                                     args.answer_tokens)
         for name in MODES:
             group_control[name].save(out / name / "text_only" / group)

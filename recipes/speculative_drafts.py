@@ -10,9 +10,12 @@ stabilization stage (skip1: ``c+1 .. m-1``). The boundary is the profile's criti
 benchmark (:func:`lvlm_skip.speed.benchmark.measure`: exactly ``--new-tokens`` greedy tokens, runs interleaved
 after a warm-up round, each step's least time over the runs), next to the stock model, static skip1 (the lossy
 reference) and transformers' two built-in training-free forms (prompt lookup, an early-exit assistant at ``c``;
-a row that cannot run on the model says why). Per row: the speedup, the acceptance rate, draft tokens accepted
-per verify pass, the draft's cost, the speedup the acceptance and the cost predict with no overhead
-(``ideal``) and the share of it reached, and whether the tokens are the stock model's.
+a row that cannot run on the model says why; ``--text-only`` runs the language model alone, where the early-exit
+assistant runs). Per row: the speedup, the acceptance rate, draft tokens accepted per verify pass, the measured
+costs of a draft forward and of a verify pass in stock steps, the speedup they and the acceptance predict with no
+overhead (``ideal``) and the share of it reached, the memory-bound prediction (a verify costing one step, draft
+tokens costing their share of the layers) and the share of it reached, and whether the tokens are the stock
+model's.
 
 The prompt is ``--prompt`` on ``--image`` (default: the first scene image under ``--scenes``, else random
 pixels). Writes ``drafts.md`` and ``drafts.json`` into ``--out`` (default ``runs/speculative_drafts``).
@@ -29,8 +32,8 @@ from recipes.command import progress_enabled, recipe_parser, run_recipe
 logger = logging.getLogger("recipes.speculative_drafts")
 
 SCENE_LLAVA = Path(__file__).resolve().parent / "models" / "scene-llava"
-COLUMNS = ("config", "speedup", "acceptance_rate", "mean_accepted", "draft_cost", "ideal", "pct_of_ideal",
-           "same_tokens_as_stock", "step_ms", "spread_pct", "error")
+COLUMNS = ("config", "speedup", "acceptance_rate", "mean_accepted", "draft_cost", "verify_cost", "ideal", "pct_of_ideal",
+           "ideal_memory_bound", "pct_of_memory_bound", "same_tokens_as_stock", "step_ms", "spread_pct", "error")
 
 
 def _parser():
@@ -48,13 +51,16 @@ def _parser():
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N.")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default).")
+    p.add_argument("--text-only", action="store_true",
+                   help="The model's language model alone on the prompt without the image (lvlm-skip speed --text-only).")
     p.add_argument("--out", default="runs/speculative_drafts", help="Output folder.")
     return p
 
 
 def draft_configs(critical: int, mutations: tuple[int, ...], num_layers: int, scaled_critical: int, k: int,
-                  keep_last: int = 5):
-    """The benchmark's configurations: stock, the drafts at each boundary, static skip1 and the built-ins."""
+                  keep_last: int = 5, placeholder_tokens=()):
+    """The benchmark's configurations: stock, the drafts at each boundary, static skip1 and the built-ins (prompt
+    lookup with the image placeholders suppressed, as in ``lvlm-skip speed``)."""
     from lvlm_skip.speed.benchmark import SPECULATIVE, SpeedConfig
 
     def speculative(name, draft, **layers):
@@ -79,7 +85,8 @@ def draft_configs(critical: int, mutations: tuple[int, ...], num_layers: int, sc
                                    critical_layer=critical, mutation_layers=mutations))
         configs.append(SpeedConfig("skip1 static (lossy)", dict(variant="skip1", critical_layer=critical,
                                                                  mutation_layers=mutations)))
-    configs.append(SpeedConfig("prompt lookup 10", None, generate=dict(prompt_lookup_num_tokens=10)))
+    lookup = dict(prompt_lookup_num_tokens=10, **({"suppress_tokens": sorted(placeholder_tokens)} if placeholder_tokens else {}))
+    configs.append(SpeedConfig("prompt lookup 10", None, generate=lookup))
     configs.append(SpeedConfig(f"assistant early exit {critical}", None, generate=dict(assistant_early_exit=critical)))
     return configs
 
@@ -87,10 +94,10 @@ def draft_configs(critical: int, mutations: tuple[int, ...], num_layers: int, sc
 def run(args) -> int:
     import torch
 
-    from lvlm_skip.anatomy import ModelAnatomy
+    from lvlm_skip.anatomy import ModelAnatomy, language_model_of, placeholder_token_ids
     from lvlm_skip.evaluation.report import markdown_table
     from lvlm_skip.inputs.images import load_image
-    from lvlm_skip.inputs.models import chat_prompt, encode_inputs, load_model
+    from lvlm_skip.inputs.models import chat_prompt, encode_inputs, load_model, tokenizer_of
     from lvlm_skip.inputs.paths import check_output_dir
     from lvlm_skip.profiles import LayerProfile
     from lvlm_skip.speed import benchmark as speed
@@ -104,17 +111,23 @@ def run(args) -> int:
     torch.manual_seed(0)
     model, processor = load_model(args.model, dtype=getattr(torch, args.dtype), device=torch.device(args.device),
                                   progress=progress_enabled(args))
+    if args.text_only:
+        model = language_model_of(model)
+        inputs = encode_inputs(tokenizer_of(processor), [chat_prompt(processor, args.prompt, with_image=False)], None,
+                               model)
+    else:
+        inputs = encode_inputs(processor, [chat_prompt(processor, args.prompt)], [image], model)
     anatomy = ModelAnatomy.from_model(model)
     profile.check_model(anatomy.num_layers, args.profile)
-    inputs = encode_inputs(processor, [chat_prompt(processor, args.prompt)], [image], model)
     critical, mutations = profile.critical_layer, tuple(profile.mutation_layers)
     scaled = speed.layer_plan("", anatomy.num_layers).critical
-    configs = draft_configs(critical, mutations, anatomy.num_layers, scaled, args.k)
+    configs = draft_configs(critical, mutations, anatomy.num_layers, scaled, args.k,
+                            placeholder_tokens=placeholder_token_ids(model))
     clock = "cpu" if model.device.type == "cpu" else "wall"
     rows = speed.measure(model, inputs, configs, args.runs, args.new_tokens, progress=progress_enabled(args), clock=clock)
     table = [{c: row.to_dict().get(c) for c in COLUMNS} for row in rows]
     text = markdown_table(table)
-    setting = {"model": args.model, "profile": args.profile, "critical_layer": critical, "mutation_layers": list(mutations),
+    setting = {"model": args.model, "text_only": args.text_only, "profile": args.profile, "critical_layer": critical, "mutation_layers": list(mutations),
                "num_layers": anatomy.num_layers, "new_tokens": args.new_tokens, "runs": args.runs, "k": args.k,
                "device": str(model.device), "dtype": args.dtype, "clock": clock, "threads": torch.get_num_threads()}
     (out / "drafts.md").write_text(text + "\n")

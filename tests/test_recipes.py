@@ -426,3 +426,5 @@ def test_speculative_drafts_configurations():
     # the scaled boundary equal to c is not measured twice; a boundary past L - keep_last is left out
     names = [c.name for c in draft_configs(9, (14,), 16, 9, k=4)]
     assert not any("no profile" in n for n in names) and not any("c+2" in n for n in names)
+    lookup = {c.name: c for c in draft_configs(8, (14,), 16, 9, k=4, placeholder_tokens={32000})}["prompt lookup 10"]
+    assert lookup.generate == {"prompt_lookup_num_tokens": 10, "suppress_tokens": [32000]}

@@ -44,6 +44,15 @@ def test_processor_expands_image_token(tiny):
     assert "<unk>" not in words
 
 
+def test_the_prompt_without_the_image_keeps_the_question(tiny):
+    """with_image=False on a vision-language processor: its chat format with a text-only message (a multimodal
+    template reads content as typed parts; a string was dropped, leaving "USER: ASSISTANT:")."""
+    proc, _ = tiny
+    assert chat_prompt(proc, "Describe this image.", with_image=False) == TRAINED_PROMPT.replace("<image>\n", "")
+    words = proc.tokenizer.convert_ids_to_tokens(proc.tokenizer(chat_prompt(proc, "is there a red ball ?", with_image=False)).input_ids)
+    assert words == ["<s>", "user", ":", "is", "there", "a", "red", "ball", "?", "assistant", ":"]
+
+
 def test_tokenizer_round_trip(tiny):
     tok = tiny[0].tokenizer
     cap = make_scene("train", 0, 3).caption()

@@ -46,6 +46,19 @@ def test_step_time_takes_each_steps_least_duration_over_the_runs():
         speed.step_time(runs, "p10")
 
 
+def test_a_row_that_commits_several_tokens_at_once_is_timed_per_token():
+    """A verify pass's accepted drafts are stamped with it, so most of a speculative row's steps can be 0: its median
+    step is the median of the runs' mean steps, and its spread is over those means (no division by a zero median)."""
+    runs = [[0.3, 0.0, 0.0, 0.3], [0.3, 0.0, 0.0, 0.4], [0.33, 0.0, 0.0, 0.3]]
+    assert speed.commits_several_tokens(runs) and not speed.commits_several_tokens([[0.1, 0.2]])
+    assert speed.step_time(runs, "median") == pytest.approx(0.63 / 4)  # the runs' means: 0.15, 0.175, 0.1575
+    assert speed.step_time(runs) == pytest.approx(0.6 / 4)
+    config = speed.SpeedConfig("speculative", dict(variant="speculative"))
+    row = speed._row(config, {"prefill": [1.0] * 3, "run_steps": runs, "skipped": [0.0] * 3, "tokens": ()},
+                     stock_runs=[[0.2] * 4] * 3, num_layers=8)
+    assert row.speedup == pytest.approx(0.2 / 0.15, abs=1e-3) and row.spread_pct == pytest.approx(100 * 0.025 / 0.1575, abs=0.1)
+
+
 def test_rows_from_samples():
     sample = {"prefill": [1.0, 1.2], "run_steps": [[0.05, 0.06, 0.05], [0.06, 0.05, 0.07], [0.07, 0.05, 0.06]],
               "skipped": [8.0, 8.0], "acted": []}

@@ -199,14 +199,18 @@ def chat_prompt(processor, question: str, with_image: bool = True) -> str:
 
     The processor's chat template when it has one (LLaVA-1.5 HF folders, scene-llava), else
     LLaVA-1.5's format ``"USER: <image>\\n{question} ASSISTANT:"``; for text-only models without a
-    template, the question itself.
+    template, the question itself. ``with_image=False`` on a vision-language processor is its own chat format
+    with a text-only message (``"USER: {question} ASSISTANT:"`` for LLaVA-1.5): a multimodal template reads a
+    message's content as a list of typed parts, a text model's template as a string.
     """
     tokenizer = tokenizer_of(processor)
     if getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None):
         if with_image:
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
             return processor.apply_chat_template(messages, add_generation_prompt=True)
-        messages = [{"role": "user", "content": question}]
+        multimodal = processor is not tokenizer
+        content = [{"type": "text", "text": question}] if multimodal else question
+        messages = [{"role": "user", "content": content}]
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     if with_image:
         image_token = getattr(processor, "image_token", None) or "<image>"

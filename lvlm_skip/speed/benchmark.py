@@ -90,7 +90,9 @@ def step_time(run_steps: Sequence[Sequence[float]], statistic: SpeedStatistic = 
             mean over steps. Another process can only add time to a step, so the least of repeated
             identical work is its undisturbed cost (the reasoning of :mod:`timeit`), and the mean
             over steps weighs every kind of step a configuration makes as often as it makes it.
-            ``"median"``: the median of all durations of all runs.
+            ``"median"``: the median of all durations of all runs; for a configuration that commits several
+            tokens at once (a speculative row: its tokens after the first of a verify take no time of their own,
+            so most steps can be 0), the median over runs of each run's mean step.
         indices: Only these steps (default: all).
     """
     if statistic not in STATISTICS:
@@ -101,8 +103,16 @@ def step_time(run_steps: Sequence[Sequence[float]], statistic: SpeedStatistic = 
     if not steps:
         raise ValueError("no step durations")
     if statistic == "median":
+        if commits_several_tokens(run_steps):
+            return statistics.median(statistics.fmean(run[t] for t in steps) for run in run_steps)
         return statistics.median(run[t] for run in run_steps for t in steps)
     return statistics.fmean(min(run[t] for run in run_steps) for t in steps)
+
+
+def commits_several_tokens(run_steps: Sequence[Sequence[float]]) -> bool:
+    """Whether some step took no time: its token was committed with the one before (a verify pass's accepted drafts,
+    which the streamer stamps together), so per-step medians say nothing and per-run means are the step time."""
+    return any(duration == 0 for run in run_steps for duration in run)
 
 
 def layer_plan(model_name: str, num_layers: int, profile=None) -> LayerChoice:
@@ -190,7 +200,8 @@ class SpeedRow:
         step_ms: The time per decoding step (:func:`step_time`, by the run's statistic).
         step_ms_median: The median duration of a decoding step over every step of every run.
         speedup: The stock model's ``step_ms`` (at the same batch size) over this row's.
-        spread_pct: ``100 * (max - min) / median`` of the runs' own median step durations.
+        spread_pct: ``100 * (max - min) / median`` of the runs' own median step durations (their mean step, for a
+            row that commits several tokens at once: :func:`commits_several_tokens`).
         ideal: ``L / (L - layers_skipped)``.
         pct_of_ideal: ``100 * speedup / ideal``.
         overhead_pct: ``100 * (stock rate / rate - 1)``.
@@ -593,7 +604,8 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
     stock_step = step_time(stock_runs, statistic)
     skipped = statistics.median(sample["skipped"])
     speedup = stock_step / step
-    runs = [statistics.median(steps) for steps in sample["run_steps"]]
+    per_run = statistics.fmean if commits_several_tokens(sample["run_steps"]) else statistics.median
+    runs = [per_run(steps) for steps in sample["run_steps"]]
     values: dict[str, Any] = dict(
         config=config.name, batch=batch, layers_skipped=round(skipped, 2),
         prefill_ms=round(1000 * statistics.median(sample["prefill"]), 1), decode_tokens_per_s=round(batch / step, 2), step_ms=round(1000.0 * step, 2),
