@@ -1,6 +1,6 @@
 """Which draft boundary makes a good self-speculative draft: the profile's layers against alternatives, in one run.
 
-    python -m recipes.speculative_drafts --profile runs/profile/profile.json      # scene-llava, CPU, ~30 s
+    python -m recipes.speculative_drafts --profile runs/profile/profile.json      # scene-llava, CPU, ~1 min
     python -m recipes.speculative_drafts --model DIR --profile P --device cuda --dtype float16
 
 The draft skips the layers after a boundary ``b`` (skip3: ``b+1 .. L-keep_last``; exit: ``b+1 .. L``) or the
