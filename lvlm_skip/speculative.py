@@ -332,13 +332,14 @@ class SpeculativeDecoder:
         input_ids, done = self._commit(input_ids, _select(scores, do_sample)[:, None], [scores], stopping_criteria,
                                        streamer)
         max_length = generation_config.max_length
+        end_tokens = _end_tokens(generation_config)
         k = self.config.k
         while not done:
             committed = input_ids.shape[1]
             room = max_length - committed if max_length is not None else k + 1
             # 2. the draft: up to k tokens from the draft layers
-            candidate, draft_probs = self._draft(input_ids, model_kwargs, logits_processor, stopping_criteria,
-                                                 do_sample, min(k, max(room - 1, 0)))
+            candidate, draft_probs = self._draft(input_ids, model_kwargs, logits_processor, end_tokens, do_sample,
+                                                 min(k, max(room - 1, 0)))
             drafted = candidate.shape[1] - committed
             # 3. the verify pass: the pending token and the drafts, through the full model, in one forward (the
             #    layers before the draft's first skipped one reuse the draft's exact K/V and outputs)
@@ -390,9 +391,11 @@ class SpeculativeDecoder:
         if generation_config.return_dict_in_generate and wanted:
             raise ValueError(f"speculative decoding returns the sequences and the cache only, not {', '.join(wanted)}")
 
-    def _draft(self, input_ids, model_kwargs, logits_processor, stopping_criteria, do_sample, count):
+    def _draft(self, input_ids, model_kwargs, logits_processor, end_tokens, do_sample, count):
         """Up to ``count`` draft tokens after ``input_ids``: the candidate `(1, n + drafted)` and, when sampling, the
-        draft's distributions (one `(1, vocab)` per token)."""
+        draft's distributions (one `(1, vocab)` per token). Drafting stops after a token of ``end_tokens`` (the
+        generation's EOS ids); generate's stopping criteria see committed tokens only (:meth:`_commit`), so a
+        stateful criterion never sees a draft that is later rejected."""
         model, candidate, kwargs, probs = self.model, input_ids, dict(model_kwargs), []
         self.routing.begin_draft()
         try:
@@ -406,7 +409,7 @@ class SpeculativeDecoder:
                 candidate = torch.cat([candidate, token[:, None]], dim=1)
                 probs.append(distribution)
                 low = self.config.threshold is not None and float(distribution[0, token[0]]) < self.config.threshold
-                if low or bool(stopping_criteria(candidate, scores).all()):
+                if low or int(token[0]) in end_tokens:
                     break  # adaptive k, or the draft ends the sequence: verify what there is
         finally:
             self.routing.drafting = False
@@ -440,6 +443,16 @@ class SpeculativeDecoder:
             if bool(stopping_criteria(input_ids, scores[min(i, len(scores) - 1)]).all()):
                 return input_ids, True
         return input_ids, False
+
+
+def _end_tokens(generation_config) -> frozenset[int]:
+    """The generation's EOS token ids (``generation_config.eos_token_id``: None, an int or a list)."""
+    eos = generation_config.eos_token_id
+    if eos is None:
+        return frozenset()
+    if isinstance(eos, torch.Tensor):
+        return frozenset(int(e) for e in eos.reshape(-1).tolist())
+    return frozenset(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
 
 
 def _select(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:

@@ -156,6 +156,29 @@ def test_stopping_criteria_inside_a_draft(exact_draft_llama):
     assert torch.equal(new, _stock(exact_draft_llama, INPUTS, **generate))
 
 
+class _Recorder(StoppingCriteria):
+    """Never stops; keeps every sequence it is called on (a stateful criterion)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.seen.append(input_ids[0].tolist())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+def test_stopping_criteria_see_committed_tokens_only(llama):
+    """Drafts that the verify rejects never reach generate's stopping criteria: every sequence a criterion is called
+    on is a prefix of the output, each one token longer than the one before (as in stock generate)."""
+    recorder = _Recorder()
+    generate = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False, stopping_criteria=StoppingCriteriaList([recorder]))
+    new, report = _speculative(llama, INPUTS, "skip3", dict(DRAFTS[0][1], k=4), **generate)
+    assert sum(report.accepted) < sum(report.drafted)  # random weights: some drafts were rejected
+    out = INPUTS["input_ids"][0].tolist() + new[0].tolist()
+    assert [len(seen) for seen in recorder.seen] == list(range(len(out) - 15, len(out) + 1))
+    assert all(seen == out[: len(seen)] for seen in recorder.seen)
+
+
 @pytest.mark.parametrize("processors", [dict(repetition_penalty=1.5), dict(no_repeat_ngram_size=2),
                                         dict(suppress_tokens=[60, 83, 49]), dict(min_new_tokens=20, bad_words_ids=[[9]])])
 def test_logits_processors_as_stock(llama, processors):
