@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
+from transformers import AutoModelForCausalLM
 from transformers.cache_utils import Cache
 
 from .errors import InputError
@@ -623,8 +624,6 @@ def language_model_of(model: nn.Module) -> nn.Module:
     text_config = model.config.get_text_config()
     if text_config is model.config:
         return model
-    from transformers import AutoModelForCausalLM
-
     anatomy = ModelAnatomy.from_model(model)
     name = type(model).__name__
     try:
