@@ -117,7 +117,13 @@ def test_the_language_model_alone_computes_the_models_text_logits(name):
     from vlm_zoo import SERVED
 
     model = SERVED[name]().eval()
-    alone = language_model_of(model)
+    try:
+        alone = language_model_of(model)
+    except UnsupportedModelError as refused:
+        # transformers 5.23's AyaVisionForConditionalGeneration does not apply Cohere's logit_scale, which
+        # Cohere2ForCausalLM applies: the logits would differ, so the LM alone is refused (5.25 applies it in both)
+        assert name == "AyaVision" and "transforms its logits differently" in str(refused)
+        return
     anatomy, own = ModelAnatomy.from_model(model), ModelAnatomy.from_model(alone)
     assert own.decoder is anatomy.decoder and own.lm_head is anatomy.lm_head
     assert alone.config.num_hidden_layers == anatomy.num_layers
