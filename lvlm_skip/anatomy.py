@@ -586,9 +586,16 @@ def eos_token_ids(model: nn.Module) -> frozenset[int]:
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if eos is None:
         eos = getattr(model.config.get_text_config(), "eos_token_id", None)
-    if eos is None:
+    return token_id_set(eos)
+
+
+def token_id_set(ids) -> frozenset[int]:
+    """Token ids as a config or generation config gives them (``None``, an int, a list or a tensor) as a set."""
+    if ids is None:
         return frozenset()
-    return frozenset(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    if isinstance(ids, torch.Tensor):
+        return frozenset(int(i) for i in ids.reshape(-1).tolist())
+    return frozenset(int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids]))
 
 
 #: The config attributes that name a vision-language model's placeholder tokens (the prompt's stand-ins for an

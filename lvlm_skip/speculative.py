@@ -47,6 +47,7 @@ from .anatomy import (
     cache_positions,
     crop_cache_to_,
     last_query_layer_kwargs,
+    token_id_set,
     unpack_layer_output,
 )
 from .config import SkipConfig, SpeculativeOptions, build_config
@@ -332,7 +333,7 @@ class SpeculativeDecoder:
         input_ids, done = self._commit(input_ids, _select(scores, do_sample)[:, None], [scores], stopping_criteria,
                                        streamer)
         max_length = generation_config.max_length
-        end_tokens = _end_tokens(generation_config)
+        end_tokens = token_id_set(generation_config.eos_token_id)  # a draft stops at one
         k = self.config.k
         while not done:
             committed = input_ids.shape[1]
@@ -443,16 +444,6 @@ class SpeculativeDecoder:
             if bool(stopping_criteria(input_ids, scores[min(i, len(scores) - 1)]).all()):
                 return input_ids, True
         return input_ids, False
-
-
-def _end_tokens(generation_config) -> frozenset[int]:
-    """The generation's EOS token ids (``generation_config.eos_token_id``: None, an int or a list)."""
-    eos = generation_config.eos_token_id
-    if eos is None:
-        return frozenset()
-    if isinstance(eos, torch.Tensor):
-        return frozenset(int(e) for e in eos.reshape(-1).tolist())
-    return frozenset(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
 
 
 def _select(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
