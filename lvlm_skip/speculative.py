@@ -134,7 +134,7 @@ def speculative_config(anatomy: ModelAnatomy, draft: str = "skip3", *, profile: 
 class SpeculativeReport:
     """One generation's rounds: per verify pass, the tokens drafted and the drafts accepted.
 
-    ``draft_cost`` is the draft's share of the full model's layers, ``(L - |skipped|) / L``: the cost of one
+    ``draft_layer_share`` is the draft's share of the full model's layers, ``(L - |skipped|) / L``: the cost of one
     draft token in full forwards, counting layers only. ``predicted_speedup`` is what the measured acceptance
     and that cost give with no overhead, counting a verify pass as one forward (true where decoding is
     memory-bound, as on a GPU at batch 1): decoding forwards of stock / draft-and-verify forwards.
@@ -166,14 +166,14 @@ class SpeculativeReport:
         return sum(self.accepted) / self.verifies if self.verifies else math.nan
 
     @property
-    def draft_cost(self) -> float:
+    def draft_layer_share(self) -> float:
         return (self.num_layers - len(self.config.draft_layers)) / self.num_layers
 
     @property
     def predicted_speedup(self) -> float:
-        """Stock's decoding forwards (one per token after the first) / ours (draft tokens at ``draft_cost``, plus
+        """Stock's decoding forwards (one per token after the first) / ours (draft tokens at ``draft_layer_share``, plus
         one per verify): :meth:`predicted_speedup_at` the layer share and a verify of one forward."""
-        return self.predicted_speedup_at(self.draft_cost, 1.0)
+        return self.predicted_speedup_at(self.draft_layer_share, 1.0)
 
     def predicted_speedup_at(self, draft_cost: float, verify_cost: float) -> float:
         """The speedup these rounds give with no overhead when a draft forward costs ``draft_cost`` and a verify pass
@@ -196,7 +196,7 @@ class SpeculativeReport:
                 "threshold": self.config.threshold, "schedule": self.config.schedule, "new_tokens": self.new_tokens, "verifies": self.verifies,
                 "drafted": sum(self.drafted), "accepted": sum(self.accepted),
                 "acceptance_rate": self.acceptance_rate, "mean_accepted": self.mean_accepted,
-                "draft_cost": self.draft_cost, "predicted_speedup": self.predicted_speedup,
+                "draft_layer_share": self.draft_layer_share, "predicted_speedup": self.predicted_speedup,
                 "exact_layers": self.exact_layers, "reused_positions": self.reused_positions}
 
 

@@ -619,7 +619,7 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
         report = sample["speculative"]
         memory_bound = report.predicted_speedup
         values.update(acceptance_rate=round(report.acceptance_rate, 3), mean_accepted=round(report.mean_accepted, 2),
-                      draft_layer_share=round(report.draft_cost, 3), ideal_memory_bound=round(memory_bound, 3),
+                      draft_layer_share=round(report.draft_layer_share, 3), ideal_memory_bound=round(memory_bound, 3),
                       pct_of_memory_bound=round(100 * speedup / memory_bound, 1))
         costs = speculative_costs(sample.get("forwards", ()), stock_forwards, report.drafted, statistic)
         ideal = memory_bound
