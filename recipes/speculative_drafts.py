@@ -61,7 +61,7 @@ def draft_configs(critical: int, mutations: tuple[int, ...], num_layers: int, sc
                   keep_last: int = 5, placeholder_tokens=()):
     """The benchmark's configurations: stock, the drafts at each boundary, static skip1 and the built-ins (prompt
     lookup with the image placeholders suppressed, as in ``lvlm-skip speed``)."""
-    from lvlm_skip.speed.benchmark import SPECULATIVE, SpeedConfig
+    from lvlm_skip.speed.benchmark import SPECULATIVE, SpeedConfig, builtin_speculative_configs
 
     def speculative(name, draft, **layers):
         return SpeedConfig(name, dict(variant="speculative", draft=draft, k=k, **layers), SPECULATIVE)
@@ -85,19 +85,16 @@ def draft_configs(critical: int, mutations: tuple[int, ...], num_layers: int, sc
                                    critical_layer=critical, mutation_layers=mutations))
         configs.append(SpeedConfig("skip1 static (lossy)", dict(variant="skip1", critical_layer=critical,
                                                                  mutation_layers=mutations)))
-    lookup = dict(prompt_lookup_num_tokens=10, **({"suppress_tokens": sorted(placeholder_tokens)} if placeholder_tokens else {}))
-    configs.append(SpeedConfig("prompt lookup 10", None, generate=lookup))
-    configs.append(SpeedConfig(f"assistant early exit {critical}", None, generate=dict(assistant_early_exit=critical)))
-    return configs
+    return configs + builtin_speculative_configs(critical, placeholder_tokens)
 
 
 def run(args) -> int:
     import torch
 
-    from lvlm_skip.anatomy import ModelAnatomy, language_model_of, placeholder_token_ids
+    from lvlm_skip.anatomy import ModelAnatomy, placeholder_token_ids
     from lvlm_skip.evaluation.report import markdown_table
     from lvlm_skip.inputs.images import load_image
-    from lvlm_skip.inputs.models import chat_prompt, encode_inputs, load_model, tokenizer_of
+    from lvlm_skip.inputs.models import load_model
     from lvlm_skip.inputs.paths import check_output_dir
     from lvlm_skip.profiles import LayerProfile
     from lvlm_skip.speed import benchmark as speed
@@ -111,12 +108,7 @@ def run(args) -> int:
     torch.manual_seed(0)
     model, processor = load_model(args.model, dtype=getattr(torch, args.dtype), device=torch.device(args.device),
                                   progress=progress_enabled(args))
-    if args.text_only:
-        model = language_model_of(model)
-        inputs = encode_inputs(tokenizer_of(processor), [chat_prompt(processor, args.prompt, with_image=False)], None,
-                               model)
-    else:
-        inputs = encode_inputs(processor, [chat_prompt(processor, args.prompt)], [image], model)
+    model, inputs = speed.benchmark_inputs(model, processor, args.prompt, image, args.text_only)
     anatomy = ModelAnatomy.from_model(model)
     profile.check_model(anatomy.num_layers, args.profile)
     critical, mutations = profile.critical_layer, tuple(profile.mutation_layers)

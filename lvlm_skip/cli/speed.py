@@ -72,11 +72,10 @@ def run(args) -> int:
         raise CliError("--new-tokens must be at least 2 (the decode rate needs two tokens)")
     import torch
 
-    from ..anatomy import ModelAnatomy, language_model_of, placeholder_token_ids
+    from ..anatomy import ModelAnatomy, placeholder_token_ids
     from ..speed import benchmark as speed
     from ..evaluation.report import markdown_table
-    from ..inputs.models import (chat_prompt, encode_inputs, load_image, load_model, resolve_device, resolve_dtype,
-                                 tokenizer_of)
+    from ..inputs.models import chat_prompt, encode_inputs, load_image, load_model, resolve_device, resolve_dtype
 
     speed.parse_only(args.only)  # an unknown name is refused before the model loads
     if args.text_only and args.batch_size != [1]:
@@ -88,12 +87,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     model, processor = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device,
                                   device_map=args.device_map, progress=progress_enabled(args))
-    if args.text_only:
-        model = language_model_of(model)
-        inputs = encode_inputs(tokenizer_of(processor), [chat_prompt(processor, args.prompt, with_image=False)], None,
-                               model)
-    else:
-        inputs = encode_inputs(processor, [chat_prompt(processor, args.prompt)], [image], model)
+    model, inputs = speed.benchmark_inputs(model, processor, args.prompt, image, args.text_only)
     anatomy = ModelAnatomy.from_model(model)
     profile = None
     if args.profile:

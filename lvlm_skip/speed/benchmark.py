@@ -66,11 +66,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..anatomy import ModelAnatomy
+from ..anatomy import ModelAnatomy, language_model_of
 from ..config import DetectionConfig, LayerChoice, SpeculativeOptions, SpeedClock, SpeedStatistic
 from ..detection import detect_layers
 from ..errors import InputError
 from ..inputs.builtin_models import BENCH_CRITICAL_LAYER, BENCH_LOUD_LAYERS
+from ..inputs.models import chat_prompt, encode_inputs, tokenizer_of
 from ..variants import VARIANTS
 from ..wrapping import skipping
 
@@ -310,9 +311,6 @@ def speculative_configs(plan: LayerChoice, num_layers: int, k: int = Speculative
     candidates that a logits processor forbids. A placeholder is never an answer, so this changes no token (the
     row's ``same_tokens_as_stock`` checks it)."""
     c, mutations = plan.critical, plan.mutations
-    lookup = dict(prompt_lookup_num_tokens=10)
-    if placeholder_tokens:
-        lookup["suppress_tokens"] = sorted(placeholder_tokens)
     drafts = [("skip1", dict(critical_layer=c, mutation_layers=mutations)), ("skip3", dict(critical_layer=c)),
               ("exit", dict(exit_layer=c))]
     return [
@@ -321,9 +319,29 @@ def speculative_configs(plan: LayerChoice, num_layers: int, k: int = Speculative
         *(SpeedConfig(f"speculative {name} heuristic k", dict(variant="speculative", draft=name, k=k,
                                                               schedule="heuristic", **options), SPECULATIVE)
           for name, options in drafts[1:]),
-        SpeedConfig("prompt lookup 10", None, generate=lookup),
-        SpeedConfig(f"assistant early exit {c}", None, generate=dict(assistant_early_exit=c)),
+        *builtin_speculative_configs(c, placeholder_tokens),
     ]
+
+
+def builtin_speculative_configs(exit_layer: int, placeholder_tokens: Sequence[int] = ()) -> list[SpeedConfig]:
+    """transformers' two built-in training-free forms: prompt lookup (10 tokens, ``placeholder_tokens`` suppressed:
+    :func:`speculative_configs`) and an early-exit assistant at ``exit_layer``."""
+    lookup = dict(prompt_lookup_num_tokens=10)
+    if placeholder_tokens:
+        lookup["suppress_tokens"] = sorted(placeholder_tokens)
+    return [SpeedConfig("prompt lookup 10", None, generate=lookup),
+            SpeedConfig(f"assistant early exit {exit_layer}", None, generate=dict(assistant_early_exit=exit_layer))]
+
+
+def benchmark_inputs(model, processor, prompt: str, image, text_only: bool = False) -> tuple[Any, dict]:
+    """The benchmarked model and its one prompt's inputs: ``prompt`` on ``image``, or with ``text_only`` the model's
+    language model alone (:func:`lvlm_skip.anatomy.language_model_of`) on the prompt without the image (transformers'
+    early-exit assistant runs only on a text model)."""
+    if text_only:
+        model = language_model_of(model)
+        prompts = [chat_prompt(processor, prompt, with_image=False)]
+        return model, encode_inputs(tokenizer_of(processor), prompts, None, model)
+    return model, encode_inputs(processor, [chat_prompt(processor, prompt)], [image], model)
 
 
 CLOCKS: tuple[str, ...] = get_args(SpeedClock)
