@@ -56,7 +56,6 @@ from .skips.kv import write_skipped_kv
 from .variants import skip_variant, static_skip_set
 
 
-
 @dataclass(frozen=True)
 class SpeculativeConfig:
     """What drafts and how much: the checked :class:`~lvlm_skip.config.SpeculativeOptions` and the layers they

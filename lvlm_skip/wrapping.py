@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .anatomy import ModelAnatomy, UnsupportedModelError
 from .clock import SequenceClock
-from .config import SPECULATIVE_DRAFTS, Mode, SkipConfig, SpeculativeOptions
+from .config import Mode, SkipConfig, SpeculativeOptions
 from .errors import InputError
 from .hooks import HeadRouting, LayerRouting, SequenceClockHook
 from .peers import PeerController, PeerReport, peer_config
@@ -131,8 +131,7 @@ def _speculative(model, anatomy: ModelAnatomy, mode, profile, options: dict):
     options = dict(options)
     draft = options.pop("draft", SpeculativeOptions.draft)
     if profile is not None:
-        if draft not in SPECULATIVE_DRAFTS:  # before the profile is read for it
-            raise ValueError(f"unknown draft {draft!r}; choose one of {', '.join(SPECULATIVE_DRAFTS)}")
+        SpeculativeOptions(draft=draft)  # an unknown draft is refused before the profile is read for it
         options = _profile_options(declared_variant(draft), profile, anatomy.num_layers, options)
     controller = SpeculativeDecoder(model, anatomy, speculative_config(anatomy, draft, **options))
     return controller, controller.install()  # nothing above touched the model
