@@ -17,6 +17,14 @@ Columns: ``items_per_s``, ``x_batch1`` (the same variant's rate at batch 1 over 
 (text and token count) equals the variant's answer at batch 1 (1.0 in float32; reduced precision
 may lower it, and the table shows it instead of hiding it).
 
+The stock rows also give what batching can reach at best. In every round the stock variant answers
+the items once more with one new token each (the prompt's prefill and the first token, the part no
+decoding speedup removes): ``first_token_s`` is that run's seconds per item (median over rounds), and
+``x_batch1_bound = (1 / stock items_per_s at batch 1) / first_token_s``, the ``x_batch1`` this batch
+size would reach if every later decoding step cost nothing. Where the prefill is compute-bound (a CPU
+with a long image prompt) ``first_token_s`` barely falls with the batch, and the bound shows how far
+any batch size can go.
+
 Writes ``throughput.json`` and ``throughput.md`` into ``--out`` (default ``runs/throughput``) after
 every (model, task), so a stopped run keeps what it measured; the scene benchmark it draws goes to
 ``--out/bench``.
@@ -101,48 +109,73 @@ def _plan(variants: str, model_name: str, num_layers: int):
     return plan_variants(variants, variant_options=json.dumps(options))
 
 
-def _answer_all(generator, requests: list[tuple], label: str, size: int, sync) -> tuple[float, dict]:
-    """Answer every request at batch ``size`` (the harness's order); seconds and id -> (text, tokens)."""
+def _answer_all(generator, requests: list[tuple], label: str, size: int, sync, clock=time.perf_counter,
+                max_new_tokens: int | None = None) -> tuple[float, dict]:
+    """Answer every request at batch ``size`` (the harness's order); seconds and id -> (text, tokens).
+
+    ``max_new_tokens``: the generator's length limit for this run only (``None``: its own).
+    """
     from lvlm_skip.evaluation.runner import batches
 
     by_id = {item.id: (image, prompt) for item, image, prompt in requests}
     answers = {}
-    sync()
-    start = time.perf_counter()
-    for batch in batches([item for item, _, _ in requests], size, lambda item: generator.prompt_length(item.prompt)):
-        results = generator.generate_batch([by_id[i.id][0] for i in batch], [by_id[i.id][1] for i in batch], label)
-        answers.update({item.id: (r.text, r.new_tokens) for item, r in zip(batch, results)})
-    sync()
-    return time.perf_counter() - start, answers
+    limit = generator.max_new_tokens
+    generator.max_new_tokens = limit if max_new_tokens is None else max_new_tokens
+    try:
+        sync()
+        start = clock()
+        for batch in batches([item for item, _, _ in requests], size, lambda item: generator.prompt_length(item.prompt)):
+            results = generator.generate_batch([by_id[i.id][0] for i in batch], [by_id[i.id][1] for i in batch], label)
+            answers.update({item.id: (r.text, r.new_tokens) for item, r in zip(batch, results)})
+        sync()
+        return clock() - start, answers
+    finally:
+        generator.max_new_tokens = limit
 
 
 def measure_task(generator, requests: list[tuple], labels: list[str], sizes: list[int], runs: int, sync,
-                 progress: bool = False) -> list[dict]:
-    """Rows (one per variant and batch size) of one model on one task: rates, ratios and answer agreement."""
+                 progress: bool = False, clock=time.perf_counter) -> list[dict]:
+    """Rows (one per variant and batch size) of one model on one task: rates, ratios and answer agreement.
+
+    ``labels[0]`` is the stock row; its rows also get ``first_token_s`` and ``x_batch1_bound`` (the
+    module docstring). ``clock``: seconds, a fake in tests.
+    """
     from tqdm.auto import tqdm
 
+    stock = labels[0]
     configs = [(size, label) for size in sizes for label in labels]
     rates: dict[tuple, list[float]] = {c: [] for c in configs}
+    first_token: dict[int, list[float]] = {size: [] for size in sizes}  # stock: seconds per item, one new token
     answers: dict[tuple, dict] = {}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
         for size, label in configs:
-            seconds, got = _answer_all(generator, requests, label, size, sync)
+            seconds, got = _answer_all(generator, requests, label, size, sync, clock)
             answers.setdefault((size, label), got)
             if round_index:  # round 0 warms up
                 rates[(size, label)].append(len(requests) / seconds)
+            if label == stock:
+                seconds, _ = _answer_all(generator, requests, label, size, sync, clock, max_new_tokens=1)
+                if round_index:
+                    first_token[size].append(seconds / len(requests))
     rows = []
     for size, label in configs:
         rate = statistics.median(rates[(size, label)])
         base = answers[(1, label)]
         same = sum(answers[(size, label)][k] == v for k, v in base.items()) / len(base)
-        rows.append({
+        row = {
             "variant": label, "batch": size, "items": len(requests), "items_per_s": round(rate, 3),
             "spread_pct": round(100 * (max(rates[(size, label)]) - min(rates[(size, label)])) / rate, 1),
             "x_batch1": round(rate / statistics.median(rates[(1, label)]), 2),
-            "x_stock": round(rate / statistics.median(rates[(size, labels[0])]), 2),
+            "x_stock": round(rate / statistics.median(rates[(size, stock)]), 2),
             "same_answers": round(same, 3),
             "new_tokens_mean": round(statistics.mean(n for _, n in answers[(size, label)].values()), 1),
-        })
+            "first_token_s": None, "x_batch1_bound": None,
+        }
+        if label == stock:
+            first = statistics.median(first_token[size])
+            row["first_token_s"] = round(first, 3)
+            row["x_batch1_bound"] = round(1 / statistics.median(rates[(1, stock)]) / first, 2)
+        rows.append(row)
     return rows
 
 
