@@ -371,7 +371,7 @@ class LayerChoice:
 #: the skipping variants a speculative draft can be made of
 SPECULATIVE_DRAFTS = ("skip1", "skip3", "exit", "layers")
 #: how a speculative draft's length k moves between rounds
-SPECULATIVE_SCHEDULES = ("constant", "heuristic")
+SPECULATIVE_SCHEDULES = ("constant", "heuristic", "expected")
 
 
 @dataclass(frozen=True)
@@ -398,7 +398,9 @@ class SpeculativeOptions:
     keep_last: int = 5
     """skip3: the final layers the draft keeps."""
     schedule: str = "constant"
-    """How k moves between rounds: constant, or heuristic (+2 after a fully accepted round, -1 otherwise)."""
+    """How k moves between rounds: constant; heuristic (+2 after a fully accepted round, -1 otherwise); or
+    expected (each round the k in 0..k with the most expected tokens per cost, from the acceptance so far:
+    :class:`lvlm_skip.speculative.ExpectedGainSchedule`)."""
 
     def __post_init__(self):
         if self.draft not in SPECULATIVE_DRAFTS:

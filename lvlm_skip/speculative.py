@@ -11,7 +11,9 @@ One round, at batch 1 (as transformers' own assisted generation):
    at a time, each read out by the model's own norm and head and passed through generate's logits processors.
    ``threshold`` makes ``k`` adaptive: drafting stops after a token whose draft probability is below it (SWIFT,
    LayerSkip); ``schedule="heuristic"`` moves ``k`` between rounds as transformers' assisted generation does
-   (``+2`` after a fully accepted round, ``-1`` otherwise).
+   (``+2`` after a fully accepted round, ``-1`` otherwise); ``schedule="expected"`` drafts, each round, the
+   length in ``0 .. k`` that the acceptance so far says pays best, ``0`` being a plain decoding step
+   (:class:`ExpectedGainSchedule`), so that a draft the full model keeps rejecting costs little.
 2. **Verify.** The caches are cut back to the committed prefix and the full model runs the pending token and
    the ``n`` drafts in one forward; its logits at each position go through the same processors.
 3. **Accept.** Greedy: the longest prefix of drafts equal to the full model's argmax, then the full model's own
@@ -199,6 +201,71 @@ class SpeculativeReport:
                 "exact_layers": self.exact_layers, "reused_positions": self.reused_positions}
 
 
+def expected_tokens_per_cost(acceptance: float, k: int, draft_cost: float) -> float:
+    """Tokens per unit of cost of a round of ``k`` drafts (Leviathan et al. 2023, eq. 1 and Thm. 3.8).
+
+    With each draft token kept with probability ``acceptance`` (alpha) until the first rejection, a round commits
+    ``(1 - alpha^(k+1)) / (1 - alpha)`` tokens on average (the accepted drafts and the verify's own token) and costs
+    ``k * draft_cost + 1`` decoding steps of the full model (a verify pass counted as one step, as where decoding
+    is memory-bound). ``k = 0`` is a plain decoding step: 1.
+    """
+    tokens = k + 1.0 if acceptance >= 1 else (1 - acceptance ** (k + 1)) / (1 - acceptance)
+    return tokens / (k * draft_cost + 1)
+
+
+def best_draft_length(acceptance: float, draft_cost: float, k_max: int) -> int:
+    """The draft length in ``0 .. k_max`` with the most :func:`expected_tokens_per_cost` (the shorter on a tie);
+    ``0`` (no draft) where ``acceptance <= draft_cost``, below which even one draft token does not pay."""
+    return max(range(k_max + 1), key=lambda k: (expected_tokens_per_cost(acceptance, k, draft_cost), -k))
+
+
+@dataclass
+class ExpectedGainSchedule:
+    """``schedule="expected"``: each round drafts :func:`best_draft_length` of the acceptance measured so far.
+
+    **The acceptance** is the per-token rate alpha, estimated from the rounds as accepted drafts over accepted
+    drafts plus rejections (a round that rejects a draft gives one failure; drafts after it are never judged), with
+    the counts decayed by ``decay`` per drafted round so that recent rounds weigh most (about the last
+    ``1 / (1 - decay)``). It starts at 1 (``accepted=1``, ``rejected=0``), so the first round drafts ``k_max``.
+
+    **Probes.** A round of 0 drafts judges no draft, so after ``probe_every`` plain steps in a row one round
+    drafts 1 token, and the estimate can recover when the draft starts to agree again. A draft that is always
+    rejected then costs one draft token per ``probe_every + 1`` tokens.
+
+    ``draft_cost`` is one draft token in decoding steps of the full model: the draft's share of the layers.
+    """
+
+    k_max: int
+    draft_cost: float
+    decay: float = 0.9
+    probe_every: int = 8
+    accepted: float = 1.0
+    rejected: float = 0.0
+    plain_steps: int = 0
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / (self.accepted + self.rejected)
+
+    def next_length(self) -> int:
+        """The next round's draft length (0: a plain step)."""
+        k = best_draft_length(self.acceptance, self.draft_cost, self.k_max)
+        if k:
+            self.plain_steps = 0
+            return k
+        self.plain_steps += 1
+        if self.plain_steps > self.probe_every:
+            self.plain_steps = 0
+            return 1
+        return 0
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        """A round's outcome: ``accepted`` of ``drafted`` draft tokens kept (a round of 0 drafts tells nothing)."""
+        if drafted:
+            self.accepted = self.decay * self.accepted + accepted
+            self.rejected = self.decay * self.rejected + (accepted < drafted)
+
+
 class DraftRouting:
     """Every decoder layer routed through :meth:`_run`: the stock layer, except in a round's two phases.
 
@@ -334,7 +401,11 @@ class SpeculativeDecoder:
         max_length = generation_config.max_length
         end_tokens = token_id_set(generation_config.eos_token_id)  # a draft stops at one
         k = self.config.k
+        expected = (ExpectedGainSchedule(self.config.k, report.draft_layer_share)
+                    if self.config.schedule == "expected" else None)
         while not done:
+            if expected is not None:
+                k = expected.next_length()
             committed = input_ids.shape[1]
             room = max_length - committed if max_length is not None else k + 1
             # 2. the draft: up to k tokens from the draft layers
@@ -361,6 +432,8 @@ class SpeculativeDecoder:
             report.accepted.append(accepted)
             if self.config.schedule == "heuristic" and drafted:
                 k = k + 2 if accepted == drafted else max(1, k - 1)
+            elif expected is not None:
+                expected.observe(drafted, accepted)
             new = torch.cat([candidate[:, committed: committed + accepted], token[:, None]], dim=1)
             crop_cache_to_(anatomy, cache, committed + accepted)
             model_kwargs = model._update_model_kwargs_for_generation({}, model_kwargs, is_encoder_decoder=False,

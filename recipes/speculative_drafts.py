@@ -75,11 +75,12 @@ def draft_configs(critical: int, mutations: tuple[int, ...], num_layers: int, sc
         seen.add(b)
         configs.append(speculative(f"speculative skip3 at {label} = {b}", "skip3", critical_layer=b, keep_last=keep_last))
         configs.append(speculative(f"speculative exit at {label} = {b}", "exit", exit_layer=b))
-        if label == "c":  # k moved by acceptance, as transformers' assisted generation moves it
-            configs.append(speculative(f"speculative skip3 at c = {b}, heuristic k", "skip3", critical_layer=b,
-                                       keep_last=keep_last, schedule="heuristic"))
-            configs.append(speculative(f"speculative exit at c = {b}, heuristic k", "exit", exit_layer=b,
-                                       schedule="heuristic"))
+        if label == "c":  # k moved by acceptance: transformers' assisted-generation rule, and the expected gain
+            for schedule in ("heuristic", "expected"):
+                configs.append(speculative(f"speculative skip3 at c = {b}, {schedule} k", "skip3", critical_layer=b,
+                                           keep_last=keep_last, schedule=schedule))
+                configs.append(speculative(f"speculative exit at c = {b}, {schedule} k", "exit", exit_layer=b,
+                                           schedule=schedule))
     if mutations and critical + 1 < mutations[0]:
         configs.append(speculative(f"speculative skip1 c = {critical}, m = {mutations[0]}", "skip1",
                                    critical_layer=critical, mutation_layers=mutations))

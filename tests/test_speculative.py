@@ -345,3 +345,52 @@ def test_the_verify_pass_reuses_the_exact_layers(exact_draft_llama):
     assert report.exact_layers == 6 and report.reused_positions == sum(report.drafted) == 8
     assert widths[1][1:] == widths[6][1:] == [1] * (len(widths[1]) - 1)  # after the prompt: one position a call
     assert widths[7][1:] == widths[8][1:] == [5, 5]  # the verify passes only (the draft skips 7 and 8)
+
+
+def test_expected_tokens_per_cost_and_the_best_length():
+    """Leviathan et al.'s rule: one draft pays exactly when its acceptance exceeds its cost."""
+    from lvlm_skip.speculative import best_draft_length, expected_tokens_per_cost
+
+    assert expected_tokens_per_cost(0.5, 0, 0.7) == 1.0
+    assert expected_tokens_per_cost(0.5, 2, 0.25) == pytest.approx((1 + 0.5 + 0.25) / 1.5)
+    assert expected_tokens_per_cost(1.0, 4, 0.5) == pytest.approx(5 / 3)
+    assert best_draft_length(0.0, 0.5, 8) == 0
+    assert best_draft_length(0.74, 0.75, 8) == 0 and best_draft_length(0.76, 0.75, 8) >= 1
+    assert best_draft_length(1.0, 0.5, 8) == 8
+    assert best_draft_length(0.9, 0.25, 8) == max(range(9), key=lambda k: expected_tokens_per_cost(0.9, k, 0.25))
+
+
+def test_the_expected_schedule_estimates_acceptance_and_probes():
+    from lvlm_skip.speculative import ExpectedGainSchedule
+
+    schedule = ExpectedGainSchedule(k_max=4, draft_cost=0.75)
+    assert schedule.next_length() == 4  # alpha starts at 1
+    schedule.observe(4, 0)
+    assert schedule.acceptance == pytest.approx(0.9 / 1.9)
+    lengths = [schedule.next_length() for _ in range(18)]
+    assert lengths == [0] * 8 + [1] + [0] * 8 + [1]  # plain steps, and a one-token probe after 8 of them
+    for _ in range(5):
+        schedule.observe(1, 1)  # the draft agrees again: the estimate recovers and drafting resumes
+    assert schedule.acceptance > 0.75 and schedule.next_length() >= 1
+    schedule.observe(0, 0)  # a plain step judges nothing
+    assert schedule.acceptance > 0.75
+
+
+def test_the_expected_schedule_is_lossless_and_stops_drafting_a_rejected_draft(llama, exact_draft_llama):
+    generate = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False)
+    low, report = _speculative(llama, INPUTS, options=dict(DRAFTS[0][1], k=4, schedule="expected"), **generate)
+    assert torch.equal(low, _stock(llama, INPUTS, **generate))
+    fixed = _speculative(llama, INPUTS, options=dict(DRAFTS[0][1], k=4), **generate)[1]
+    assert report.acceptance_rate < 0.5  # random weights: the skip3 draft is mostly rejected ...
+    assert sum(report.drafted) < sum(fixed.drafted) / 3  # ... so most rounds are plain steps
+    assert report.drafted.count(0) > len(report.drafted) / 2
+    high, exact = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4, schedule="expected"), **generate)
+    assert torch.equal(high, _stock(exact_draft_llama, INPUTS, **generate))
+    assert exact.acceptance_rate == 1.0 and exact.drafted[:3] == [4, 4, 4]  # always accepted: always k
+
+
+@pytest.mark.parametrize("max_new_tokens", [2, 5, 11])
+def test_the_expected_schedule_ends_at_max_new_tokens(exact_draft_llama, max_new_tokens):
+    generate = dict(max_new_tokens=max_new_tokens, do_sample=False)
+    new, report = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4, schedule="expected"), **generate)
+    assert torch.equal(new, _stock(exact_draft_llama, INPUTS, **generate)) and report.new_tokens == max_new_tokens

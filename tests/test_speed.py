@@ -183,8 +183,10 @@ def test_speculative_rows_and_targets():
     assert configs["prompt lookup 10"].generate == {"prompt_lookup_num_tokens": 10}
     names = [c.name for c in speed.select_configs(speed.default_configs(plan, 32, 256), "speculative,prompt")]
     assert names == ["stock", "speculative skip1", "speculative skip3", "speculative exit",
-                     "speculative skip3 heuristic k", "speculative exit heuristic k", "prompt lookup 10"]
+                     "speculative skip3 heuristic k", "speculative exit heuristic k", "speculative skip3 expected k",
+                     "speculative exit expected k", "prompt lookup 10"]
     assert configs["speculative exit heuristic k"].wrap["schedule"] == "heuristic"
+    assert configs["speculative skip3 expected k"].wrap["schedule"] == "expected"
     assert speed.SPECULATIVE.met({"pct_of_ideal": 91.0, "same_tokens_as_stock": True}) == "yes"
     assert speed.SPECULATIVE.met({"pct_of_ideal": 99.0, "same_tokens_as_stock": False}) == "no"
     failed = speed._row(configs["speculative exit"], {"error": "ValueError: no"}, stock_runs=[[0.1]], num_layers=32)

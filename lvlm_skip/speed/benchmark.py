@@ -302,7 +302,8 @@ def default_configs(plan: LayerChoice, num_layers: int, candidates: int,
 
 def speculative_configs(plan: LayerChoice, num_layers: int, k: int = SpeculativeOptions.k,
                         placeholder_tokens: Sequence[int] = ()) -> list[SpeedConfig]:
-    """Lossless speed: self-speculative drafts from the plan's layers (skip1, skip3, exit at ``c``), and
+    """Lossless speed: self-speculative drafts from the plan's layers (skip1, skip3, exit at ``c``; skip3 and exit
+    also with the heuristic and the expected-gain schedules of ``k``), and
     transformers' two built-in training-free forms, prompt lookup and an early-exit assistant at ``c``.
 
     ``placeholder_tokens`` (:func:`lvlm_skip.anatomy.placeholder_token_ids`) are suppressed in the prompt-lookup
@@ -316,9 +317,9 @@ def speculative_configs(plan: LayerChoice, num_layers: int, k: int = Speculative
     return [
         *(SpeedConfig(f"speculative {name}", dict(variant="speculative", draft=name, k=k, **options), SPECULATIVE)
           for name, options in drafts if name != "skip1" or c + 1 < mutations[0]),
-        *(SpeedConfig(f"speculative {name} heuristic k", dict(variant="speculative", draft=name, k=k,
-                                                              schedule="heuristic", **options), SPECULATIVE)
-          for name, options in drafts[1:]),
+        *(SpeedConfig(f"speculative {name} {schedule} k", dict(variant="speculative", draft=name, k=k,
+                                                               schedule=schedule, **options), SPECULATIVE)
+          for schedule in ("heuristic", "expected") for name, options in drafts[1:]),
         *builtin_speculative_configs(c, placeholder_tokens),
     ]
 
