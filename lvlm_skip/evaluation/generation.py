@@ -128,7 +128,7 @@ class ModelGenerator:
     """
 
     def __init__(self, model: Any, processor: Any, plan: VariantPlan, max_new_tokens: int) -> None:
-        from ..anatomy import eos_token_ids  # on the --help import path, which loads no torch
+        from ..anatomy import ModelAnatomy, eos_token_ids  # on the --help import path, which loads no torch
         from ..inputs.models import tokenizer_of  # as above
 
         self.model, self.processor, self.plan, self.max_new_tokens = model, processor, plan, max_new_tokens
@@ -141,6 +141,7 @@ class ModelGenerator:
         self._noted: set[str] = set()
         self._tokenizer = tokenizer_of(processor)
         self._eos = eos_token_ids(model)
+        self._cache_argument = ModelAnatomy.from_model(model).model_cache_argument
         pad = getattr(self._tokenizer, "pad_token_id", None)
         # stated, so that generate does not warn per call that it sets one
         self._pad = pad if pad is not None else (min(self._eos) if self._eos else None)
@@ -197,7 +198,8 @@ class ModelGenerator:
         """One ``generate`` call for the rows (see :meth:`generate_batch`); ``seed`` seeds torch just before it."""
         import torch  # on the --help import path, which loads no torch
 
-        from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
+        from ..anatomy import reserved_cache  # on the --help import path, which loads no torch
+        from ..inputs.models import chat_prompt, encode_inputs  # as above
         from ..tracing import row_lengths  # as above
 
         self._use(label)
@@ -207,6 +209,8 @@ class ModelGenerator:
         inputs = encode_inputs(self.processor, texts, list(images), self.model)
         synchronize = torch.cuda.synchronize if self.model.device.type == "cuda" else (lambda: None)
         options = dict(decoding.generate_kwargs() if decoding else {"do_sample": False}, pad_token_id=self._pad)
+        # room for the whole sequence: appending in place instead of copying the cache at every step (same values)
+        options[self._cache_argument] = reserved_cache(self.model, inputs["input_ids"].shape[1] + max_new_tokens)
         try:
             if not self._warm:  # one untimed call: the first variant must not pay the warm-up
                 with torch.inference_mode():
@@ -277,14 +281,16 @@ class ModelGenerator:
         """One batch of ``size`` copies of a request, generating exactly ``max_new_tokens`` tokens."""
         import torch  # on the --help import path, which loads no torch
 
-        from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
+        from ..anatomy import reserved_cache  # on the --help import path, which loads no torch
+        from ..inputs.models import chat_prompt, encode_inputs  # as above
 
         self._use(label)
         text = chat_prompt(self.processor, prompt, with_image=True)
         inputs = encode_inputs(self.processor, [text] * size, [image] * size, self.model)
+        cache = reserved_cache(self.model, inputs["input_ids"].shape[1] + self.max_new_tokens)  # as a batch holds it
         with torch.inference_mode():
             self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, min_new_tokens=self.max_new_tokens,
-                                do_sample=False, pad_token_id=self._pad)
+                                do_sample=False, pad_token_id=self._pad, **{self._cache_argument: cache})
 
 
 #: The skip controller's logger: it notes, per generate call, rows that skip nothing.
