@@ -430,3 +430,20 @@ def test_speculative_drafts_configurations():
     assert not any("no profile" in n for n in names) and not any("c+2" in n for n in names)
     lookup = {c.name: c for c in draft_configs(8, (14,), 16, 9, k=4, placeholder_tokens={32000})}["prompt lookup 10"]
     assert lookup.generate == {"prompt_lookup_num_tokens": 10, "suppress_tokens": [32000]}
+
+
+def test_cache_copy_compares_the_two_caches_with_identical_tokens(tmp_path, capsys):
+    import json
+
+    from recipes.cache_copy import main
+
+    assert main(["--model", "tiny", "--batch-sizes", "1,2", "--new-tokens", "4", "--runs", "1", "--out",
+                 str(tmp_path), "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "cache_copy.json").read_text())["rows"]
+    assert [(r["batch"], r["cache"]) for r in rows] == [(b, c) for b in (1, 2)
+                                                        for c in ("transformers DynamicCache", "reserved (lvlm_skip)")]
+    assert all(r["same_tokens"] for r in rows) and all(r["x_faster"] > 0 for r in rows)
+    assert "reserved (lvlm_skip)" in (tmp_path / "cache_copy.md").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--batch-sizes", "one", "--out", str(tmp_path / "bad")])
+    assert exit_info.value.code == 2 and "--batch-sizes" in capsys.readouterr().err
