@@ -23,11 +23,11 @@ PROMPT = "Describe the image in detail."
 
 
 def _parser():
-    from lvlm_skip.cli.options import positive_int
+    from lvlm_skip.cli.options import batch_sizes, positive_int
 
     p = recipe_parser("recipes.cache_copy", __doc__.split("\n\n")[0])
     p.add_argument("--model", default="bench-llava", help="A built-in model name or a local folder.")
-    p.add_argument("--batch-sizes", default="1,8", help="Comma-separated batch sizes.")
+    p.add_argument("--batch-sizes", default="1,8", type=batch_sizes, help="Comma-separated batch sizes.")
     p.add_argument("--new-tokens", type=positive_int, default=32, help="Tokens generated per row (at least 2).")
     p.add_argument("--runs", type=positive_int, default=3, help="Timed rounds after one warm-up round.")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N.")
@@ -37,18 +37,15 @@ def _parser():
     return p
 
 
-def decode_step_ms(model, inputs: dict, new_tokens: int, cache_factory, sync, clock=time.perf_counter):
-    """One measurement: (milliseconds per decoding step, the tokens) of ``generate`` with ``cache_factory()``'s
-    cache (``None``: transformers' own), the one-token ``generate``'s time (prefill) subtracted."""
+def decode_step_ms(model, inputs: dict, new_tokens: int, cache_kwargs, sync, clock=time.perf_counter):
+    """One measurement: (milliseconds per decoding step, the tokens) of ``generate`` with the extra arguments
+    ``cache_kwargs()`` (a fresh cache per call; ``{}``: transformers' own), the one-token ``generate``'s time
+    (prefill) subtracted."""
     import torch
 
-    from lvlm_skip.anatomy import ModelAnatomy
-
-    argument = ModelAnatomy.from_model(model).model_cache_argument
     times, out = [], None
     for count in (1, new_tokens):
-        cache = cache_factory()
-        extra = {} if cache is None else {argument: cache}
+        extra = cache_kwargs()
         sync()
         start = clock()
         with torch.inference_mode():
@@ -61,27 +58,26 @@ def decode_step_ms(model, inputs: dict, new_tokens: int, cache_factory, sync, cl
 def run(args) -> int:
     import torch
 
-    from lvlm_skip.anatomy import reserved_cache
+    from lvlm_skip.anatomy import ModelAnatomy, reserved_cache
     from lvlm_skip.cli.options import CliError
     from lvlm_skip.evaluation.report import markdown_table
     from lvlm_skip.inputs.builtin_models import demo_image
     from lvlm_skip.inputs.models import chat_prompt, encode_inputs, load_model, resolve_device
     from lvlm_skip.inputs.paths import check_output_dir
 
-    try:
-        sizes = sorted({int(part) for part in args.batch_sizes.split(",") if part.strip()})
-    except ValueError:
-        raise CliError(f"--batch-sizes: expected comma-separated positive ints, got {args.batch_sizes!r}") from None
-    if not sizes or sizes[0] < 1 or args.new_tokens < 2:
-        raise CliError("--batch-sizes must be positive ints and --new-tokens at least 2")
+    sizes = args.batch_sizes
+    if args.new_tokens < 2:
+        raise CliError("--new-tokens must be at least 2 (a decoding step needs a second token)")
     out_dir = check_output_dir(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     model, processor = load_model(args.model, dtype=getattr(torch, args.dtype), device=device)
-    caches = {"transformers DynamicCache": lambda inputs: None,
-              "reserved (lvlm_skip)": lambda inputs: reserved_cache(model, inputs["input_ids"].shape[1] + args.new_tokens)}
+    argument = ModelAnatomy.from_model(model).model_cache_argument
+    caches = {"transformers DynamicCache": lambda inputs: {},
+              "reserved (lvlm_skip)": lambda inputs: {argument: reserved_cache(model, inputs["input_ids"].shape[1]
+                                                                               + args.new_tokens)}}
     text = chat_prompt(processor, PROMPT, with_image=True)
     batches = {size: encode_inputs(processor, [text] * size, [demo_image()] * size, model) for size in sizes}
     steps = {(size, name): [] for size in sizes for name in caches}

@@ -48,14 +48,15 @@ SCENE_LLAVA = Path(__file__).resolve().parent / "models" / "scene-llava"
 
 
 def _parser():
-    from lvlm_skip.cli.options import positive_int
+    from lvlm_skip.cli.options import batch_sizes, positive_int
 
     p = recipe_parser("recipes.throughput", __doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS),
                    help="Comma-separated: scene-llava (the shipped trained model), a built-in model name, or a local folder.")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"Comma-separated, of {', '.join(TASKS)}.")
     p.add_argument("--variants", default="none,skip1,skip3", help="Comma-separated variant specs (the first is the stock row).")
-    p.add_argument("--batch-sizes", default="1,4,8", help="Comma-separated batch sizes; 1 is added when missing.")
+    p.add_argument("--batch-sizes", default="1,4,8", type=batch_sizes,
+                   help="Comma-separated batch sizes; 1 is added when missing.")
     p.add_argument("--items", type=positive_int, default=8, help="Items per task (the first N).")
     p.add_argument("--images", type=positive_int, default=8, help="Scenes in the drawn benchmark.")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, help="Generation length limit.")
@@ -65,18 +66,6 @@ def _parser():
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
     p.add_argument("--out", default="runs/throughput", help="Output folder.")
     return p
-
-
-def _sizes(text: str) -> list[int]:
-    from lvlm_skip.cli.options import CliError
-
-    try:
-        sizes = sorted({int(part) for part in text.split(",") if part.strip()} | {1})
-    except ValueError:
-        raise CliError(f"--batch-sizes: expected comma-separated positive ints, got {text!r}") from None
-    if sizes[0] < 1:
-        raise CliError(f"--batch-sizes: expected positive ints, got {text!r}")
-    return sizes
 
 
 def _requests(task_name: str, bench: Path, count: int) -> list[tuple]:
@@ -191,7 +180,7 @@ def run(args) -> int:
     from lvlm_skip.inputs.paths import check_output_dir
     from lvlm_skip.scenes.export import export
 
-    sizes = _sizes(args.batch_sizes)
+    sizes = sorted(set(args.batch_sizes) | {1})
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:

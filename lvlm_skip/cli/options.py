@@ -60,6 +60,14 @@ def _int_at_least(minimum: int, expected: str):
 positive_int = _int_at_least(1, "a positive int")
 
 
+def batch_sizes(text: str) -> list[int]:
+    """An argparse type: comma-separated positive ints (batch sizes), in the given order, without repeats."""
+    sizes = list(dict.fromkeys(positive_int(part) for part in text.split(",") if part.strip()))
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
+    return sizes
+
+
 def batch_size(text: str) -> int | None:
     """``--batch-size``: a positive int, or ``auto`` (``None``: 1 on CPU; on CUDA, what fits in memory)."""
     if text.strip().lower() == "auto":

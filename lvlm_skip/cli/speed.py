@@ -15,15 +15,9 @@ from typing import get_args
 
 from ..config import SpeedClock, SpeedStatistic
 
-from .options import CliError, add_model_arguments, add_output_arguments, non_negative_int, positive_int, progress_enabled
+from .options import (CliError, add_model_arguments, add_output_arguments, batch_sizes, non_negative_int, positive_int,
+                      progress_enabled)
 
-
-def batch_sizes(text: str) -> list[int]:
-    """``--batch-size``: comma-separated positive ints, in the given order, without repeats."""
-    sizes = list(dict.fromkeys(positive_int(part) for part in text.split(",") if part.strip()))
-    if not sizes:
-        raise CliError(f"--batch-size: expected comma-separated positive ints, got {text!r}")
-    return sizes
 
 logger = logging.getLogger("lvlm_skip.cli")
 

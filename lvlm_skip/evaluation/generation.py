@@ -198,8 +198,7 @@ class ModelGenerator:
         """One ``generate`` call for the rows (see :meth:`generate_batch`); ``seed`` seeds torch just before it."""
         import torch  # on the --help import path, which loads no torch
 
-        from ..anatomy import reserved_cache  # on the --help import path, which loads no torch
-        from ..inputs.models import chat_prompt, encode_inputs  # as above
+        from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
         from ..tracing import row_lengths  # as above
 
         self._use(label)
@@ -209,8 +208,7 @@ class ModelGenerator:
         inputs = encode_inputs(self.processor, texts, list(images), self.model)
         synchronize = torch.cuda.synchronize if self.model.device.type == "cuda" else (lambda: None)
         options = dict(decoding.generate_kwargs() if decoding else {"do_sample": False}, pad_token_id=self._pad)
-        # room for the whole sequence: appending in place instead of copying the cache at every step (same values)
-        options[self._cache_argument] = reserved_cache(self.model, inputs["input_ids"].shape[1] + max_new_tokens)
+        options.update(self._reserved_cache(inputs, max_new_tokens))
         try:
             if not self._warm:  # one untimed call: the first variant must not pay the warm-up
                 with torch.inference_mode():
@@ -281,16 +279,22 @@ class ModelGenerator:
         """One batch of ``size`` copies of a request, generating exactly ``max_new_tokens`` tokens."""
         import torch  # on the --help import path, which loads no torch
 
-        from ..anatomy import reserved_cache  # on the --help import path, which loads no torch
-        from ..inputs.models import chat_prompt, encode_inputs  # as above
+        from ..inputs.models import chat_prompt, encode_inputs  # on the --help import path, which loads no torch
 
         self._use(label)
         text = chat_prompt(self.processor, prompt, with_image=True)
         inputs = encode_inputs(self.processor, [text] * size, [image] * size, self.model)
-        cache = reserved_cache(self.model, inputs["input_ids"].shape[1] + self.max_new_tokens)  # as a batch holds it
-        with torch.inference_mode():
+        with torch.inference_mode():  # the cache a batch holds, so that the probe needs the memory a batch needs
             self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, min_new_tokens=self.max_new_tokens,
-                                do_sample=False, pad_token_id=self._pad, **{self._cache_argument: cache})
+                                do_sample=False, pad_token_id=self._pad,
+                                **self._reserved_cache(inputs, self.max_new_tokens))
+
+    def _reserved_cache(self, inputs: dict, max_new_tokens: int) -> dict:
+        """``generate``'s cache argument: a cache with room for the prompt and ``max_new_tokens``
+        (:func:`lvlm_skip.anatomy.reserved_cache`), appended in place instead of copied at every step."""
+        from ..anatomy import reserved_cache  # on the --help import path, which loads no torch
+
+        return {self._cache_argument: reserved_cache(self.model, inputs["input_ids"].shape[1] + max_new_tokens)}
 
 
 #: The skip controller's logger: it notes, per generate call, rows that skip nothing.
