@@ -229,8 +229,10 @@ class ExpectedGainSchedule:
     ``1 / (1 - decay)``). It starts at 1 (``accepted=1``, ``rejected=0``), so the first round drafts ``k_max``.
 
     **Probes.** A round of 0 drafts judges no draft, so after ``probe_every`` plain steps in a row one round
-    drafts 1 token, and the estimate can recover when the draft starts to agree again. A draft that is always
-    rejected then costs one draft token per ``probe_every + 1`` tokens.
+    drafts 1 token, and the estimate can recover when the draft starts to agree again. Each rejected probe
+    doubles the wait, up to ``max_probe_every`` plain steps; an accepted draft token (or a round that drafts)
+    brings it back to ``probe_every``. A draft that is always rejected then costs one draft token per 9, 17,
+    33, ... tokens, at most one per ``max_probe_every + 1`` in a long generation.
 
     ``draft_cost`` is one draft token in decoding steps of the full model: the draft's share of the layers.
     """
@@ -239,9 +241,19 @@ class ExpectedGainSchedule:
     draft_cost: float
     decay: float = 0.9
     probe_every: int = 8
+    max_probe_every: int = 64
     accepted: float = 1.0
     rejected: float = 0.0
     plain_steps: int = 0
+    probe_wait: int = 0
+    """Plain steps before the next probe (``probe_every`` at first, doubled by each rejected probe)."""
+    probing: bool = False
+    """The last :meth:`next_length` was a probe."""
+
+    def __post_init__(self):
+        if not 1 <= self.probe_every <= self.max_probe_every:
+            raise ValueError(f"need 1 <= probe_every <= max_probe_every, got {self.probe_every} and {self.max_probe_every}")
+        self.probe_wait = self.probe_wait or self.probe_every
 
     @property
     def acceptance(self) -> float:
@@ -250,12 +262,13 @@ class ExpectedGainSchedule:
     def next_length(self) -> int:
         """The next round's draft length (0: a plain step)."""
         k = best_draft_length(self.acceptance, self.draft_cost, self.k_max)
+        self.probing = False
         if k:
-            self.plain_steps = 0
+            self.plain_steps, self.probe_wait = 0, self.probe_every
             return k
         self.plain_steps += 1
-        if self.plain_steps > self.probe_every:
-            self.plain_steps = 0
+        if self.plain_steps > self.probe_wait:
+            self.plain_steps, self.probing = 0, True
             return 1
         return 0
 
@@ -264,6 +277,10 @@ class ExpectedGainSchedule:
         if drafted:
             self.accepted = self.decay * self.accepted + accepted
             self.rejected = self.decay * self.rejected + (accepted < drafted)
+            if accepted:
+                self.probe_wait = self.probe_every
+            elif self.probing:
+                self.probe_wait = min(2 * self.probe_wait, self.max_probe_every)
 
 
 class DraftRouting:

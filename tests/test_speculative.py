@@ -367,13 +367,35 @@ def test_the_expected_schedule_estimates_acceptance_and_probes():
     assert schedule.next_length() == 4  # alpha starts at 1
     schedule.observe(4, 0)
     assert schedule.acceptance == pytest.approx(0.9 / 1.9)
-    lengths = [schedule.next_length() for _ in range(18)]
-    assert lengths == [0] * 8 + [1] + [0] * 8 + [1]  # plain steps, and a one-token probe after 8 of them
+    lengths = [schedule.next_length() for _ in range(9)]
+    assert lengths == [0] * 8 + [1]  # plain steps, and a one-token probe after 8 of them
+    schedule.observe(1, 0)  # rejected: the next probe waits twice as long, and so on up to max_probe_every
+    waits = []
     for _ in range(5):
+        lengths = []
+        while not lengths or lengths[-1] == 0:
+            lengths.append(schedule.next_length())
+        assert lengths[-1] == 1 and set(lengths[:-1]) == {0}
+        waits.append(len(lengths) - 1)
+        schedule.observe(1, 0)
+    assert waits == [16, 32, 64, 64, 64]
+    assert schedule.next_length() == 0
+    for _ in range(12):
         schedule.observe(1, 1)  # the draft agrees again: the estimate recovers and drafting resumes
     assert schedule.acceptance > 0.75 and schedule.next_length() >= 1
     schedule.observe(0, 0)  # a plain step judges nothing
     assert schedule.acceptance > 0.75
+    assert schedule.probe_wait == 8  # an accepted draft brings the probes back to every 9th token
+
+
+def test_an_accepted_probe_resets_the_wait_even_while_drafting_does_not_pay():
+    from lvlm_skip.speculative import ExpectedGainSchedule
+
+    schedule = ExpectedGainSchedule(k_max=4, draft_cost=0.9, accepted=0.1, rejected=5.0, probe_wait=64)
+    schedule.observe(1, 1)
+    assert schedule.acceptance < 0.9 and schedule.probe_wait == 8
+    with pytest.raises(ValueError, match="probe_every"):
+        ExpectedGainSchedule(k_max=4, draft_cost=0.5, probe_every=0)
 
 
 def test_the_expected_schedule_is_lossless_and_stops_drafting_a_rejected_draft(llama, exact_draft_llama):
