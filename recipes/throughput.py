@@ -1,14 +1,19 @@
 """Throughput of batched evaluation: answered items per second at batch 1, 4 and 8, with identical answers.
 
-    python -m recipes.throughput                       # scene-llava and bench-llava, CPU, ~15 min on 2 cores
+    python -m recipes.throughput                       # scene-llava and bench-llava at the commands' lengths, CPU: hours
+    python -m recipes.throughput --max-new-tokens 32   # the same, 32 new tokens: ~20 min on 2 cores
     python -m recipes.throughput --models bench-llava-7b --device cuda --dtype float16 --batch-sizes 1,8,16,32
 
 For every model, the scene benchmark's AMBER generative queries (``amber --task g``) and POPE
 questions (the random split) are answered by the evaluation harness's own generator
 (:class:`lvlm_skip.evaluation.generation.ModelGenerator`, the one ``lvlm-skip amber`` / ``pope`` run)
 for each variant at each batch size, with the harness's batching (sorted by prompt length,
-:func:`lvlm_skip.evaluation.runner.batches`). Configurations (batch size x variant) are interleaved
-round by round, after an untimed warm-up round; a row's rate is the median over ``--runs`` rounds of
+:func:`lvlm_skip.evaluation.runner.batches`), up to the length those commands generate by default
+(``amber`` 512 new tokens, ``pope`` 128; ``--max-new-tokens`` sets one for both). A model that ends its
+answers early (scene-llava) never reaches them; one that never emits an end token (bench-llava) decodes
+all of them, so its rate is mostly decoding. Configurations (batch size x variant) are interleaved
+round by round, after an untimed warm-up round (``--warmup-tokens`` new tokens per item, 8 by default:
+every kernel and cache size runs once); a row's rate is the median over ``--runs`` rounds of
 ``items / seconds`` (wall clock, CUDA synchronised), and its spread is ``(max - min) / median`` of
 the rounds' rates (above 10%: the machine was busy, the row is noise).
 
@@ -38,6 +43,8 @@ import statistics
 import time
 from pathlib import Path
 
+from lvlm_skip.cli.amber import MAX_NEW_TOKENS as AMBER_MAX_NEW_TOKENS
+from lvlm_skip.cli.pope import MAX_NEW_TOKENS as POPE_MAX_NEW_TOKENS
 from recipes.command import progress_enabled, recipe_parser, run_recipe
 
 logger = logging.getLogger("recipes.throughput")
@@ -45,6 +52,10 @@ logger = logging.getLogger("recipes.throughput")
 MODELS = ("scene-llava", "bench-llava")
 TASKS = ("amber_g", "pope")
 SCENE_LLAVA = Path(__file__).resolve().parent / "models" / "scene-llava"
+#: the length limit ``lvlm-skip amber`` / ``pope`` generate with by default, per task
+TASK_MAX_NEW_TOKENS = {"amber_g": AMBER_MAX_NEW_TOKENS, "pope": POPE_MAX_NEW_TOKENS}
+#: the warm-up round's length limit: enough to load every kernel and allocator size class once
+WARMUP_TOKENS = 8
 
 
 def _parser():
@@ -59,8 +70,12 @@ def _parser():
                    help="Comma-separated batch sizes; 1 is added when missing.")
     p.add_argument("--items", type=positive_int, default=8, help="Items per task (the first N).")
     p.add_argument("--images", type=positive_int, default=8, help="Scenes in the drawn benchmark.")
-    p.add_argument("--max-new-tokens", type=positive_int, default=32, help="Generation length limit.")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None,
+                   help="Generation length limit (default: each task's command default, "
+                   f"amber {AMBER_MAX_NEW_TOKENS}, pope {POPE_MAX_NEW_TOKENS}).")
     p.add_argument("--runs", type=positive_int, default=3, help="Timed rounds after one warm-up round.")
+    p.add_argument("--warmup-tokens", type=positive_int, default=WARMUP_TOKENS,
+                   help="The untimed warm-up round's length limit (at most --max-new-tokens).")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N.")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
@@ -123,11 +138,12 @@ def _answer_all(generator, requests: list[tuple], label: str, size: int, sync, c
 
 
 def measure_task(generator, requests: list[tuple], labels: list[str], sizes: list[int], runs: int, sync,
-                 progress: bool = False, clock=time.perf_counter) -> list[dict]:
+                 progress: bool = False, clock=time.perf_counter, warmup_tokens: int = WARMUP_TOKENS) -> list[dict]:
     """Rows (one per variant and batch size) of one model on one task: rates, ratios and answer agreement.
 
     ``labels[0]`` is the stock row; its rows also get ``first_token_s`` and ``x_batch1_bound`` (the
-    module docstring). ``clock``: seconds, a fake in tests.
+    module docstring). Round 0 warms up, untimed, generating at most ``warmup_tokens`` tokens per item;
+    the answers compared are the first timed round's. ``clock``: seconds, a fake in tests.
     """
     from tqdm.auto import tqdm
 
@@ -137,14 +153,16 @@ def measure_task(generator, requests: list[tuple], labels: list[str], sizes: lis
     first_token: dict[int, list[float]] = {size: [] for size in sizes}  # stock: seconds per item, one new token
     answers: dict[tuple, dict] = {}
     for round_index in tqdm(range(runs + 1), desc="rounds", unit="round", disable=not progress):
+        warmup = round_index == 0
         for size, label in configs:
-            seconds, got = _answer_all(generator, requests, label, size, sync, clock)
-            answers.setdefault((size, label), got)
-            if round_index:  # round 0 warms up
+            limit = min(warmup_tokens, generator.max_new_tokens) if warmup else None
+            seconds, got = _answer_all(generator, requests, label, size, sync, clock, max_new_tokens=limit)
+            if not warmup:
+                answers.setdefault((size, label), got)
                 rates[(size, label)].append(len(requests) / seconds)
             if label == stock:
                 seconds, _ = _answer_all(generator, requests, label, size, sync, clock, max_new_tokens=1)
-                if round_index:
+                if not warmup:
                     first_token[size].append(seconds / len(requests))
     rows = []
     for size, label in configs:
@@ -152,7 +170,8 @@ def measure_task(generator, requests: list[tuple], labels: list[str], sizes: lis
         base = answers[(1, label)]
         same = sum(answers[(size, label)][k] == v for k, v in base.items()) / len(base)
         row = {
-            "variant": label, "batch": size, "items": len(requests), "items_per_s": round(rate, 3),
+            "variant": label, "batch": size, "items": len(requests), "max_new_tokens": generator.max_new_tokens,
+            "items_per_s": round(rate, 3),
             "spread_pct": round(100 * (max(rates[(size, label)]) - min(rates[(size, label)])) / rate, 1),
             "x_batch1": round(rate / statistics.median(rates[(1, label)]), 2),
             "x_stock": round(rate / statistics.median(rates[(size, stock)]), 2),
@@ -185,6 +204,7 @@ def run(args) -> int:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise CliError(f"--tasks: unknown {', '.join(unknown)} (choose from {', '.join(TASKS)})")
+    limits = {task: args.max_new_tokens or TASK_MAX_NEW_TOKENS[task] for task in tasks}
     plan_variants(args.variants)  # a bad spec is refused before anything loads
     out = check_output_dir(args.out)
     bench = export(out / "bench", args.images, 0, overwrite=True)
@@ -193,22 +213,24 @@ def run(args) -> int:
     device = resolve_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     result = {"setting": {"batch_sizes": sizes, "variants": args.variants.split(","), "items": args.items, "runs": args.runs,
-                          "max_new_tokens": args.max_new_tokens, "device": str(device), "dtype": args.dtype,
+                          "max_new_tokens": {task: limits[task] for task in tasks}, "warmup_tokens": args.warmup_tokens,
+                          "device": str(device), "dtype": args.dtype,
                           "threads": torch.get_num_threads(), "clock": "wall"}, "rows": []}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         path = str(SCENE_LLAVA) if name == "scene-llava" else name
         torch.manual_seed(0)
         model, processor = load_model(path, dtype=getattr(torch, args.dtype), device=device)
         plan = _plan(args.variants, name, ModelAnatomy.from_model(model).num_layers)
-        generator = ModelGenerator(model, processor, plan, args.max_new_tokens)
         for task in tasks:
+            generator = ModelGenerator(model, processor, plan, limits[task])
             requests = _requests(task, bench, args.items)
-            logger.info("%s / %s: %d items x %d variants x batch sizes %s, %d round(s)", name, task, len(requests),
-                        len(plan.labels), sizes, args.runs)
-            rows = measure_task(generator, requests, list(plan.labels), sizes, args.runs, sync, progress_enabled(args))
+            logger.info("%s / %s: %d items x %d variants x batch sizes %s, up to %d new tokens, %d round(s)", name, task,
+                        len(requests), len(plan.labels), sizes, limits[task], args.runs)
+            rows = measure_task(generator, requests, list(plan.labels), sizes, args.runs, sync, progress_enabled(args),
+                                warmup_tokens=args.warmup_tokens)
             result["rows"] += [{"model": name, "task": task, **row} for row in rows]
             _write(out, result, markdown_table)  # after every (model, task): a stopped run keeps what it measured
-        del model, generator
+        model = generator = None  # free this model before the next loads
     noisy = [f"{r['model']}/{r['task']}/{r['variant']}@{r['batch']}" for r in result["rows"] if r["spread_pct"] > 10]
     if noisy:
         logger.warning("spread above 10%% (a busy machine; those rows are noise): %s", ", ".join(noisy))

@@ -67,8 +67,29 @@ def test_rates_ratios_and_the_first_token_bound():
         assert rows[("none", size)]["x_batch1"] <= rows[("none", size)]["x_batch1_bound"]
         assert rows[("skip1", size)]["first_token_s"] is None  # measured on the stock row only
     assert all(r["same_answers"] == 1.0 for r in rows.values())
-    # the one-token runs set the limit for their own run only
-    assert set(generator.limits_seen) == {11, 1} and generator.max_new_tokens == 11
+    # the warm-up round (8 tokens) and the one-token runs set the limit for their own run only
+    assert set(generator.limits_seen) == {11, 8, 1} and generator.max_new_tokens == 11
+    assert all(r["max_new_tokens"] == 11 for r in rows.values())
+
+
+def test_the_warm_up_is_short_untimed_and_not_the_compared_answers():
+    clock = _Clock()
+
+    class WarmupDiffers(_CostedGenerator):
+        def generate_batch(self, images, prompts, label):
+            results = super().generate_batch(images, prompts, label)
+            if self.max_new_tokens == 3:  # the warm-up's answers differ: they must not be compared
+                return [Generation(text="warm", new_tokens=3, seconds=0.0) for _ in prompts]
+            return results
+
+    generator = WarmupDiffers(clock)
+    rows = measure_task(generator, _requests(), ["none"], [1, 8], runs=1, sync=lambda: None, clock=clock,
+                        warmup_tokens=3)
+    # the warm-up: batch 1 (8 batches of 3 tokens, then stock's one-token run), batch 8 (one of each); then timed
+    assert generator.limits_seen[:18] == [3] * 8 + [1] * 8 + [3, 1]
+    assert set(generator.limits_seen[18:]) == {11, 1}
+    assert all(r["same_answers"] == 1.0 for r in rows)
+    assert rows[0]["items_per_s"] == pytest.approx(0.5)  # timed at the full 11 tokens, not at the warm-up's 3
 
 
 def test_answers_that_change_with_the_batch_are_counted():

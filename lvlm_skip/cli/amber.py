@@ -16,6 +16,8 @@ from .options import add_evaluation_arguments
 HELP = "AMBER hallucination benchmark (generative and yes/no), one row per variant."
 #: AMBER tasks (the keys of ``lvlm_skip.data.amber.TASK_FILES``).
 TASKS: tuple[str, ...] = get_args(AmberTaskName)
+#: ``--max-new-tokens``'s default: room for a full description (AMBER's and LLaVA's captions are ~100 tokens).
+MAX_NEW_TOKENS = 512
 
 
 def add_arguments(p) -> None:
@@ -27,7 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="auto", choices=get_args(LanguageBackendChoice),
                    help="Language backend of the generative metric: official (nltk + spaCy en_core_web_lg), "
                    "offline (vocabulary match), auto (official when installed).")
-    add_evaluation_arguments(p, default_out="runs/amber", max_new_tokens=512)
+    add_evaluation_arguments(p, default_out="runs/amber", max_new_tokens=MAX_NEW_TOKENS)
 
 
 def run(args) -> int:

@@ -22,6 +22,8 @@ SPLITS: tuple[str, ...] = get_args(PopeSplit)
 SUFFIXES = ("none", "llava", "vcd")
 #: ``lvlm_skip.benchmarks.pope.protocols.PROTOCOLS``, repeated for the same reason.
 PROTOCOLS = ("harness", "authors")
+#: ``--max-new-tokens``'s default: a yes/no answer with room for a free-form sentence around it.
+MAX_NEW_TOKENS = 128
 
 
 def add_arguments(p) -> None:
@@ -52,7 +54,7 @@ def add_arguments(p) -> None:
                    "' Please answer this question with one word.', sampling at temperature 1, beta 0.2, 1024 tokens, "
                    "VCD's eval_pope.py reading; deco: the question as is, greedy, 5 tokens, DeCo's yes-word reading), "
                    "the other variants as the harness. Recorded in the fingerprint and the report.")
-    add_evaluation_arguments(p, default_out="runs/pope", max_new_tokens=128, default_variants="none",
+    add_evaluation_arguments(p, default_out="runs/pope", max_new_tokens=MAX_NEW_TOKENS, default_variants="none",
                              limit_help="Only the first N questions of each split.")
 
 
