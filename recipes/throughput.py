@@ -213,7 +213,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     result = {"setting": {"batch_sizes": sizes, "variants": args.variants.split(","), "items": args.items, "runs": args.runs,
-                          "max_new_tokens": {task: limits[task] for task in tasks}, "warmup_tokens": args.warmup_tokens,
+                          "max_new_tokens": limits, "warmup_tokens": args.warmup_tokens,
                           "device": str(device), "dtype": args.dtype,
                           "threads": torch.get_num_threads(), "clock": "wall"}, "rows": []}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
