@@ -650,6 +650,45 @@ def reserved_cache(model: nn.Module, reserve: int) -> DynamicCache:
     return cache
 
 
+#: The processor outputs a shared-prefix batch may carry: an image per row, 1D positions (LLaVA-1.5's shape).
+_SHARED_PREFIX_INPUTS = frozenset({"input_ids", "attention_mask", "pixel_values"})
+
+
+def shares_prefixes(model: nn.Module, inputs: dict) -> bool:
+    """Whether ``model`` can answer ``inputs`` (a processor's batch) with shared image prefixes (:mod:`lvlm_skip.prefixes`).
+
+    It can when the batch holds one image per row and nothing else (no image sizes, grids or aspect ratios:
+    LLaVA-NeXT, Qwen2-VL and Mllama are answered the usual way), the model has image placeholders, its positions are
+    1D (no multimodal RoPE, whose positions depend on the whole prompt) and every layer attends to the whole cache.
+    """
+    pixels = inputs.get("pixel_values")
+    if set(inputs) - _SHARED_PREFIX_INPUTS or pixels is None or pixels.shape[0] != inputs["input_ids"].shape[0]:
+        return False
+    text = model.config.get_text_config()
+    rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
+    if not placeholder_token_ids(model) or hasattr(model, "get_rope_index") or "mrope_section" in rope:
+        return False
+    return not ModelAnatomy.from_model(model).has_sliding_window_layers
+
+
+def shared_prefix_cache(model: nn.Module, batch, pixel_values: torch.Tensor, reserve: int) -> DynamicCache:
+    """The K/V of ``batch``'s prefixes (a :class:`lvlm_skip.prefixes.SharedPrefixBatch`), one forward for the distinct
+    ones, copied to every row: a :func:`reserved_cache` of `(batch, ..., P, ...)` with room for ``reserve`` positions.
+
+    ``model`` must be the stock model (unwrapped): the cache is what its prefill would have written at those
+    positions. ``pixel_values``: `(batch, ...)` the rows' images; each prefix gets its row's.
+    """
+    anatomy = ModelAnatomy.from_model(model)
+    prefixes = reserved_cache(model, batch.prefix_length)
+    model(input_ids=batch.prefix_ids, attention_mask=batch.prefix_mask, position_ids=batch.prefix_positions,
+          pixel_values=pixel_values[batch.prefix_rows], use_cache=True, logits_to_keep=1,
+          **{anatomy.model_cache_argument: prefixes})
+    cache = reserved_cache(model, reserve)
+    for index, layer in enumerate(prefixes.layers):
+        cache.update(layer.keys[batch.groups], layer.values[batch.groups], index)
+    return cache
+
+
 def eos_token_ids(model: nn.Module) -> frozenset[int]:
     """The token ids that end a sequence: the generation config's ``eos_token_id`` (an int or a list), else
     the text config's; empty when neither has one. ``generate`` stops on the same ids."""

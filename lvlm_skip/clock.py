@@ -5,10 +5,16 @@ A forward over ``new`` positions after ``cached`` ones (both read from the model
 
 * **the start of a sequence** (step 0, the prefill) when nothing is cached: no cache
   (``use_cache=False``, every forward reads the whole sequence) or an empty one;
+* **the start of a sequence whose prompt prefix is cached** (step 0 with ``cached > 0``): the first
+  forward since the clock's last :meth:`~SequenceClock.restart`, when ``generate`` was handed a cache
+  that holds the prompt's first positions (transformers' prefix reuse; the harness shares an image's
+  prefix among the rows that ask about it, :mod:`lvlm_skip.prefixes`). The forward runs the rest of
+  the prompt; a controller that needs the whole prompt in its prefill refuses it
+  (:func:`lvlm_skip.wrapping.accepts_cached_prefix` says which);
 * **decoding step** ``t + 1`` when it adds one position to a sequence whose last forward was step ``t``;
-* **unplaceable** otherwise: several new positions after cached ones (assisted, speculative or
-  prompt-lookup decoding verifies drafts so), or one new position with no sequence started since
-  the clock's last :meth:`~SequenceClock.restart` (a cache that holds another sequence).
+* **unplaceable** otherwise: several new positions after cached ones in a started sequence (assisted,
+  speculative or prompt-lookup decoding verifies drafts so), or a forward after cached ones outside
+  ``generate`` with no sequence placed yet.
 
 One forward pre-hook on the wrapped model (:class:`lvlm_skip.hooks.SequenceClockHook`) advances the
 clock at every model forward, before any layer runs; the wrapped ``generate`` restarts it at each
@@ -35,8 +41,10 @@ class ForwardPosition:
     Attributes:
         step: ``0`` for the forward that starts the sequence (the prefill), ``t`` for the ``t``-th
             decoding step, which predicts generated token ``t``.
-        cached: Positions already in the KV cache before this forward (``0`` at a start).
-        new: Positions this forward adds (the prompt length at the prefill, ``1`` at a step).
+        cached: Positions already in the KV cache before this forward (``0`` at a start, except a start
+            whose prompt prefix is cached).
+        new: Positions this forward adds (the prompt length, or its uncached rest, at the prefill; ``1`` at
+            a step).
     """
 
     step: int
@@ -62,10 +70,13 @@ class SequenceClock:
     def __init__(self) -> None:
         self.position: ForwardPosition | None = None
         self.forwards = 0
+        self._restarted = False  # restarted and no forward since: a cached prefix may start the sequence
 
     def restart(self) -> None:
-        """Forget the current sequence: the next forward must start one (called by the wrapped ``generate``)."""
+        """Forget the current sequence: the next forward starts one (called by the wrapped ``generate``), with
+        or without a cached prompt prefix."""
         self.position = None
+        self._restarted = True
 
     def advance(self, cached: int, new: int) -> ForwardPosition:
         """Place the next forward, over ``new`` positions after ``cached`` ones, and make it the current one.
@@ -73,7 +84,7 @@ class SequenceClock:
         Raises:
             UnplaceableForwardError: the forward is neither a start nor one step of the current sequence.
         """
-        if cached == 0:
+        if cached == 0 or self._restarted:
             position = ForwardPosition(0, cached, new)
         elif new == 1 and self.position is not None:
             position = ForwardPosition(self.position.step + 1, cached, new)
@@ -84,5 +95,6 @@ class SequenceClock:
                 "decode one token per forward"
             )
         self.position = position
+        self._restarted = False
         self.forwards += 1
         return position

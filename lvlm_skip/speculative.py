@@ -371,6 +371,9 @@ class SpeculativeDecoder:
         self.routing = DraftRouting(anatomy, config.draft_layers)
         self._report = SpeculativeReport(config, anatomy.num_layers)
 
+    #: Its loop prefills the prompt it is handed whole, so the harness never hands it a cached prefix.
+    accepts_cached_prefix = False
+
     def install(self) -> list:
         return [self.routing]
 

@@ -207,6 +207,19 @@ def is_wrapped(model) -> bool:
     return getattr(model, _STATE_ATTR, None) is not None
 
 
+def accepts_cached_prefix(model) -> bool:
+    """Whether ``model.generate`` may be handed a cache that holds a stock forward's K/V of the prompt's first positions.
+
+    True for the stock model (transformers' prefix reuse), for online skips, static skips with given layers at
+    ``positions="generated"``, DoLa and DeCo: they act at the positions that predict a token, and the rest of
+    the prompt runs the stock model. False for static skips that measure their layers on the prompt or skip at every
+    position, for VCD (its second pass reads the whole prompt) and for speculative mode; those refuse such a
+    prefill in one line (:mod:`lvlm_skip.clock`).
+    """
+    state = getattr(model, _STATE_ATTR, None)
+    return True if state is None else bool(state.controller.accepts_cached_prefix)
+
+
 def last_report(model) -> SkipReport:
     """The :class:`~lvlm_skip.skips.SkipReport` of the wrapped model's last generate / forward sequence."""
     state = getattr(model, _STATE_ATTR, None)

@@ -128,7 +128,10 @@ def _answer_all(generator, requests: list[tuple], label: str, size: int, sync, c
     try:
         sync()
         start = clock()
-        for batch in batches([item for item, _, _ in requests], size, lambda item: generator.prompt_length(item.prompt)):
+        shares = getattr(generator, "shares_image_prefixes", lambda label: False)(label)
+        key = ((lambda item: (item.image, generator.prompt_length(item.prompt))) if shares  # as the runner sorts
+               else (lambda item: generator.prompt_length(item.prompt)))
+        for batch in batches([item for item, _, _ in requests], size, key):
             results = generator.generate_batch([by_id[i.id][0] for i in batch], [by_id[i.id][1] for i in batch], label)
             answers.update({item.id: (r.text, r.new_tokens) for item, r in zip(batch, results)})
         sync()

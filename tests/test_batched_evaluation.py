@@ -260,3 +260,48 @@ def test_pope_command_at_batch_3_writes_the_answers_of_batch_1(tmp_path, bench):
         reports = [json.loads(path.read_text()) for path in out.glob("pope_*.json") if "details" not in path.name]
     assert answers["3"] == answers["1"] and len(answers["1"]) == 21
     assert len(reports) == 1 and "batch_size" not in json.dumps(reports[0]["meta"]["run"])
+
+
+# -- rows about one image share its prefill ---------------------------------------------------------------
+
+#: (scene, question): three images asked several questions each, as POPE asks them (and one caption)
+SHARED = [(0, "Is there a cup in the image?"), (0, "Is there a boat in the image?"), (0, "Describe this image."),
+          (1, "Is there an apple in the image?"), (1, "Is there a car in the image?"), (1, "Is there a clock in the image?"),
+          (2, "Is there a ball in the image?"), (2, "Describe this image in detail.")]
+#: the variants that decode the usual way: VCD, and the static skips, which here (no layers given) measure their
+#: layers on the whole prompt; the others' prefix is the stock model's, so they share
+NOT_SHARING = {"vcd", "skip1", "skip2", "skip3", "exit"}
+
+
+@pytest.mark.parametrize("label", LABELS.split(","))
+def test_rows_about_one_image_share_its_prefill_with_the_same_answers(scene_generator, label, monkeypatch):
+    from lvlm_skip import anatomy
+    from lvlm_skip.scenes import make_scene
+
+    gen, _ = scene_generator
+    scenes = {i: make_scene("test", 0, i).image for i in {s for s, _ in SHARED}}
+    images, questions = [scenes[s] for s, _ in SHARED], [q for _, q in SHARED]
+    alone = [gen.generate_batch([i], [q], label)[0] for i, q in zip(images, questions)]
+    prefills = []
+    real = anatomy.shared_prefix_cache
+    monkeypatch.setattr(anatomy, "shared_prefix_cache", lambda *a, **k: prefills.append(a[1]) or real(*a, **k))
+    together = gen.generate_batch(images, questions, label)
+    assert [(a.text, a.new_tokens, round(a.layers_skipped, 9)) for a in together] == \
+        [(a.text, a.new_tokens, round(a.layers_skipped, 9)) for a in alone]
+    assert gen.shares_image_prefixes(label) == (label not in NOT_SHARING)
+    if label in NOT_SHARING:
+        assert prefills == []
+    else:  # one prefix forward for the three images, and the eight rows
+        assert len(prefills) == 1 and prefills[0].prefix_ids.shape[0] == 3 and prefills[0].groups.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+
+
+def test_the_runner_sorts_by_image_first_when_the_generator_shares_prefixes():
+    from lvlm_skip.evaluation.runner import _sort_key
+
+    items = [EvalItem(id=str(i), image=image, prompt=prompt) for i, (image, prompt) in
+             enumerate([("b.png", "a long question here"), ("a.png", "short"), ("b.png", "mid one"), ("a.png", "a longer one")])]
+    task = SimpleNamespace(variant_request=lambda item, label: item)
+    sharing = SimpleNamespace(prompt_length=len, shares_image_prefixes=lambda label: True)
+    plain = SimpleNamespace(prompt_length=len, shares_image_prefixes=lambda label: False)
+    assert [i.id for b in batches(items, 2, _sort_key(lambda: sharing, task, 2, "none")) for i in b] == ["1", "3", "2", "0"]
+    assert [i.id for b in batches(items, 2, _sort_key(lambda: plain, task, 2, "none")) for i in b] == ["1", "2", "3", "0"]

@@ -51,15 +51,23 @@ def test_several_new_positions_after_cached_ones_are_refused(cached, new):
     assert clock.forwards == 1 and clock.position.step == 0  # a refused forward moves nothing
 
 
-def test_after_a_restart_the_next_forward_must_start_a_sequence():
+def test_after_a_restart_the_next_forward_starts_a_sequence_with_or_without_a_cached_prefix():
     clock = SequenceClock()
     clock.advance(0, 5)
     clock.advance(5, 1)
     clock.restart()
     assert clock.position is None
-    with pytest.raises(UnplaceableForwardError, match="^a forward over 1 new positions after 6 cached ones"):
-        clock.advance(6, 1)  # one step of the sequence before the restart
+    assert clock.advance(6, 4) == ForwardPosition(0, 6, 4)  # a prompt whose first 6 positions are cached
+    assert clock.advance(10, 1).step == 1
+    with pytest.raises(UnplaceableForwardError, match="^a forward over 3 new positions after 11 cached ones"):
+        clock.advance(11, 3)  # only the first forward after a restart may follow a cached prefix
+    clock.restart()
     assert clock.advance(0, 7).starts_sequence
+
+
+def test_outside_generate_a_first_forward_after_cached_ones_is_refused():
+    with pytest.raises(UnplaceableForwardError, match="^a forward over 1 new positions after 6 cached ones"):
+        SequenceClock().advance(6, 1)  # no restart: a cache of some other sequence
 
 
 # -- on a wrapped model ----------------------------------------------------------------------------------
@@ -116,15 +124,16 @@ def test_without_a_cache_every_forward_starts_a_sequence(llama, case):
 
 
 @pytest.mark.parametrize("case", ["layers", "dola"])
-def test_a_generate_does_not_continue_the_previous_ones_cache(llama, case):
-    """A generate handed the previous call's cache adds one position to it: the restarted clock refuses it
-    (it would otherwise count as step 4 of a sequence the report has already closed)."""
-    with lvlm_skip.skipping(llama, **WRAPS[case]):
+def test_a_generate_handed_the_previous_ones_cache_starts_a_new_sequence_after_it(llama, case):
+    """A generate handed the previous call's cache starts a new sequence whose prompt prefix is cached (step 0 at
+    ``cached = PROMPT + 3``), not step 4 of a sequence the report has already closed."""
+    with lvlm_skip.skipping(llama, **WRAPS[case]) as run:
         with torch.no_grad():
             first = llama.generate(IDS, return_dict_in_generate=True, **GREEDY)
             cache = {CACHE: ModelAnatomy.output_cache(first)}
-            with pytest.raises(UnplaceableForwardError, match=rf"^a forward over 1 new positions after {PROMPT + 3} cached"):
-                llama.generate(first.sequences, **cache, **GREEDY)
+            seen = _positions(llama, lambda: llama.generate(first.sequences, **cache, **GREEDY))
+        assert seen[0] == (0, PROMPT + 3, 1) and [s[0] for s in seen] == list(range(len(seen)))
+        assert run.report.num_steps == len(seen)
 
 
 @pytest.mark.parametrize("case", ["layers", "skip3-online", "dola"])

@@ -8,6 +8,11 @@ prompt with the processor's chat template (:func:`lvlm_skip.inputs.models.chat_p
 greedily. Layer numbers in the variants' options are checked against the model when it is loaded,
 before any generation.
 
+**Rows that ask about one image share its prefill.** When a batch holds several questions about one image (POPE's six
+per image, AMBER's discriminative queries), the image's prefix runs once and its K/V are copied to those rows
+(:mod:`lvlm_skip.prefixes`); the prefix forward is the stock model's, which is what every variant but VCD, static
+skips at every position and measured static skips runs at those positions (the others decode the usual way).
+
 **A row's answer does not depend on its batch.** Every variant and peer decides per row (the
 batch matrix, ``tests/test_batch_matrix.py``, and ``tests/test_batched_evaluation.py`` check it in
 float32), and a row's text, token count and layers skipped are cut at its own end of sequence, so
@@ -208,7 +213,9 @@ class ModelGenerator:
         inputs = encode_inputs(self.processor, texts, list(images), self.model)
         synchronize = torch.cuda.synchronize if self.model.device.type == "cuda" else (lambda: None)
         options = dict(decoding.generate_kwargs() if decoding else {"do_sample": False}, pad_token_id=self._pad)
-        options.update(self._reserved_cache(inputs, max_new_tokens))
+        shared = self._shared_prefixes(inputs, label) if len(prompts) > 1 else None
+        prompt_inputs = inputs if shared is None else {"input_ids": shared.input_ids,
+                                                       "attention_mask": shared.attention_mask}
         try:
             if not self._warm:  # one untimed call: the first variant must not pay the warm-up
                 with torch.inference_mode():
@@ -220,7 +227,11 @@ class ModelGenerator:
             synchronize()
             start = time.perf_counter()
             with torch.inference_mode(), _quiet(_CONTROLLER_LOGGER):  # its per-row notes would be per-item noise
-                out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **options)
+                if shared is None:
+                    options.update(self._reserved_cache(inputs, max_new_tokens))
+                else:
+                    options[self._cache_argument] = self._prefix_cache(shared, inputs, label, max_new_tokens)
+                out = self.model.generate(**prompt_inputs, max_new_tokens=max_new_tokens, **options)
             synchronize()
         except torch.cuda.OutOfMemoryError:
             if len(prompts) == 1:
@@ -233,7 +244,7 @@ class ModelGenerator:
             return (self._generate(images[:half], prompts[:half], label, None)
                     + self._generate(images[half:], prompts[half:], label, None))
         seconds = (time.perf_counter() - start) / len(prompts)
-        new = out[:, inputs["input_ids"].shape[1]:].cpu()  # shape: (batch, new tokens)
+        new = out[:, prompt_inputs["input_ids"].shape[1]:].cpu()  # shape: (batch, new tokens)
         lengths = row_lengths(new, self._eos)
         report = lvlm_skip.last_report(self.model) if self.plan.spec(label).variant != "none" else None
         notes = list(getattr(report, "notes", ()) or ())
@@ -246,6 +257,43 @@ class ModelGenerator:
             skipped = 0.0 if report is None else report.row_layers_skipped(row, length)
             answers.append(Generation(text=text, new_tokens=length, seconds=seconds, layers_skipped=float(skipped)))
         return answers
+
+    def shares_image_prefixes(self, label: str) -> bool:
+        """Whether ``label``'s rows that ask about one image share its prefill (:mod:`lvlm_skip.prefixes`): the
+        variant accepts a cached stock prefix (:func:`lvlm_skip.wrapping.accepts_cached_prefix`) and decodes a batch
+        at once (not sampled, not speculative). The runner then sorts a variant's items by image before prompt length."""
+        from ..wrapping import accepts_cached_prefix  # on the --help import path, which loads no torch
+
+        decoding = self.plan.decoding.get(label)
+        if (decoding is not None and decoding.sample) or self.plan.spec(label).draft is not None:
+            return False
+        self._use(label)
+        return accepts_cached_prefix(self.model)
+
+    def _shared_prefixes(self, inputs: dict, label: str):
+        """The batch's :class:`~lvlm_skip.prefixes.SharedPrefixBatch`, or ``None``: the model or the variant cannot
+        share (:func:`lvlm_skip.anatomy.shares_prefixes`, :meth:`shares_image_prefixes`) or no two rows share."""
+        from ..anatomy import placeholder_token_ids, shares_prefixes  # on the --help import path, which loads no torch
+        from ..prefixes import share_prefixes  # as above
+
+        if not shares_prefixes(self.model, inputs) or not self.shares_image_prefixes(label):
+            return None
+        pad = self._pad if self._pad is not None else 0
+        return share_prefixes(inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"],
+                              placeholder_token_ids(self.model), pad)
+
+    def _prefix_cache(self, shared, inputs: dict, label: str, max_new_tokens: int):
+        """The distinct prefixes' K/V from the stock model (the variant is unwrapped for that one forward), copied
+        to the rows, with room for the suffixes and ``max_new_tokens``."""
+        from ..anatomy import shared_prefix_cache  # on the --help import path, which loads no torch
+
+        if lvlm_skip.is_wrapped(self.model):
+            lvlm_skip.unwrap(self.model)
+            self._label = None
+        cache = shared_prefix_cache(self.model, shared, inputs["pixel_values"],
+                                    shared.input_ids.shape[1] + max_new_tokens)
+        self._use(label)
+        return cache
 
     def fit_batch_size(self, images: Sequence[Any], prompts: Sequence[str], label: str,
                        cap: int = AUTO_BATCH_CAP) -> int:

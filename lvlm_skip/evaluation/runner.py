@@ -196,9 +196,9 @@ def _record(item: EvalItem, label: str, result: generation.Generation) -> Answer
                         layers_skipped=None if result.layers_skipped is None else float(result.layers_skipped))
 
 
-def batches(items: Sequence[EvalItem], size: int, length: Callable[[EvalItem], int]) -> list[list[EvalItem]]:
-    """``items`` sorted by ``length`` (ties keep their order) and cut into batches of ``size``: rows of
-    one batch have similar prompt lengths, so that left padding adds little."""
+def batches(items: Sequence[EvalItem], size: int, length: Callable[[EvalItem], Any]) -> list[list[EvalItem]]:
+    """``items`` sorted by ``length`` (a sort key; ties keep their order) and cut into batches of ``size``: rows of
+    one batch have similar prompt lengths, so that left padding adds little (or the same image, to share it)."""
     ordered = sorted(items, key=length)  # sorted() is stable
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
@@ -242,12 +242,16 @@ class _VariantProgress:
 
 
 def _sort_key(generator: Callable[[], generation.Generator], task: EvalTask, size: int,
-              label: str) -> Callable[[EvalItem], int]:
-    """Batches sort items by prompt length in tokens (the generator's ``prompt_length``, else characters);
+              label: str) -> Callable[[EvalItem], Any]:
+    """Batches sort items by prompt length in tokens (the generator's ``prompt_length``, else characters), and
+    by image first when the generator shares an image's prefill among its rows (its ``shares_image_prefixes``);
     at batch 1 the order stays (and the model is not loaded for it)."""
     if size == 1:
         return lambda item: 0
     length = getattr(generator(), "prompt_length", len)
+    shares = getattr(generator(), "shares_image_prefixes", None)
+    if shares is not None and shares(label):
+        return lambda item: (task.variant_request(item, label).image, length(task.variant_request(item, label).prompt))
     return lambda item: length(task.variant_request(item, label).prompt)
 
 

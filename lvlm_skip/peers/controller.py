@@ -123,6 +123,12 @@ class PeerController:
         self._vcd_cache = None
         self._image_inputs: dict = {}
 
+    @property
+    def accepts_cached_prefix(self) -> bool:
+        """Whether a sequence may start after a cached stock prefix of its prompt (:mod:`lvlm_skip.clock`): DoLa
+        and DeCo contrast the predicting position only; VCD's second pass needs the whole prompt and its image."""
+        return self.variant != "vcd"
+
     def install(self) -> list:
         """Install the hooks / patches; returns them (each has ``remove()``)."""
         if self.layers:
@@ -155,6 +161,11 @@ class PeerController:
             )
         self._placed = self.clock.forwards
         prefill = self.clock.position.starts_sequence
+        if prefill and self.clock.position.cached and not self.accepts_cached_prefix:
+            raise UnplaceableForwardError(
+                f"a prefill after {self.clock.position.cached} cached prompt positions: VCD's second pass reads the "
+                "whole prompt with the noised image, so it needs the prompt uncached"
+            )
         if prefill:
             self.reset()
         outputs = stock_forward(*args, **kwargs)

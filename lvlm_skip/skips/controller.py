@@ -48,6 +48,13 @@ class SkipController:
         self._call_checked = False
         self.reset()
 
+    @property
+    def accepts_cached_prefix(self) -> bool:
+        """Whether a sequence may start after a cached stock prefix of its prompt (:mod:`lvlm_skip.clock`): every
+        prompt position but the last runs every layer (``positions="generated"``, always so online) and no skip set
+        is measured on the prompt (calibration reads all of it)."""
+        return self.config.positions == "generated" and not self.needs_calibration
+
     def _window_start(self) -> int:
         config, L = self.config, self.anatomy.num_layers
         if config.window_start is not None:
@@ -100,6 +107,12 @@ class SkipController:
         self._placed = self.clock.forwards
         prefill = self.clock.position.starts_sequence
         if prefill:
+            if self.clock.position.cached and not self.accepts_cached_prefix:
+                raise UnplaceableForwardError(
+                    f"a prefill after {self.clock.position.cached} cached prompt positions: static {self.config.variant} "
+                    + ("measures its layers on the whole prompt" if self.needs_calibration else "skips at every prompt position")
+                    + ", so it needs the prompt uncached"
+                )
             self.reset()
         device = self.anatomy.head_device
         record = StepRecord.empty(batch, self.num_layers, device, prefill)
