@@ -7,7 +7,7 @@
 For every model, the scene benchmark's AMBER generative queries (``amber --task g``) and POPE
 questions (the random split) are answered by the evaluation harness's own generator
 (:class:`lvlm_skip.evaluation.generation.ModelGenerator`, the one ``lvlm-skip amber`` / ``pope`` run)
-for each variant at each batch size, with the harness's batching (sorted by prompt length,
+for each variant at each batch size, with the harness's batching (sorted by prompt length, by image first for a variant that shares an image's prefill,
 :func:`lvlm_skip.evaluation.runner.batches`), up to the length those commands generate by default
 (``amber`` 512 new tokens, ``pope`` 128; ``--max-new-tokens`` sets one for both). A model that ends its
 answers early (scene-llava) never reaches them; one that never emits an end token (bench-llava) decodes
