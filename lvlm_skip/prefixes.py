@@ -73,9 +73,10 @@ def share_prefixes(input_ids: torch.Tensor, attention_mask: torch.Tensor, images
     cuts = []
     for row in rows:
         where = torch.isin(row, placeholders).nonzero()
-        if not len(where) or int(where.max()) + 1 >= len(row):
+        cut = int(where.max()) + 1 if len(where) else len(row)
+        if cut >= len(row):  # no placeholder, or no suffix after the last one
             return None
-        cuts.append(int(where.max()) + 1)
+        cuts.append(cut)
     representatives: list[int] = []
     groups: list[int] = []
     for b, (row, cut) in enumerate(zip(rows, cuts)):

@@ -7,8 +7,8 @@
 For every model, the scene benchmark's AMBER generative queries (``amber --task g``) and POPE
 questions (the random split) are answered by the evaluation harness's own generator
 (:class:`lvlm_skip.evaluation.generation.ModelGenerator`, the one ``lvlm-skip amber`` / ``pope`` run)
-for each variant at each batch size, with the harness's batching (sorted by prompt length, by image first for a variant that shares an image's prefill,
-:func:`lvlm_skip.evaluation.runner.batches`), up to the length those commands generate by default
+for each variant at each batch size, with the harness's batching (sorted by prompt length, by image first for a
+variant that shares an image's prefill: :func:`lvlm_skip.evaluation.runner.batches`), up to the length those commands generate by default
 (``amber`` 512 new tokens, ``pope`` 128; ``--max-new-tokens`` sets one for both). A model that ends its
 answers early (scene-llava) never reaches them; one that never emits an end token (bench-llava) decodes
 all of them, so its rate is mostly decoding. Configurations (batch size x variant) are interleaved
@@ -119,7 +119,7 @@ def _answer_all(generator, requests: list[tuple], label: str, size: int, sync, c
 
     ``max_new_tokens``: the generator's length limit for this run only (``None``: its own).
     """
-    from lvlm_skip.evaluation.runner import batches
+    from lvlm_skip.evaluation.runner import batch_sort_key, batches
 
     by_id = {item.id: (image, prompt) for item, image, prompt in requests}
     answers = {}
@@ -128,9 +128,7 @@ def _answer_all(generator, requests: list[tuple], label: str, size: int, sync, c
     try:
         sync()
         start = clock()
-        shares = getattr(generator, "shares_image_prefixes", lambda label: False)(label)
-        key = ((lambda item: (item.image, generator.prompt_length(item.prompt))) if shares  # as the runner sorts
-               else (lambda item: generator.prompt_length(item.prompt)))
+        key = batch_sort_key(generator, label)  # as the runner sorts
         for batch in batches([item for item, _, _ in requests], size, key):
             results = generator.generate_batch([by_id[i.id][0] for i in batch], [by_id[i.id][1] for i in batch], label)
             answers.update({item.id: (r.text, r.new_tokens) for item, r in zip(batch, results)})

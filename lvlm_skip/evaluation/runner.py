@@ -241,18 +241,26 @@ class _VariantProgress:
         self.label = None
 
 
+def batch_sort_key(generator: generation.Generator, label: str) -> Callable[[Any], Any]:
+    """``key(request)``, what ``label``'s batches sort a request (anything with ``.prompt`` and ``.image``) by: its
+    prompt's length in tokens (the generator's ``prompt_length``, else characters), by image first when the
+    generator shares an image's prefill among its rows (its ``shares_image_prefixes``). The runner and
+    ``recipes.throughput`` batch by it."""
+    length = getattr(generator, "prompt_length", len)
+    shares = getattr(generator, "shares_image_prefixes", None)
+    if shares is not None and shares(label):
+        return lambda request: (request.image, length(request.prompt))
+    return lambda request: length(request.prompt)
+
+
 def _sort_key(generator: Callable[[], generation.Generator], task: EvalTask, size: int,
               label: str) -> Callable[[EvalItem], Any]:
-    """Batches sort items by prompt length in tokens (the generator's ``prompt_length``, else characters), and
-    by image first when the generator shares an image's prefill among its rows (its ``shares_image_prefixes``);
-    at batch 1 the order stays (and the model is not loaded for it)."""
+    """Batches sort items by :func:`batch_sort_key` of their variant request; at batch 1 the order stays (and
+    the model is not loaded for it)."""
     if size == 1:
         return lambda item: 0
-    length = getattr(generator(), "prompt_length", len)
-    shares = getattr(generator(), "shares_image_prefixes", None)
-    if shares is not None and shares(label):
-        return lambda item: (task.variant_request(item, label).image, length(task.variant_request(item, label).prompt))
-    return lambda item: length(task.variant_request(item, label).prompt)
+    key = batch_sort_key(generator(), label)
+    return lambda item: key(task.variant_request(item, label))
 
 
 def _fit_batch_size(generator: Callable[[], generation.Generator], task: EvalTask, todo: dict[str, list[EvalItem]],
