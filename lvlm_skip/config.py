@@ -401,6 +401,13 @@ class SpeculativeOptions:
     """How k moves between rounds: constant; heuristic (+2 after a fully accepted round, -1 otherwise); or
     expected (each round the k in 0..k with the most expected tokens per cost, from the acceptance so far:
     :class:`lvlm_skip.speculative.ExpectedGainSchedule`)."""
+    lookup: int = 0
+    """n-gram lookup before the layer draft (prompt lookup, Saxena 2023): a round first looks for the sequence's
+    last ``lookup_ngram`` (down to 1) tokens earlier in the prompt and output and, on a match, proposes up to
+    ``lookup`` of the tokens that followed it, at no draft cost; the layer draft runs only where nothing
+    matches. 0: off (:func:`lvlm_skip.speculative.lookup_candidates`)."""
+    lookup_ngram: int = 2
+    """The longest suffix n-gram the lookup matches (it tries ``lookup_ngram`` down to 1)."""
 
     def __post_init__(self):
         if self.draft not in SPECULATIVE_DRAFTS:
@@ -410,6 +417,8 @@ class SpeculativeOptions:
             check_number("threshold", self.threshold, 0.0, 1.0)
         if self.schedule not in SPECULATIVE_SCHEDULES:
             raise ValueError(f"`schedule` (={self.schedule!r}) has to be one of {SPECULATIVE_SCHEDULES}")
+        check_int("lookup", self.lookup, 0)
+        check_int("lookup_ngram", self.lookup_ngram, 1)
 
 
 def build_config(config_class: type, **options):

@@ -28,6 +28,14 @@ Greedy output equals stock ``generate`` up to floating point: the verify pass co
 forward of ``n + 1`` tokens instead of ``n + 1`` forwards of one, which in float32 / float16 can flip a near-tie
 (the report counts rounds, not such flips; ``lvlm-skip speed`` measures token agreement). 
 
+**Lookup** (``lookup=N``). Before the layer draft, a round looks for the sequence's last tokens (an n-gram of up
+to ``lookup_ngram``) earlier in the prompt and output; where they recur, the up to ``N`` tokens that followed
+them are the round's drafts (prompt lookup decoding, the idea of transformers' ``prompt_lookup_num_tokens``; a
+copy that runs into the end of the sequence repeats its period), at no draft cost, and the layer draft runs only
+where nothing recurs (:func:`lookup_candidates`). A looked-up draft is a
+draft of certainty (``q = 1`` at its token), so the same acceptance rule keeps the output the full model's; the
+schedules of ``k`` judge the layer draft's rounds only.
+
 **Reuse.** The layers before the draft's first skipped layer see exactly what the full model sees, so their K/V
 and outputs at the drafted positions are the full model's: the verify pass puts that K/V back into their caches
 and runs them on the one position the draft never fed (:class:`DraftRouting`), instead of on all ``n + 1``.
@@ -49,6 +57,7 @@ from .anatomy import (
     cache_positions,
     crop_cache_to_,
     last_query_layer_kwargs,
+    placeholder_token_ids,
     token_id_set,
     unpack_layer_output,
 )
@@ -89,6 +98,14 @@ class SpeculativeConfig:
     @property
     def schedule(self) -> str:
         return self.options.schedule
+
+    @property
+    def lookup(self) -> int:
+        return self.options.lookup
+
+    @property
+    def lookup_ngram(self) -> int:
+        return self.options.lookup_ngram
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,6 +162,8 @@ class SpeculativeReport:
     num_layers: int
     drafted: list[int] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
+    looked_up: list[int] = field(default_factory=list)
+    """Per verify pass, how many of its drafted tokens the n-gram lookup gave (all or none; they cost no forward)."""
     new_tokens: int = 0
     reused_positions: int = 0
     """Drafted positions whose :attr:`exact_layers` the verify passes reused instead of recomputing."""
@@ -157,9 +176,27 @@ class SpeculativeReport:
 
     @property
     def acceptance_rate(self) -> float:
-        """Accepted / drafted tokens (NaN before any draft)."""
+        """Accepted / drafted tokens, the layer draft's and the lookup's (NaN before any draft)."""
         drafted = sum(self.drafted)
         return sum(self.accepted) / drafted if drafted else math.nan
+
+    @property
+    def draft_forwards(self) -> list[int]:
+        """Per verify pass, the draft forwards before it: its drafted tokens, unless the n-gram lookup gave them."""
+        looked_up = self.looked_up or [0] * len(self.drafted)
+        return [drafted - looked for drafted, looked in zip(self.drafted, looked_up)]
+
+    @property
+    def lookup_rounds(self) -> int:
+        """Verify passes whose drafts the n-gram lookup gave."""
+        return sum(1 for looked in self.looked_up if looked)
+
+    def source_acceptance(self, lookup: bool) -> float:
+        """Accepted / drafted tokens of the rounds the lookup drafted (``lookup``) or the layer draft did."""
+        rounds = [(d, a) for d, a, looked in zip(self.drafted, self.accepted, self.looked_up or [0] * len(self.drafted))
+                  if bool(looked) == lookup]
+        drafted = sum(d for d, _ in rounds)
+        return sum(a for _, a in rounds) / drafted if drafted else math.nan
 
     @property
     def mean_accepted(self) -> float:
@@ -178,9 +215,9 @@ class SpeculativeReport:
 
     def predicted_speedup_at(self, draft_cost: float, verify_cost: float) -> float:
         """The speedup these rounds give with no overhead when a draft forward costs ``draft_cost`` and a verify pass
-        ``verify_cost`` decoding steps of the full model: ``(new_tokens - 1) / (drafted * draft_cost + verifies *
-        verify_cost)`` (stock makes one step per token after the first)."""
-        cost = sum(self.drafted) * draft_cost + self.verifies * verify_cost
+        ``verify_cost`` decoding steps of the full model: ``(new_tokens - 1) / (draft forwards * draft_cost +
+        verifies * verify_cost)`` (stock makes one step per token after the first; looked-up drafts cost nothing)."""
+        cost = sum(self.draft_forwards) * draft_cost + self.verifies * verify_cost
         return (self.new_tokens - 1) / cost if cost else math.nan
 
     notes: tuple[str, ...] = ()
@@ -194,11 +231,53 @@ class SpeculativeReport:
 
     def summary(self) -> dict:
         return {"draft": self.config.draft, "draft_layers": list(self.config.draft_layers), "k": self.config.k,
-                "threshold": self.config.threshold, "schedule": self.config.schedule, "new_tokens": self.new_tokens, "verifies": self.verifies,
-                "drafted": sum(self.drafted), "accepted": sum(self.accepted),
+                "threshold": self.config.threshold, "schedule": self.config.schedule, "lookup": self.config.lookup,
+                "new_tokens": self.new_tokens, "verifies": self.verifies,
+                "drafted": sum(self.drafted), "accepted": sum(self.accepted), "lookup_rounds": self.lookup_rounds,
+                "looked_up": sum(self.looked_up), "lookup_acceptance": self.source_acceptance(lookup=True),
                 "acceptance_rate": self.acceptance_rate, "mean_accepted": self.mean_accepted,
                 "draft_layer_share": self.draft_layer_share, "predicted_speedup": self.predicted_speedup,
                 "exact_layers": self.exact_layers, "reused_positions": self.reused_positions}
+
+
+def lookup_candidates(sequence: torch.Tensor, ngram: int, count: int, forbidden: frozenset[int] = frozenset(),
+                      end_tokens: frozenset[int] = frozenset()) -> torch.Tensor:
+    """Draft tokens copied from the sequence itself (prompt lookup decoding, Saxena 2023; the idea of transformers'
+    ``prompt_lookup_num_tokens``): the tokens that followed the latest earlier occurrence of its last ``n`` tokens.
+
+    Where those tokens run up to the end of the sequence, the copy goes on with what it has just copied: an n-gram
+    at ``i`` equal to the suffix says the sequence repeats with period ``P = length - n - i`` from there, and the
+    candidates continue that period (``candidate[t] = sequence[i + n + t mod P]``), which is what the next lookups
+    would propose once these are accepted. So a run of one token gives ``count`` candidates at once, where copying
+    only what follows the match gives 1, 2, 4, ... (transformers' prompt lookup, which takes the first occurrence).
+
+    Args:
+        sequence: The committed token ids `(length,)`, prompt and output.
+        ngram: The longest suffix to match; ``ngram`` down to 1 are tried, the longest with a match wins.
+        count: The most tokens to propose.
+        forbidden: Ids never proposed (a vision-language model's image placeholders: its forward counts each as an
+            image); the candidates end before the first.
+        end_tokens: The generation's EOS ids; the candidates end after the first (as a layer draft stops at one).
+
+    Returns:
+        The candidates `(m,)`, ``0 <= m <= count``; empty where no suffix recurs or nothing may follow it.
+    """
+    length = sequence.shape[0]
+    for n in range(min(ngram, length - 1), 0, -1):
+        windows = sequence.unfold(0, n, 1)[:-1]  # every earlier n-gram: windows[i] = sequence[i : i + n]
+        for start in reversed((windows == sequence[-n:]).all(dim=1).nonzero()[:, 0].tolist()):
+            period = sequence[start + n:].tolist()  # what followed the match, up to the end: it repeats
+            taken = []
+            for t in range(count):
+                token = period[t % len(period)]
+                if token in forbidden:
+                    break
+                taken.append(token)
+                if token in end_tokens:
+                    break
+            if taken:
+                return torch.tensor(taken, dtype=sequence.dtype, device=sequence.device)
+    return sequence.new_empty(0)
 
 
 def expected_tokens_per_cost(acceptance: float, k: int, draft_cost: float) -> float:
@@ -416,6 +495,7 @@ class SpeculativeDecoder:
         if cache is None:
             raise ValueError("speculative decoding needs a KV cache: do not pass use_cache=False")
         scores = logits_processor(input_ids, outputs.logits[:, -1].to(torch.float32))
+        vocab, device = scores.shape[-1], scores.device
         input_ids, done = self._commit(input_ids, _select(scores, do_sample)[:, None], [scores], stopping_criteria,
                                        streamer)
         max_length = generation_config.max_length
@@ -423,14 +503,24 @@ class SpeculativeDecoder:
         k = self.config.k
         expected = (ExpectedGainSchedule(self.config.k, report.draft_layer_share)
                     if self.config.schedule == "expected" else None)
+        forbidden = placeholder_token_ids(model)  # never a candidate of the lookup
         while not done:
-            if expected is not None:
-                k = expected.next_length()
             committed = input_ids.shape[1]
-            room = max_length - committed if max_length is not None else k + 1
-            # 2. the draft: up to k tokens from the draft layers
-            candidate, draft_probs = self._draft(input_ids, model_kwargs, logits_processor, end_tokens, do_sample,
-                                                 min(k, max(room - 1, 0)))
+            room = max_length - committed if max_length is not None else max(k, self.config.lookup) + 1
+            # 2. the draft: the n-gram lookup's candidates, where the sequence's suffix recurs; else up to k tokens
+            #    from the draft layers
+            looked_up = (lookup_candidates(input_ids[0], self.config.lookup_ngram,
+                                           min(self.config.lookup, max(room - 1, 0)), forbidden, end_tokens)
+                         if self.config.lookup else input_ids.new_empty(0))
+            if looked_up.numel():
+                candidate = torch.cat([input_ids, looked_up[None]], dim=1)
+                draft_probs = ([_point_mass(token, vocab, device) for token in looked_up.tolist()]
+                               if do_sample else [])
+            else:
+                if expected is not None:
+                    k = expected.next_length()
+                candidate, draft_probs = self._draft(input_ids, model_kwargs, logits_processor, end_tokens,
+                                                     do_sample, min(k, max(room - 1, 0)))
             drafted = candidate.shape[1] - committed
             # 3. the verify pass: the pending token and the drafts, through the full model, in one forward (the
             #    layers before the draft's first skipped one reuse the draft's exact K/V and outputs)
@@ -450,9 +540,11 @@ class SpeculativeDecoder:
             accepted, token = self._accept(candidate[:, committed:], target, draft_probs, do_sample)
             report.drafted.append(drafted)
             report.accepted.append(accepted)
-            if self.config.schedule == "heuristic" and drafted:
+            report.looked_up.append(int(looked_up.numel()))
+            layer_round = not looked_up.numel()  # the schedules of k judge the layer draft only
+            if layer_round and self.config.schedule == "heuristic" and drafted:
                 k = k + 2 if accepted == drafted else max(1, k - 1)
-            elif expected is not None:
+            elif layer_round and expected is not None:
                 expected.observe(drafted, accepted)
             new = torch.cat([candidate[:, committed: committed + accepted], token[:, None]], dim=1)
             crop_cache_to_(anatomy, cache, committed + accepted)
@@ -528,14 +620,25 @@ class SpeculativeDecoder:
         return n, torch.multinomial(target[n].softmax(-1), 1)[:, 0]
 
     def _commit(self, input_ids, new, scores, stopping_criteria, streamer):
-        """Append ``new`` `(1, m)` token by token, checking the stopping criteria after each."""
+        """Append ``new`` `(1, m)` token by token, checking the stopping criteria after each; the streamer then gets
+        the tokens committed, `(1, m')`, in one ``put`` (as from transformers' assisted generation)."""
+        start, done = input_ids.shape[1], False
         for i in range(new.shape[1]):
             input_ids = torch.cat([input_ids, new[:, i: i + 1]], dim=1)
-            if streamer is not None:
-                streamer.put(new[:, i].cpu())
             if bool(stopping_criteria(input_ids, scores[min(i, len(scores) - 1)]).all()):
-                return input_ids, True
-        return input_ids, False
+                done = True
+                break
+        if streamer is not None:
+            streamer.put(input_ids[:, start:].cpu())
+        return input_ids, done
+
+
+def _point_mass(token: int, width: int, device) -> torch.Tensor:
+    """The distribution `(1, width)` of a draft that proposes ``token`` for certain (a looked-up candidate): under
+    the sampling rule it is kept with probability ``p(token)``, and a rejection draws from ``p`` without it."""
+    distribution = torch.zeros(1, width, device=device)
+    distribution[0, token] = 1.0
+    return distribution
 
 
 def _select(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:

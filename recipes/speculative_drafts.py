@@ -61,7 +61,7 @@ def draft_configs(critical: int, mutations: tuple[int, ...], num_layers: int, sc
                   keep_last: int = 5, placeholder_tokens=()):
     """The benchmark's configurations: stock, the drafts at each boundary, static skip1 and the built-ins (prompt
     lookup with the image placeholders suppressed, as in ``lvlm-skip speed``)."""
-    from lvlm_skip.speed.benchmark import SPECULATIVE, SpeedConfig, builtin_speculative_configs
+    from lvlm_skip.speed.benchmark import LOOKUP_TOKENS, SPECULATIVE, SpeedConfig, builtin_speculative_configs
 
     def speculative(name, draft, **layers):
         return SpeedConfig(name, dict(variant="speculative", draft=draft, k=k, **layers), SPECULATIVE)
@@ -81,6 +81,9 @@ def draft_configs(critical: int, mutations: tuple[int, ...], num_layers: int, sc
                                            keep_last=keep_last, schedule=schedule))
                 configs.append(speculative(f"speculative exit at c = {b}, {schedule} k", "exit", exit_layer=b,
                                            schedule=schedule))
+            for draft, layers in (("skip3", dict(critical_layer=b, keep_last=keep_last)), ("exit", dict(exit_layer=b))):
+                configs.append(speculative(f"speculative {draft} at c = {b}, expected k + lookup", draft,
+                                           schedule="expected", lookup=LOOKUP_TOKENS, **layers))
     if mutations and critical + 1 < mutations[0]:
         configs.append(speculative(f"speculative skip1 c = {critical}, m = {mutations[0]}", "skip1",
                                    critical_layer=critical, mutation_layers=mutations))

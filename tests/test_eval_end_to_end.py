@@ -206,8 +206,9 @@ def test_speculative_variant_specs():
 
 def test_speculative_answers_equal_the_stock_models_in_amber(model_dir, amber_data, capsys):
     """Through the harness (batch 4 asked: speculative rows go one at a time): every answer of a speculative variant
-    is the stock model's, token for token."""
-    options = {"speculative:skip3": {"critical_layer": 2, "keep_last": 1}, "speculative:layers": {"layers": [4, 7]}}
+    is the stock model's, token for token (the layers draft behind an n-gram lookup)."""
+    options = {"speculative:skip3": {"critical_layer": 2, "keep_last": 1},
+               "speculative:layers": {"layers": [4, 7], "lookup": 6, "schedule": "expected"}}
     argv = _amber_args(amber_data, model_dir, "--variants", "none,speculative:skip3,speculative:layers", "--task", "a",
                        "--variant-options", json.dumps(options), "--batch-size", "4")
     assert main(argv) == 0

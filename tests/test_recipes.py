@@ -425,6 +425,7 @@ def test_speculative_drafts_configurations():
     assert "speculative skip1 c = 8, m = 14" in names and names[-2:] == ["prompt lookup 10", "assistant early exit 8"]
     for schedule in ("heuristic", "expected"):  # k moved by acceptance, at c only
         assert f"speculative skip3 at c = 8, {schedule} k" in names and f"speculative exit at c = 8, {schedule} k" in names
+    assert "speculative skip3 at c = 8, expected k + lookup" in names and "speculative exit at c = 8, expected k + lookup" in names
     # the scaled boundary equal to c is not measured twice; a boundary past L - keep_last is left out
     names = [c.name for c in draft_configs(9, (14,), 16, 9, k=4)]
     assert not any("no profile" in n for n in names) and not any("c+2" in n for n in names)

@@ -212,7 +212,9 @@ def test_a_streamer_gets_the_prompt_then_every_token(exact_draft_llama):
     new, _ = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4), max_new_tokens=9, min_new_tokens=9,
                           do_sample=False, streamer=streamer)
     assert streamer.puts[0] == PROMPT[0].tolist() and streamer.puts[-1] == "end"
-    assert [t for (t,) in streamer.puts[1:-1]] == new[0].tolist()
+    # a verify's committed tokens come in one put, as from transformers' assisted generation
+    assert [t for put in streamer.puts[1:-1] for t in put] == new[0].tolist()
+    assert max(len(put) for put in streamer.puts[1:-1]) > 1
 
 
 # -- sampling ------------------------------------------------------------------------------------------------
@@ -416,3 +418,168 @@ def test_the_expected_schedule_ends_at_max_new_tokens(exact_draft_llama, max_new
     generate = dict(max_new_tokens=max_new_tokens, do_sample=False)
     new, report = _speculative(exact_draft_llama, INPUTS, "layers", dict(EXACT, k=4, schedule="expected"), **generate)
     assert torch.equal(new, _stock(exact_draft_llama, INPUTS, **generate)) and report.new_tokens == max_new_tokens
+
+
+# -- n-gram lookup before the layer draft (lookup=) ------------------------------------------------------------
+
+
+def test_lookup_candidates_follow_the_latest_earlier_occurrence_of_the_longest_suffix():
+    from lvlm_skip.speculative import lookup_candidates
+
+    def look(sequence, ngram=2, count=3, **kwargs):
+        return lookup_candidates(torch.tensor(sequence), ngram, count, **kwargs).tolist()
+
+    assert look([3, 4, 5, 6, 9, 4, 5, 7, 8, 4, 5]) == [7, 8, 4]  # (4, 5) last recurred at 5
+    assert look([3, 4, 5, 6, 9, 4, 5, 7, 8, 4, 5], count=9) == [7, 8, 4, 5, 7, 8, 4, 5, 7]  # its period, repeated
+    assert look([2, 8, 1, 2, 7, 1, 2], ngram=2) == [7, 1, 2]  # the 2-gram (1, 2) wins over the 1-gram (2) ...
+    assert look([2, 8, 1, 2, 7, 1, 2], ngram=1) == [7, 1, 2]  # ... which also last recurred at 3
+    assert look([2, 8, 1, 2, 7, 1, 3, 2], ngram=2, count=4) == [7, 1, 3, 2]  # no (3, 2) before: the 1-gram (2) at 3
+    assert look([9, 9, 9], count=5) == [9, 9, 9, 9, 9]  # a run: period 1, all count at once
+    assert look([5, 6, 0, 5, 6, 7, 5, 6], forbidden=frozenset({0})) == [7, 5, 6]  # a placeholder is never proposed
+    assert look([5, 6, 7, 0, 5, 6], forbidden=frozenset({0}), count=5) == [7]  # the candidates end before one ...
+    assert look([5, 6, 0, 5, 6, 0, 5, 6], forbidden=frozenset({0})) == []  # ... so nothing may follow here
+    assert look([5, 6, 7, 2, 9, 5, 6], count=5, end_tokens=frozenset({2})) == [7, 2]  # they end after an EOS
+    assert look([1, 2, 3]) == [] and look([4]) == [] and look([1, 2, 1, 2], count=0) == []
+
+
+REPEATING = torch.tensor([[1, 5, 6, 7, 8, 5, 6, 7, 8, 5, 6]])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "heuristic", "expected"])
+def test_lookup_greedy_equals_stock_on_llama(llama, schedule):
+    inputs = {"input_ids": REPEATING, "attention_mask": torch.ones_like(REPEATING)}
+    generate = dict(max_new_tokens=24, min_new_tokens=24, do_sample=False)
+    new, report = _speculative(llama, inputs, options=dict(DRAFTS[0][1], k=3, lookup=5, schedule=schedule), **generate)
+    assert torch.equal(new, _stock(llama, inputs, **generate))
+    assert 0 < report.lookup_rounds < report.verifies  # both the lookup and the layer draft drafted
+    assert report.draft_forwards == [d - looked for d, looked in zip(report.drafted, report.looked_up)]
+    assert all(looked in (0, d) for d, looked in zip(report.drafted, report.looked_up))
+    assert max(report.looked_up) <= 5 and report.summary()["lookup_rounds"] == report.lookup_rounds
+    off = _speculative(llama, inputs, options=dict(DRAFTS[0][1], k=3, schedule=schedule), **generate)[1]
+    assert off.lookup_rounds == 0 and off.looked_up == [0] * off.verifies
+
+
+def test_lookup_on_llava_never_proposes_an_image_placeholder():
+    """The prompt's longest repeats are the image placeholders; a candidate holding one would make LLaVA's forward
+    count another image and fail. Here the lookup runs on an image prompt and gives the stock tokens."""
+    model, processor = make_llava(8, hidden=64, intermediate=128, seed=3, dtype=torch.float64)
+    image = Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype("uint8"))
+    inputs = dict(processor(images=image, text=chat_prompt(processor, "describe this image . describe this image ."),
+                            return_tensors="pt"))
+    inputs["pixel_values"] = inputs["pixel_values"].double()
+    generate = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False, suppress_tokens=[model.config.image_token_id])
+    new, report = _speculative(model, inputs, options=dict(DRAFTS[0][1], lookup=8, lookup_ngram=1), **generate)
+    assert torch.equal(new, _stock(model, inputs, **generate)) and report.lookup_rounds > 0
+
+
+def _oracle_lookup(monkeypatch, continuation: list[int], wrong_every: int = 0):
+    """Replace the n-gram matcher by one that proposes the given continuation of the prompt (every
+    ``wrong_every``-th round's first candidate replaced by a wrong token), so that lookup rounds are long and land
+    on EOS, max_new_tokens and stopping criteria."""
+    import lvlm_skip.speculative as speculative
+
+    rounds = []
+
+    def lookup(sequence, ngram, count, forbidden=frozenset(), end_tokens=frozenset()):
+        rounds.append(count)
+        done = sequence.shape[0] - PROMPT.shape[1]
+        taken = []
+        for token in continuation[done: done + count]:
+            taken.append(token)
+            if token in end_tokens:
+                break
+        if wrong_every and taken and len(rounds) % wrong_every == 0:
+            taken[0] = (taken[0] + 1) % 128
+        return torch.tensor(taken, dtype=sequence.dtype)
+
+    monkeypatch.setattr(speculative, "lookup_candidates", lookup)
+
+
+@pytest.mark.parametrize("max_new_tokens", [2, 3, 7, 13])
+def test_lookup_rounds_end_at_max_new_tokens(llama, monkeypatch, max_new_tokens):
+    free = _stock(llama, INPUTS, max_new_tokens=16, min_new_tokens=16, do_sample=False)[0].tolist()
+    _oracle_lookup(monkeypatch, free, wrong_every=2)
+    generate = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
+    new, report = _speculative(llama, INPUTS, options=dict(DRAFTS[0][1], lookup=6), **generate)
+    assert new[0].tolist() == free[:max_new_tokens] and report.new_tokens == max_new_tokens
+    # the oracle always proposes (a last round with room for the verify's token alone drafts nothing)
+    assert report.lookup_rounds == sum(1 for d in report.drafted if d) and report.draft_forwards == [0] * report.verifies
+    assert max(report.looked_up) <= 6 and (max_new_tokens < 8 or sum(report.accepted) < sum(report.drafted))
+
+
+def test_lookup_rounds_end_at_eos_and_stopping_criteria(llama, monkeypatch):
+    free = _stock(llama, INPUTS, max_new_tokens=12, min_new_tokens=12, do_sample=False)[0].tolist()
+    _oracle_lookup(monkeypatch, free)
+    step = next(s for s in (4, 5, 6, 7) if free[s] not in free[:s])
+    generate = dict(max_new_tokens=12, do_sample=False, eos_token_id=free[step], pad_token_id=0)
+    new, report = _speculative(llama, INPUTS, options=dict(DRAFTS[0][1], lookup=10), **generate)
+    assert new[0].tolist() == free[: step + 1] and report.new_tokens == step + 1
+    assert report.acceptance_rate == 1.0 and report.verifies == 1  # one round: the candidates end at the EOS
+    generate = dict(max_new_tokens=12, do_sample=False, stopping_criteria=StoppingCriteriaList([_StopAfter(free[step])]))
+    new, _ = _speculative(llama, INPUTS, options=dict(DRAFTS[0][1], lookup=10), **generate)
+    assert new[0].tolist() == free[: step + 1]
+
+
+def test_the_acceptance_rule_with_a_looked_up_draft_gives_the_target_distribution():
+    """A looked-up candidate is a draft of certainty, ``q = 1`` at its token: kept with probability ``p(x)``, else a
+    draw from ``p`` without ``x``; the token is distributed as ``p`` (chi-square, 20000 draws)."""
+    from scipy.stats import chisquare
+
+    from lvlm_skip.speculative import _point_mass
+
+    torch.manual_seed(0)
+    vocab, draws, x = 6, 20000, torch.tensor([[2]])
+    p_logits = torch.randn(1, vocab) * 1.5
+    counts = np.zeros(vocab)
+    q = _point_mass(2, vocab, "cpu")
+    for _ in range(draws):
+        accepted, token = SpeculativeDecoder._accept(x, [p_logits, p_logits], [q], do_sample=True)
+        counts[2 if accepted else int(token)] += 1
+    expected = p_logits.softmax(-1)[0].double().numpy()
+    assert chisquare(counts, expected / expected.sum() * draws).pvalue > 1e-4
+
+
+TEMPERATURE = 2.5
+
+
+def test_sampled_tokens_with_lookup_are_distributed_as_stock_sampling():
+    """End to end: every token of a vocabulary of 12 is in the prompt, so after the prefill's token the 1-gram lookup
+    always proposes the second token; it has the full model's exact marginal (chi-square, 1000 sequences; at
+    temperature 2.5, so that the rule keeps some candidates and rejects others)."""
+    from scipy.stats import chisquare
+
+    model = make_llama(6, dtype=torch.float64, initializer_range=0.5, vocab=12, seed=2)
+    prompt = torch.tensor([[1, 5, 6, 7, 0, 2, 3, 4, 8, 9, 10, 11]])
+    eos = model.generation_config.eos_token_id
+    with torch.no_grad():
+        first = (model(prompt).logits[0, -1] / TEMPERATURE).index_fill(-1, torch.tensor([eos]), -torch.inf).softmax(-1)
+        rows = torch.cat([prompt.expand(12, -1), torch.arange(12)[:, None]], dim=1)
+        second = (model(rows).logits[:, -1] / TEMPERATURE).index_fill(-1, torch.tensor([eos]), -torch.inf).softmax(-1)
+        exact = (first[:, None] * second).sum(0).numpy()
+    torch.manual_seed(0)
+    counts = np.zeros(12)
+    inputs = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
+    accepted = drafted = 0
+    with lvlm_skip.skipping(model, variant="speculative", draft="layers", layers=[3, 4, 5], k=1, lookup=1,
+                            lookup_ngram=1) as run:
+        for _ in range(SEQUENCES):
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=True, top_k=0,
+                                     temperature=TEMPERATURE)
+            counts[int(out[0, prompt.shape[1] + 1])] += 1
+            assert run.report.looked_up[0] == 1  # the second token was a looked-up draft, judged by the rule
+            accepted, drafted = accepted + run.report.accepted[0], drafted + 1
+    assert 0.02 < accepted / drafted < 0.98
+    assert counts[exact == 0].sum() == 0  # the EOS, which min_new_tokens forbids (a bin left out below)
+    keep, rare = exact * SEQUENCES >= 5, (exact > 0) & (exact * SEQUENCES < 5)
+    observed, expected = counts[keep], exact[keep]
+    if rare.any():  # the rare tokens pooled
+        observed, expected = np.append(observed, counts[rare].sum()), np.append(expected, exact[rare].sum())
+    expected = expected / expected.sum() * SEQUENCES
+    assert chisquare(observed, expected).pvalue > 1e-4
+
+
+def test_bad_lookup_options_are_one_line_errors(llama):
+    for options, match in ((dict(lookup=-1), "`lookup`"), (dict(lookup=4, lookup_ngram=0), "`lookup_ngram`")):
+        with pytest.raises(ValueError, match=match):
+            lvlm_skip.wrap(llama, variant="speculative", draft="skip3", critical_layer=2, **options)

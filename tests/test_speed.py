@@ -184,7 +184,10 @@ def test_speculative_rows_and_targets():
     names = [c.name for c in speed.select_configs(speed.default_configs(plan, 32, 256), "speculative,prompt")]
     assert names == ["stock", "speculative skip1", "speculative skip3", "speculative exit",
                      "speculative skip3 heuristic k", "speculative exit heuristic k", "speculative skip3 expected k",
-                     "speculative exit expected k", "prompt lookup 10"]
+                     "speculative exit expected k", "speculative skip3 expected k + lookup",
+                     "speculative exit expected k + lookup", "prompt lookup 10"]
+    assert configs["speculative exit expected k + lookup"].wrap == dict(
+        variant="speculative", draft="exit", k=4, schedule="expected", lookup=10, exit_layer=18)
     assert configs["speculative exit heuristic k"].wrap["schedule"] == "heuristic"
     assert configs["speculative skip3 expected k"].wrap["schedule"] == "expected"
     assert speed.SPECULATIVE.met({"pct_of_ideal": 91.0, "same_tokens_as_stock": True}) == "yes"

@@ -303,8 +303,9 @@ def default_configs(plan: LayerChoice, num_layers: int, candidates: int,
 def speculative_configs(plan: LayerChoice, num_layers: int, k: int = SpeculativeOptions.k,
                         placeholder_tokens: Sequence[int] = ()) -> list[SpeedConfig]:
     """Lossless speed: self-speculative drafts from the plan's layers (skip1, skip3, exit at ``c``; skip3 and exit
-    also with the heuristic and the expected-gain schedules of ``k``), and
-    transformers' two built-in training-free forms, prompt lookup and an early-exit assistant at ``c``.
+    also with the heuristic and the expected-gain schedules of ``k``, and with the expected-gain schedule behind an
+    n-gram lookup of :data:`LOOKUP_TOKENS`), and transformers' two built-in training-free forms, prompt lookup (of
+    as many tokens) and an early-exit assistant at ``c``.
 
     ``placeholder_tokens`` (:func:`lvlm_skip.anatomy.placeholder_token_ids`) are suppressed in the prompt-lookup
     row: prompt lookup copies prompt n-grams as candidates, and on a vision-language model those hold the image
@@ -320,17 +321,25 @@ def speculative_configs(plan: LayerChoice, num_layers: int, k: int = Speculative
         *(SpeedConfig(f"speculative {name} {schedule} k", dict(variant="speculative", draft=name, k=k,
                                                                schedule=schedule, **options), SPECULATIVE)
           for schedule in ("heuristic", "expected") for name, options in drafts[1:]),
+        *(SpeedConfig(f"speculative {name} expected k + lookup", dict(variant="speculative", draft=name, k=k,
+                                                                      schedule="expected", lookup=LOOKUP_TOKENS,
+                                                                      **options), SPECULATIVE)
+          for name, options in drafts[1:]),
         *builtin_speculative_configs(c, placeholder_tokens),
     ]
+
+
+#: The most tokens an n-gram lookup proposes, ours and transformers' (``prompt_lookup_num_tokens``), in the benchmark.
+LOOKUP_TOKENS = 10
 
 
 def builtin_speculative_configs(exit_layer: int, placeholder_tokens: Sequence[int] = ()) -> list[SpeedConfig]:
     """transformers' two built-in training-free forms: prompt lookup (10 tokens, ``placeholder_tokens`` suppressed:
     :func:`speculative_configs`) and an early-exit assistant at ``exit_layer``."""
-    lookup = dict(prompt_lookup_num_tokens=10)
+    lookup = dict(prompt_lookup_num_tokens=LOOKUP_TOKENS)
     if placeholder_tokens:
         lookup["suppress_tokens"] = sorted(placeholder_tokens)
-    return [SpeedConfig("prompt lookup 10", None, generate=lookup),
+    return [SpeedConfig(f"prompt lookup {LOOKUP_TOKENS}", None, generate=lookup),
             SpeedConfig(f"assistant early exit {exit_layer}", None, generate=dict(assistant_early_exit=exit_layer))]
 
 
@@ -414,7 +423,8 @@ def speculative_costs(run_forwards: Sequence[Sequence[float]], stock_run_forward
         run_forwards: Per timed run, the durations of the row's forwards in call order (:class:`_ForwardClock`):
             the prefill, then per round ``drafted[i]`` draft forwards and one verify pass.
         stock_run_forwards: The same for the stock model: the prefill, then one forward per decoding step.
-        drafted: The rounds' draft lengths (the report's; greedy, so every run drafts alike).
+        drafted: The rounds' draft forwards (the report's :attr:`~lvlm_skip.speculative.SpeculativeReport.draft_forwards`:
+            a round the n-gram lookup drafted has none; greedy, so every run drafts alike).
         statistic: As :func:`step_time`: ``"min"``, every forward's least duration over the runs, then the mean
             per kind; ``"median"``, the median per kind over all runs.
 
@@ -640,7 +650,7 @@ def _row(config: SpeedConfig, sample: dict, stock_runs: list, num_layers: int, s
         values.update(acceptance_rate=round(report.acceptance_rate, 3), mean_accepted=round(report.mean_accepted, 2),
                       draft_layer_share=round(report.draft_layer_share, 3), ideal_memory_bound=round(memory_bound, 3),
                       pct_of_memory_bound=round(100 * speedup / memory_bound, 1))
-        costs = speculative_costs(sample.get("forwards", ()), stock_forwards, report.drafted, statistic)
+        costs = speculative_costs(sample.get("forwards", ()), stock_forwards, report.draft_forwards, statistic)
         ideal = memory_bound
         if costs is not None:
             ideal = report.predicted_speedup_at(0.0 if math.isnan(costs["draft_cost"]) else costs["draft_cost"],
