@@ -181,10 +181,14 @@ class SpeculativeReport:
         return sum(self.accepted) / drafted if drafted else math.nan
 
     @property
+    def _looked_up_per_round(self) -> list[int]:
+        """:attr:`looked_up`, or none per round for a report built without it."""
+        return self.looked_up or [0] * len(self.drafted)
+
+    @property
     def draft_forwards(self) -> list[int]:
         """Per verify pass, the draft forwards before it: its drafted tokens, unless the n-gram lookup gave them."""
-        looked_up = self.looked_up or [0] * len(self.drafted)
-        return [drafted - looked for drafted, looked in zip(self.drafted, looked_up)]
+        return [drafted - looked for drafted, looked in zip(self.drafted, self._looked_up_per_round)]
 
     @property
     def lookup_rounds(self) -> int:
@@ -193,7 +197,7 @@ class SpeculativeReport:
 
     def source_acceptance(self, lookup: bool) -> float:
         """Accepted / drafted tokens of the rounds the lookup drafted (``lookup``) or the layer draft did."""
-        rounds = [(d, a) for d, a, looked in zip(self.drafted, self.accepted, self.looked_up or [0] * len(self.drafted))
+        rounds = [(d, a) for d, a, looked in zip(self.drafted, self.accepted, self._looked_up_per_round)
                   if bool(looked) == lookup]
         drafted = sum(d for d, _ in rounds)
         return sum(a for _, a in rounds) / drafted if drafted else math.nan
@@ -266,7 +270,8 @@ def lookup_candidates(sequence: torch.Tensor, ngram: int, count: int, forbidden:
     for n in range(min(ngram, length - 1), 0, -1):
         windows = sequence.unfold(0, n, 1)[:-1]  # every earlier n-gram: windows[i] = sequence[i : i + n]
         for start in reversed((windows == sequence[-n:]).all(dim=1).nonzero()[:, 0].tolist()):
-            period = sequence[start + n:].tolist()  # what followed the match, up to the end: it repeats
+            # what followed the match, up to the end (then it repeats: the period) or up to count tokens
+            period = sequence[start + n: start + n + count].tolist()
             taken = []
             for t in range(count):
                 token = period[t % len(period)]
